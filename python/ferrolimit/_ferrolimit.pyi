@@ -1,0 +1,309 @@
+"""The native module: the Rust-backed limiter and its async context managers."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from collections.abc import Awaitable, Generator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, final
+
+from opentelemetry.trace import Tracer
+from typing_extensions import Self
+
+from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
+
+__all__ = [
+    '__version__',
+    'ConcurrencyLimiter',
+    'LimiterContext',
+    'LimiterStats',
+    'Ready',
+    'Waiter',
+    'check_limits',
+    'get_concurrency_context',
+]
+
+__version__: str
+"""The package version (from `Cargo.toml`)."""
+
+class ConcurrencyLimiter:
+    """A concurrency limiter with a bounded FIFO queue, backed by Rust.
+
+    A drop-in for `pydantic_ai.concurrency.ConcurrencyLimiter`: the same constructor, properties,
+    errors, messages and OpenTelemetry span. It also guarantees what pydantic-ai's does not:
+
+    - never more than `max_running` slots are held;
+    - a released slot goes to the oldest waiter (FIFO), and a newcomer never overtakes a waiter;
+    - `max_queued` is exact: N simultaneous arrivals admit exactly the free queue places, and
+      `waiting_count` counts every queued caller at once;
+    - a waiter that is cancelled or times out neither takes nor loses a slot, even if a slot was
+      handed to it at that instant;
+    - slots are not owned by tasks: `release()` may run on any task or thread, and one limiter can
+      be shared by any number of tasks, threads and event loops.
+
+    Taking a free slot touches neither the event loop nor a lock. Only a caller that has to wait
+    opens a span, `waiting for {name or source} concurrency`, with the attributes `source`,
+    `waiting_count`, `max_running`, `limiter_name` (if named) and `max_queued` (if set).
+
+    Example:
+    ```python
+    from ferrolimit import ConcurrencyLimiter, get_concurrency_context
+
+    limiter = ConcurrencyLimiter(max_running=10, max_queued=100, name='openai')
+
+    async def call_model() -> None:
+        async with get_concurrency_context(limiter, 'model:gpt-4o'):
+            ...
+    ```
+    """
+
+    def __init__(
+        self,
+        max_running: int,
+        *,
+        max_queued: int | None = None,
+        name: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        """Initialize the limiter.
+
+        Args:
+            max_running: Maximum number of concurrent operations. Must be >= 1 (and at most
+                2147483647).
+            max_queued: Maximum queue depth before `acquire` raises `ConcurrencyLimitExceeded`.
+                Must be >= 0; `None` for an unbounded queue.
+            name: Optional name, used in spans and errors when the limiter is shared.
+            tracer: OpenTelemetry tracer for the wait span; the global tracer by default.
+
+        Raises:
+            UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
+            TypeError: If a limit is not an int.
+            ValueError: If a limit is larger than ferrolimit can count.
+        """
+
+    @classmethod
+    def from_limit(
+        cls,
+        limit: int | ConcurrencyLimit | Any,
+        *,
+        name: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> Self:
+        """Create a limiter from an int or a `ConcurrencyLimit` (ferrolimit's or pydantic-ai's).
+
+        Args:
+            limit: Either an int for simple limiting or a `ConcurrencyLimit` for full config.
+            name: Optional name for this limiter, used for observability.
+            tracer: OpenTelemetry tracer for span creation.
+
+        Returns:
+            A configured limiter.
+
+        Raises:
+            TypeError: If `limit` is neither an int nor a `ConcurrencyLimit`.
+        """
+
+    @property
+    def name(self) -> str | None:
+        """Name of the limiter for observability."""
+
+    @property
+    def max_running(self) -> int:
+        """Maximum concurrent operations allowed."""
+
+    @max_running.setter
+    def max_running(self, value: int) -> None:
+        """Resize at run time: growing wakes waiters at once, shrinking lets holders finish.
+
+        Raises:
+            UserError: If `value` is less than 1.
+        """
+
+    @property
+    def running_count(self) -> int:
+        """Number of slots held right now."""
+
+    @property
+    def available_count(self) -> int:
+        """Number of free slots right now."""
+
+    @property
+    def waiting_count(self) -> int:
+        """Number of callers queued for a slot right now."""
+
+    @property
+    def _max_queued(self) -> int | None:
+        """The queue bound (`None` when unbounded), read by pydantic-ai's tests."""
+
+    def _get_tracer(self) -> Tracer:
+        """The tracer, falling back to the global `ferrolimit` tracer if none was given."""
+
+    def acquire(self, source: str = 'unnamed') -> Awaitable[None]:
+        """Acquire a slot, waiting in FIFO order if none is free (`await limiter.acquire(...)`).
+
+        A free slot is taken at once and the awaitable finishes on its first step.
+
+        Args:
+            source: Identifier for observability (e.g. 'model:gpt-4o').
+
+        Raises:
+            ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
+            TypeError: If `source` is not a str.
+        """
+
+    def try_acquire(self) -> bool:
+        """Take a slot only if one is free and nobody is queued; never waits.
+
+        Returns:
+            Whether a slot was taken (pair it with one `release()`).
+        """
+
+    def release(self) -> None:
+        """Release a slot, handing it to the oldest waiter if there is one.
+
+        May be called from any task or thread, not only the one that acquired.
+
+        Raises:
+            ValueError: If no slot is held (`semaphore released too many times`); nothing changes.
+        """
+
+    def stats(self) -> LimiterStats:
+        """A consistent snapshot of all counts and lifetime totals."""
+
+    def __call__(self, source: str = 'unnamed') -> LimiterContext:
+        """`async with limiter(source):` holds one slot for the block."""
+
+    async def __aenter__(self) -> None:
+        """`async with limiter:` holds one slot for the block (source 'unnamed')."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Release the slot; an exception in the block propagates unchanged."""
+
+@final
+class LimiterContext:
+    """Async context manager holding one slot of a limiter for its block.
+
+    Returned by `get_concurrency_context` and `ConcurrencyLimiter.__call__`. It holds no state of
+    its own between uses, so one instance may be entered by many tasks at once.
+    """
+
+    async def __aenter__(self) -> None:
+        """Acquire the slot, waiting if necessary."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Release the slot; an exception in the block propagates unchanged."""
+
+@final
+class LimiterStats:
+    """A consistent snapshot of a limiter, taken at one instant."""
+
+    @property
+    def running(self) -> int:
+        """Slots held."""
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued."""
+
+    @property
+    def available(self) -> int:
+        """Free slots."""
+
+    @property
+    def max_running(self) -> int:
+        """The limit on holders."""
+
+    @property
+    def max_queued(self) -> int | None:
+        """The queue bound, `None` when unbounded."""
+
+    @property
+    def acquired_total(self) -> int:
+        """Slots handed out since the limiter was created."""
+
+    @property
+    def rejected_total(self) -> int:
+        """Arrivals refused because the queue was full."""
+
+    @property
+    def cancelled_total(self) -> int:
+        """Waits given up (cancelled or timed out) before using a slot."""
+
+@final
+class Ready:
+    """An awaitable that is already finished (value `None`), also a no-op async context manager.
+
+    The fast path returns one shared instance; `get_concurrency_context(None)` returns it too.
+    """
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        """Return the iterator that finishes at once."""
+
+    def __iter__(self) -> Self:
+        """Return itself."""
+
+    def __next__(self) -> Any:
+        """Finish: raises `StopIteration` (value `None`)."""
+
+    async def __aenter__(self) -> None:
+        """Do nothing."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Do nothing; an exception in the block propagates unchanged."""
+
+@final
+class Waiter:
+    """A caller on the slow path (internal: used by `ferrolimit._wait`)."""
+
+    def enqueue(self, future: asyncio.Future[None], event_loop: asyncio.AbstractEventLoop) -> bool:
+        """Queue the caller; `False` if a slot was free after all.
+
+        Raises:
+            ConcurrencyLimitExceeded: If the queue is full.
+        """
+
+    def tracer(self) -> Tracer:
+        """The tracer the wait span goes to."""
+
+    def span(self) -> tuple[str, dict[str, str | int]]:
+        """The wait span's name and attributes."""
+
+    def finish(self) -> None:
+        """Take the slot a release handed over."""
+
+    def cancel(self) -> None:
+        """Give up the wait; a slot handed over at that instant passes on."""
+
+def get_concurrency_context(
+    limiter: AbstractConcurrencyLimiter | ConcurrencyLimiter | None, source: str = 'unnamed'
+) -> AbstractAsyncContextManager[None]:
+    """Get an async context manager for the concurrency limiter.
+
+    If limiter is None, returns a no-op context manager. A ferrolimit limiter takes a free slot
+    without touching the event loop; any other `AbstractConcurrencyLimiter` (pydantic-ai's
+    included) is entered through its own `acquire(source)` and `release()`.
+
+    Args:
+        limiter: The limiter or None.
+        source: Identifier for the source of this acquisition (e.g., 'agent:my-agent' or 'model:gpt-4').
+
+    Returns:
+        An async context manager.
+
+    Raises:
+        TypeError: If `limiter` has no `acquire`/`release`, or `source` is not a str.
+    """
+
+def check_limits(max_running: int, max_queued: int | None = None) -> None:
+    """Validate limits exactly as `ConcurrencyLimiter()` does (used by `ConcurrencyLimit`).
+
+    Raises:
+        UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
+    """

@@ -1,0 +1,101 @@
+"""The pure-Python part of the pydantic-ai contract: the abstract limiter, the limit dataclass and
+`normalize_to_limiter`, as in `pydantic_ai.concurrency`."""
+
+from __future__ import annotations as _annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ._ferrolimit import ConcurrencyLimiter, check_limits
+
+__all__ = ('AbstractConcurrencyLimiter', 'ConcurrencyLimit', 'AnyConcurrencyLimit', 'normalize_to_limiter')
+
+
+class AbstractConcurrencyLimiter(ABC):
+    """Abstract base class for concurrency limiters.
+
+    Subclass this to create custom concurrency limiters (e.g. Redis-backed distributed limiters).
+    `ferrolimit.ConcurrencyLimiter` is registered as a virtual subclass, and when pydantic-ai is
+    installed this class is registered with `pydantic_ai.concurrency.AbstractConcurrencyLimiter`,
+    so pydantic-ai accepts any subclass of it.
+    """
+
+    @abstractmethod
+    async def acquire(self, source: str) -> None:
+        """Acquire a slot, waiting if necessary.
+
+        Args:
+            source: Identifier for observability (e.g., 'model:gpt-4o').
+        """
+
+    @abstractmethod
+    def release(self) -> None:
+        """Release a slot.
+
+        This can run on a different task than the matching `acquire()`: a streamed model response
+        is iterated and closed on whichever task consumes it.
+        """
+
+
+AbstractConcurrencyLimiter.register(ConcurrencyLimiter)
+
+
+@dataclass
+class ConcurrencyLimit:
+    """Configuration for concurrency limiting with optional backpressure.
+
+    Args:
+        max_running: Maximum number of concurrent operations allowed. Must be >= 1.
+        max_queued: Maximum number of operations waiting in the queue. Must be >= 0.
+            If None, the queue is unlimited. If exceeded, raises `ConcurrencyLimitExceeded`.
+
+    Raises:
+        UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
+    """
+
+    max_running: int
+    """Maximum number of concurrent operations allowed."""
+    max_queued: int | None = None
+    """Maximum number of operations waiting in the queue; `None` for unlimited."""
+
+    def __post_init__(self) -> None:
+        check_limits(self.max_running, self.max_queued)
+
+
+AnyConcurrencyLimit: TypeAlias = 'int | ConcurrencyLimit | AbstractConcurrencyLimiter | None'
+"""Type alias for concurrency limit configuration.
+
+Can be:
+- An `int`: Simple limit on concurrent operations (unlimited queue).
+- A `ConcurrencyLimit`: Full configuration with optional backpressure.
+- An `AbstractConcurrencyLimiter`: A pre-created limiter instance for sharing across multiple models/agents.
+- `None`: No concurrency limiting (default).
+"""
+
+
+def normalize_to_limiter(limit: AnyConcurrencyLimit, *, name: str | None = None) -> AbstractConcurrencyLimiter | None:
+    """Normalize a concurrency limit configuration to an `AbstractConcurrencyLimiter`.
+
+    Args:
+        limit: The concurrency limit configuration. A limiter instance (ferrolimit's or
+            pydantic-ai's) is returned unchanged.
+        name: Optional name for the limiter if one is created.
+
+    Returns:
+        An `AbstractConcurrencyLimiter` if limit is not None, otherwise None.
+    """
+    if limit is None:
+        return None
+    if _is_limiter(limit):
+        return limit  # pyright: ignore[reportReturnType]
+    return ConcurrencyLimiter.from_limit(limit, name=name)  # pyright: ignore[reportArgumentType]
+
+
+def _is_limiter(value: object) -> bool:
+    if isinstance(value, AbstractConcurrencyLimiter):
+        return True
+    from ._interop import pydantic_ai_concurrency
+
+    module = pydantic_ai_concurrency()
+    return module is not None and isinstance(value, module.AbstractConcurrencyLimiter)

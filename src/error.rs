@@ -1,0 +1,120 @@
+//! The crate's errors. Their messages are the contract's (pydantic-ai's) word for word.
+
+use std::fmt;
+
+/// The largest `max_running` a limiter accepts (holder counts are 31-bit).
+pub const MAX_RUNNING_LIMIT: u64 = i32::MAX as u64;
+
+/// An invalid limit passed to a constructor or to a resize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    /// `max_running` below 1.
+    MaxRunningTooSmall(i128),
+    /// `max_running` above [`MAX_RUNNING_LIMIT`].
+    MaxRunningTooLarge(i128),
+    /// `max_queued` below 0.
+    MaxQueuedNegative(i128),
+    /// `max_queued` above what the platform can count.
+    MaxQueuedTooLarge(i128),
+}
+
+impl LimitError {
+    /// Whether the error is one pydantic-ai reports as a `UserError` (a limit below its minimum);
+    /// the others are out-of-range values that pydantic-ai has no word for.
+    #[must_use]
+    pub const fn is_below_minimum(&self) -> bool {
+        matches!(self, Self::MaxRunningTooSmall(_) | Self::MaxQueuedNegative(_))
+    }
+}
+
+impl fmt::Display for LimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxRunningTooSmall(n) => {
+                write!(
+                    f,
+                    "max_running must be >= 1, got {n}. Use None for no concurrency limiting."
+                )
+            }
+            Self::MaxRunningTooLarge(n) => write!(f, "max_running must be <= {MAX_RUNNING_LIMIT}, got {n}"),
+            Self::MaxQueuedNegative(n) => write!(f, "max_queued must be >= 0, got {n}. Use None for unlimited queue."),
+            Self::MaxQueuedTooLarge(n) => write!(f, "max_queued must be <= {}, got {n}", usize::MAX),
+        }
+    }
+}
+
+impl std::error::Error for LimitError {}
+
+/// Checks a `max_running` value and narrows it to the core's slot count.
+///
+/// # Errors
+///
+/// [`LimitError`] when the value is below 1 or above [`MAX_RUNNING_LIMIT`].
+pub fn check_max_running(max_running: i128) -> Result<u32, LimitError> {
+    if max_running < 1 {
+        return Err(LimitError::MaxRunningTooSmall(max_running));
+    }
+    if max_running > i128::from(MAX_RUNNING_LIMIT) {
+        return Err(LimitError::MaxRunningTooLarge(max_running));
+    }
+    Ok(max_running as u32)
+}
+
+/// Checks a `max_queued` value.
+///
+/// # Errors
+///
+/// [`LimitError`] when the value is below 0 or does not fit a `usize`.
+pub fn check_max_queued(max_queued: i128) -> Result<usize, LimitError> {
+    if max_queued < 0 {
+        return Err(LimitError::MaxQueuedNegative(max_queued));
+    }
+    usize::try_from(max_queued).map_err(|_| LimitError::MaxQueuedTooLarge(max_queued))
+}
+
+/// Why an acquire did not get a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireError {
+    /// The queue already held `max_queued` waiters. `depth` is the depth this arrival would have
+    /// made.
+    QueueFull {
+        /// Queue depth including the rejected arrival.
+        depth: usize,
+        /// The limiter's `max_queued`.
+        max_queued: usize,
+    },
+}
+
+impl AcquireError {
+    /// The message pydantic-ai gives, naming the limiter (or, unnamed, the source).
+    #[must_use]
+    pub fn message(&self, display_name: &str) -> String {
+        let Self::QueueFull { depth, max_queued } = self;
+        let mut text = format!("Concurrency queue depth ({depth}) exceeds max_queued ({max_queued})");
+        if !display_name.is_empty() {
+            text.push_str(" for ");
+            text.push_str(display_name);
+        }
+        text
+    }
+}
+
+impl fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message(""))
+    }
+}
+
+impl std::error::Error for AcquireError {}
+
+/// A release with no slot held: nothing was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseError;
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("semaphore released too many times")
+    }
+}
+
+impl std::error::Error for ReleaseError {}

@@ -1,0 +1,40 @@
+//! A fast, cancellation-safe concurrency limiter.
+//!
+//! [`ConcurrencyLimiter`] bounds how many operations run at once and queues the rest in FIFO
+//! order, optionally up to a `max_queued` bound. It is the core of the `ferrolimit` Python
+//! package (the drop-in for pydantic-ai's limiter) and works on its own in Rust, with any async
+//! runtime: its futures need nothing but a [`Waker`](std::task::Waker).
+//!
+//! ```
+//! use ferrolimit::ConcurrencyLimiter;
+//!
+//! # async fn call_model() {}
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = ConcurrencyLimiter::builder(4).name("openai").build()?;
+//! let permit = limiter.acquire_for("model:gpt-4o").await?;
+//! call_model().await;
+//! drop(permit);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A caller that has to wait opens one OpenTelemetry span on the global tracer provider, named
+//! `waiting for {name or source} concurrency`; a caller that finds a free slot opens none.
+
+mod error;
+mod limiter;
+mod queue;
+mod stats;
+mod sync;
+mod telemetry;
+mod waiters;
+
+#[cfg(feature = "python")]
+mod python;
+
+#[cfg(all(test, ferrolimit_loom))]
+mod tests;
+
+pub use error::{AcquireError, LimitError, MAX_RUNNING_LIMIT, ReleaseError, check_max_queued, check_max_running};
+pub use limiter::{Acquire, Builder, ConcurrencyLimiter, Permit};
+pub use stats::LimiterStats;

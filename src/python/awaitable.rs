@@ -1,0 +1,303 @@
+//! The awaitable path: the shared finished awaitable of the fast path, the async context manager
+//! returned by `get_concurrency_context`, and the waiter's ticket and waker of the slow path.
+//!
+//! A free slot is taken inside `__aenter__` itself, which returns [`PyReady`]: an awaitable that
+//! finishes on its first step without touching the event loop. Only a caller that must wait gets
+//! the coroutine of `ferrolimit._wait.wait`, which parks on a future of its own loop and is woken
+//! by [`LoopWake`] when a release hands it a slot.
+
+use crate::python::errors::{acquire_error, check_source};
+use crate::python::limiter::{Handle, PyConcurrencyLimiter};
+use crate::queue::Enqueued;
+use crate::telemetry::AttrValue;
+use crate::telemetry::display_name;
+use crate::waiters::WaiterId;
+use parking_lot::Mutex;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCFunction, PyDict, PyString};
+use std::sync::Arc;
+use std::task::Wake;
+use std::thread::ThreadId;
+
+/// An awaitable that is already finished (its value is `None`); also a no-op async context
+/// manager. One instance serves every fast-path call.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Ready")]
+pub(crate) struct PyReady;
+
+#[pymethods]
+impl PyReady {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Finishes at once: `None` ends the iteration without raising `StopIteration`.
+    fn __next__(&self) -> Option<()> {
+        None
+    }
+
+    fn __aenter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __aexit__(
+        slf: Py<Self>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> Py<Self> {
+        slf
+    }
+}
+
+/// The shared finished awaitable.
+pub(crate) fn ready(py: Python<'_>) -> Py<PyAny> {
+    static READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    READY
+        .get_or_init(py, || {
+            Py::new(py, PyReady).expect("allocating a unit pyclass").into_any()
+        })
+        .clone_ref(py)
+}
+
+/// What a context manager acquires: a native limiter (fast path) or any object with
+/// `acquire(source)` and `release()`, such as a pydantic-ai `AbstractConcurrencyLimiter`.
+enum Target {
+    Native(Arc<Handle>),
+    Generic(Py<PyAny>),
+}
+
+/// `async with` one slot of a limiter, for one source.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "LimiterContext")]
+pub(crate) struct PyLimiterContext {
+    target: Target,
+    source: Py<PyString>,
+}
+
+impl PyLimiterContext {
+    pub(crate) fn native(handle: Arc<Handle>, source: Py<PyString>) -> Self {
+        Self {
+            target: Target::Native(handle),
+            source,
+        }
+    }
+
+    /// Whether this context is for `source` (the same object, or an equal string).
+    pub(crate) fn has_source(&self, source: &Bound<'_, PyString>) -> PyResult<bool> {
+        let own = self.source.bind(source.py());
+        Ok(own.is(source) || own.as_any().eq(source)?)
+    }
+}
+
+#[pymethods]
+impl PyLimiterContext {
+    fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.target {
+            Target::Native(handle) => handle.enter(py, self.source.bind(py)),
+            Target::Generic(limiter) => Ok(limiter.call_method1(py, intern!(py, "acquire"), (&self.source,))?),
+        }
+    }
+
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        match &self.target {
+            Target::Native(handle) => handle.release()?,
+            Target::Generic(limiter) => drop(limiter.call_method0(py, intern!(py, "release"))?),
+        }
+        Ok(ready(py))
+    }
+}
+
+/// Returns an async context manager that holds one slot of `limiter` for its body; a no-op for
+/// `None`.
+#[pyfunction]
+#[pyo3(signature = (limiter, source = None))]
+pub(crate) fn get_concurrency_context(
+    py: Python<'_>,
+    limiter: &Bound<'_, PyAny>,
+    source: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    if limiter.is_none() {
+        return Ok(ready(py));
+    }
+    let source = match source {
+        Some(source) => check_source(source)?,
+        None => intern!(py, "unnamed"),
+    };
+    // Only the exact native class takes the fast path: a subclass may override `acquire`.
+    if let Ok(native) = limiter.cast_exact::<PyConcurrencyLimiter>() {
+        return Ok(native.get().context(py, source)?.into_any());
+    }
+    let target = if limiter.hasattr(intern!(py, "acquire"))? && limiter.hasattr(intern!(py, "release"))? {
+        Target::Generic(limiter.clone().unbind())
+    } else {
+        let type_name = limiter.get_type().name()?;
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "limiter must be an AbstractConcurrencyLimiter or None, got {type_name}"
+        )));
+    };
+    Ok(Py::new(
+        py,
+        PyLimiterContext {
+            target,
+            source: source.clone().unbind(),
+        },
+    )?
+    .into_any())
+}
+
+/// Sets a waiter's future's result unless it was cancelled meanwhile.
+#[pyfunction]
+fn resolve(future: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = future.py();
+    if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        future.call_method1(intern!(py, "set_result"), (py.None(),))?;
+    }
+    Ok(())
+}
+
+fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
+    static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    Ok(RESOLVE
+        .get_or_try_init(py, || wrap_pyfunction!(resolve, py).map(Bound::unbind))?
+        .bind(py))
+}
+
+/// Wakes a waiter parked on an asyncio future: directly on the loop's own thread, through
+/// `call_soon_threadsafe` from any other.
+pub(crate) struct LoopWake {
+    thread: ThreadId,
+    future: Py<PyAny>,
+    event_loop: Py<PyAny>,
+}
+
+impl LoopWake {
+    /// A waker for `future`, to be created on the thread that runs `event_loop`.
+    pub(crate) fn waker(future: Py<PyAny>, event_loop: Py<PyAny>) -> std::task::Waker {
+        Arc::new(Self {
+            thread: std::thread::current().id(),
+            future,
+            event_loop,
+        })
+        .into()
+    }
+}
+
+impl Wake for LoopWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        Python::attach(|py| {
+            let future = self.future.bind(py);
+            let woken = if std::thread::current().id() == self.thread {
+                resolve(future)
+            } else {
+                resolve_function(py).and_then(|resolve| {
+                    self.event_loop
+                        .call_method1(py, intern!(py, "call_soon_threadsafe"), (resolve, future))
+                        .map(drop)
+                })
+            };
+            // Only a closed loop fails here: its task is being torn down, and the waiter's
+            // cleanup (or its ticket's drop) passes the handed-over slot on.
+            drop(woken);
+        });
+    }
+}
+
+/// A caller on the slow path: it queues itself with a waker for its loop's future, and then
+/// either `finish()`es once woken or `cancel()`s on any exception. Dropping a queued waiter
+/// cancels it, so a slot can never be stranded.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Waiter")]
+pub(crate) struct PyWaiter {
+    handle: Arc<Handle>,
+    source: String,
+    /// The place in the queue and the queue depth on arrival, once queued.
+    place: Mutex<Option<(WaiterId, usize)>>,
+}
+
+impl PyWaiter {
+    pub(crate) fn new(handle: Arc<Handle>, source: String) -> Self {
+        Self {
+            handle,
+            source,
+            place: Mutex::new(None),
+        }
+    }
+}
+
+#[pymethods]
+impl PyWaiter {
+    /// Queues the caller, to be woken through `future` on `event_loop`. Returns `False` if a slot
+    /// was free after all (the caller holds it), and raises `ConcurrencyLimitExceeded` if the
+    /// queue is full.
+    fn enqueue(&self, future: Py<PyAny>, event_loop: Py<PyAny>) -> PyResult<bool> {
+        let core = &self.handle.core;
+        match core.semaphore().enqueue(&LoopWake::waker(future, event_loop)) {
+            Ok(Enqueued::Acquired) => Ok(false),
+            Ok(Enqueued::Queued { id, waiting }) => {
+                *self.place.lock() = Some((id, waiting));
+                Ok(true)
+            }
+            Err(err) => Err(acquire_error(&err, display_name(core.name(), &self.source))),
+        }
+    }
+
+    /// The tracer the wait span goes to.
+    fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.handle.tracer(py)
+    }
+
+    /// The wait span's name and attributes.
+    fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
+        let waiting = self.place.lock().map_or(0, |(_, waiting)| waiting);
+        let fields = self.handle.core.wait_span_fields(&self.source, waiting);
+        let attributes = PyDict::new(py);
+        for (key, value) in fields.attributes {
+            match value {
+                AttrValue::Str(s) => attributes.set_item(key, s)?,
+                AttrValue::Int(i) => attributes.set_item(key, i)?,
+            }
+        }
+        Ok((fields.name, attributes))
+    }
+
+    /// Takes the slot a release handed over; only called once the waiter's future resolved.
+    fn finish(&self) -> PyResult<()> {
+        let mut place = self.place.lock();
+        match *place {
+            Some((id, _)) if self.handle.core.semaphore().take_granted(id) => {
+                *place = None;
+                Ok(())
+            }
+            _ => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "ferrolimit: a waiter was woken without a slot",
+            )),
+        }
+    }
+
+    /// Gives up the wait; a slot handed over at the same instant passes to the next waiter.
+    fn cancel(&self) {
+        if let Some((id, _)) = self.place.lock().take() {
+            self.handle.core.semaphore().cancel(id);
+        }
+    }
+}
+
+impl Drop for PyWaiter {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}

@@ -1,0 +1,56 @@
+//! Maps core errors to the Python exceptions of `ferrolimit.exceptions` (which subclass
+//! pydantic-ai's when it is installed), and checks Python arguments.
+
+use crate::{AcquireError, LimitError, ReleaseError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyString};
+
+pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyLimitExceeded);
+pyo3::import_exception!(ferrolimit.exceptions, UserError);
+
+/// A limit below its minimum is pydantic-ai's `UserError`; one too large for the core is a
+/// `ValueError`.
+pub(crate) fn limit_error(err: &LimitError) -> PyErr {
+    if err.is_below_minimum() {
+        UserError::new_err(err.to_string())
+    } else {
+        PyValueError::new_err(err.to_string())
+    }
+}
+
+/// A full queue, in pydantic-ai's words, naming the limiter or the source.
+pub(crate) fn acquire_error(err: &AcquireError, display_name: &str) -> PyErr {
+    ConcurrencyLimitExceeded::new_err(err.message(display_name))
+}
+
+/// A release without a held slot: the same `ValueError` as anyio's semaphore.
+pub(crate) fn release_error(err: ReleaseError) -> PyErr {
+    PyValueError::new_err(err.to_string())
+}
+
+/// Reads an integer limit argument: `TypeError` for a non-int, `ValueError` beyond any limit.
+pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> PyResult<i128> {
+    if !value.is_instance_of::<PyInt>() {
+        let type_name = value.get_type().name()?;
+        return Err(PyTypeError::new_err(format!("{what} must be an int, got {type_name}")));
+    }
+    value.extract::<i128>().map_err(|err| {
+        if err.is_instance_of::<PyOverflowError>(value.py()) {
+            PyValueError::new_err(format!("{what} must be <= {max}, got {value}"))
+        } else {
+            err
+        }
+    })
+}
+
+/// Checks that a `source` argument is a `str`.
+pub(crate) fn check_source<'a, 'py>(source: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyString>> {
+    source.cast::<PyString>().map_err(|_| {
+        let type_name = source
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        PyTypeError::new_err(format!("source must be a str, got {type_name}"))
+    })
+}

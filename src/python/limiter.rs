@@ -1,0 +1,307 @@
+//! `ferrolimit.ConcurrencyLimiter`: the native class, a thin wrapper over the core limiter.
+
+use crate::python::awaitable::{PyLimiterContext, PyWaiter, ready};
+use crate::python::errors::{check_source, extract_limit, limit_error, release_error};
+use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
+use parking_lot::Mutex;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyType};
+use std::sync::Arc;
+
+/// What a native limiter shares with its contexts and waiters: the core and the tracer.
+pub(crate) struct Handle {
+    pub(crate) core: ConcurrencyLimiter,
+    tracer: Option<Py<PyAny>>,
+}
+
+impl Handle {
+    /// Takes a free slot and returns the finished awaitable, or returns the waiting coroutine.
+    pub(crate) fn enter(self: &Arc<Self>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        if self.core.semaphore().try_acquire() {
+            return Ok(ready(py));
+        }
+        static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let waiter = PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned());
+        Ok(WAIT.import(py, "ferrolimit._wait", "wait")?.call1((waiter,))?.unbind())
+    }
+
+    pub(crate) fn release(&self) -> PyResult<()> {
+        self.core.semaphore().release().map_err(release_error)
+    }
+
+    /// The configured tracer, else the global provider's `ferrolimit` tracer.
+    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(tracer) = &self.tracer {
+            return Ok(tracer.bind(py).clone());
+        }
+        static GET_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        GET_TRACER
+            .import(py, "opentelemetry.trace", "get_tracer")?
+            .call1(("ferrolimit",))
+    }
+}
+
+/// The Rust-backed limiter (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, subclass, module = "ferrolimit._ferrolimit", name = "ConcurrencyLimiter")]
+pub(crate) struct PyConcurrencyLimiter {
+    handle: Arc<Handle>,
+    /// The context manager last handed out, reused while callers name the same source: contexts
+    /// hold no per-entry state, and reuse keeps an allocation off the fast path.
+    context: Mutex<Option<Py<PyLimiterContext>>>,
+}
+
+/// Reads and checks `max_running` and `max_queued` as the constructor takes them.
+fn limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&Bound<'_, PyAny>>) -> PyResult<(u32, Option<usize>)> {
+    let max_running = extract_limit(max_running, "max_running", MAX_RUNNING_LIMIT)?;
+    let max_running = check_max_running(max_running).map_err(|e| limit_error(&e))?;
+    let max_queued = match max_queued.filter(|q| !q.is_none()) {
+        Some(q) => {
+            Some(check_max_queued(extract_limit(q, "max_queued", usize::MAX as u64)?).map_err(|e| limit_error(&e))?)
+        }
+        None => None,
+    };
+    Ok((max_running, max_queued))
+}
+
+/// Checks limits as `ConcurrencyLimiter()` does, raising the same errors; for `ConcurrencyLimit`.
+#[pyfunction]
+#[pyo3(signature = (max_running, max_queued = None))]
+pub(crate) fn check_limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    limits(max_running, max_queued).map(drop)
+}
+
+impl PyConcurrencyLimiter {
+    /// The context manager for `source`, reusing the last one when the source is the same.
+    pub(crate) fn context(&self, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyLimiterContext>> {
+        let mut cached = self.context.lock();
+        if let Some(context) = cached.as_ref()
+            && context.get().has_source(source)?
+        {
+            return Ok(context.clone_ref(py));
+        }
+        let context = Py::new(
+            py,
+            PyLimiterContext::native(Arc::clone(&self.handle), source.clone().unbind()),
+        )?;
+        *cached = Some(context.clone_ref(py));
+        Ok(context)
+    }
+
+    fn core(&self) -> &ConcurrencyLimiter {
+        &self.handle.core
+    }
+}
+
+#[pymethods]
+impl PyConcurrencyLimiter {
+    #[new]
+    #[pyo3(signature = (max_running, *, max_queued = None, name = None, tracer = None))]
+    fn new(
+        max_running: &Bound<'_, PyAny>,
+        max_queued: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        tracer: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let mut builder = ConcurrencyLimiter::builder(max_running as usize);
+        if let Some(max_queued) = max_queued {
+            builder = builder.max_queued(max_queued);
+        }
+        if let Some(name) = name {
+            builder = builder.name(name);
+        }
+        let handle = Arc::new(Handle {
+            core: builder.build().map_err(|e| limit_error(&e))?,
+            tracer,
+        });
+        Ok(Self {
+            handle,
+            context: Mutex::new(None),
+        })
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (limit, *, name = None, tracer = None))]
+    fn from_limit<'py>(
+        cls: &Bound<'py, PyType>,
+        limit: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        tracer: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("name", name)?;
+        kwargs.set_item("tracer", tracer)?;
+        if limit.is_instance_of::<pyo3::types::PyInt>() {
+            return cls.call((limit,), Some(&kwargs));
+        }
+        let (Ok(max_running), Ok(max_queued)) = (
+            limit.getattr(intern!(py, "max_running")),
+            limit.getattr(intern!(py, "max_queued")),
+        ) else {
+            let type_name = limit.get_type().name()?;
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "limit must be an int or a ConcurrencyLimit, got {type_name}"
+            )));
+        };
+        kwargs.set_item("max_queued", max_queued)?;
+        cls.call((max_running,), Some(&kwargs))
+    }
+
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.core().name()
+    }
+
+    #[getter]
+    fn max_running(&self) -> usize {
+        self.core().max_running()
+    }
+
+    #[setter]
+    fn set_max_running(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let value = extract_limit(value, "max_running", MAX_RUNNING_LIMIT)?;
+        let value = check_max_running(value).map_err(|e| limit_error(&e))?;
+        self.core().set_max_running(value as usize).map_err(|e| limit_error(&e))
+    }
+
+    #[getter]
+    fn running_count(&self) -> usize {
+        self.core().running_count()
+    }
+
+    #[getter]
+    fn available_count(&self) -> usize {
+        self.core().available_count()
+    }
+
+    #[getter]
+    fn waiting_count(&self) -> usize {
+        self.core().waiting_count()
+    }
+
+    #[getter]
+    fn _max_queued(&self) -> Option<usize> {
+        self.core().max_queued()
+    }
+
+    fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.handle.tracer(py)
+    }
+
+    #[pyo3(signature = (source = None))]
+    fn acquire(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        match source {
+            Some(source) => self.handle.enter(py, check_source(source)?),
+            None => self.handle.enter(py, intern!(py, "unnamed")),
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
+        self.core().semaphore().try_acquire()
+    }
+
+    fn release(&self) -> PyResult<()> {
+        self.handle.release()
+    }
+
+    fn stats(&self) -> PyLimiterStats {
+        PyLimiterStats(self.core().stats())
+    }
+
+    #[pyo3(signature = (source = None))]
+    fn __call__(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
+        match source {
+            Some(source) => self.context(py, check_source(source)?),
+            None => self.context(py, intern!(py, "unnamed")),
+        }
+    }
+
+    fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.handle.enter(py, intern!(py, "unnamed"))
+    }
+
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        self.release()?;
+        Ok(ready(py))
+    }
+
+    fn __repr__(&self) -> String {
+        let stats = self.core().stats();
+        let name = self
+            .core()
+            .name()
+            .map_or_else(|| "None".to_owned(), |n| format!("{n:?}"));
+        format!(
+            "ConcurrencyLimiter(max_running={}, max_queued={}, name={name}, running={}, waiting={})",
+            stats.max_running,
+            stats.max_queued.map_or_else(|| "None".to_owned(), |q| q.to_string()),
+            stats.running,
+            stats.waiting,
+        )
+    }
+}
+
+/// A consistent snapshot of a limiter's counts (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "LimiterStats")]
+pub(crate) struct PyLimiterStats(LimiterStats);
+
+#[pymethods]
+impl PyLimiterStats {
+    #[getter]
+    const fn running(&self) -> usize {
+        self.0.running
+    }
+    #[getter]
+    const fn waiting(&self) -> usize {
+        self.0.waiting
+    }
+    #[getter]
+    const fn available(&self) -> usize {
+        self.0.available
+    }
+    #[getter]
+    const fn max_running(&self) -> usize {
+        self.0.max_running
+    }
+    #[getter]
+    const fn max_queued(&self) -> Option<usize> {
+        self.0.max_queued
+    }
+    #[getter]
+    const fn acquired_total(&self) -> u64 {
+        self.0.acquired_total
+    }
+    #[getter]
+    const fn rejected_total(&self) -> u64 {
+        self.0.rejected_total
+    }
+    #[getter]
+    const fn cancelled_total(&self) -> u64 {
+        self.0.cancelled_total
+    }
+
+    fn __repr__(&self) -> String {
+        let s = &self.0;
+        format!(
+            "LimiterStats(running={}, waiting={}, available={}, max_running={}, max_queued={}, acquired_total={}, \
+             rejected_total={}, cancelled_total={})",
+            s.running,
+            s.waiting,
+            s.available,
+            s.max_running,
+            s.max_queued.map_or_else(|| "None".to_owned(), |q| q.to_string()),
+            s.acquired_total,
+            s.rejected_total,
+            s.cancelled_total,
+        )
+    }
+}

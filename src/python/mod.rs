@@ -1,0 +1,23 @@
+//! The pyo3 layer: the `ferrolimit._ferrolimit` extension module. It converts arguments, calls
+//! the core and maps errors; the limiter logic lives in the core.
+#![allow(clippy::needless_pass_by_value, clippy::unused_self, clippy::unnecessary_wraps)]
+
+mod awaitable;
+mod errors;
+mod limiter;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_ferrolimit")]
+fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<limiter::PyConcurrencyLimiter>()?;
+    m.add_class::<limiter::PyLimiterStats>()?;
+    m.add_class::<awaitable::PyLimiterContext>()?;
+    m.add_class::<awaitable::PyWaiter>()?;
+    m.add_class::<awaitable::PyReady>()?;
+    m.add_function(wrap_pyfunction!(awaitable::get_concurrency_context, m)?)?;
+    m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! loom models of the admission core, one invariant each (run with `make loom`).
+
+mod loom_queue;
