@@ -80,7 +80,6 @@ struct Locked {
     max_running: u32,
     /// Slots still to retire after a shrink below the number of holders.
     debt: u32,
-    released_total: u64,
     rejected_total: u64,
     cancelled_total: u64,
 }
@@ -93,6 +92,8 @@ pub(crate) struct Semaphore {
     waiting: AtomicUsize,
     /// Mirror of `Locked::max_running`, for reads that must not take the lock.
     max_running: AtomicUsize,
+    /// Releases so far; counted outside the lock because the uncontended release takes none.
+    released_total: AtomicU64,
     max_queued: Option<usize>,
     locked: Mutex<Locked>,
 }
@@ -103,12 +104,12 @@ impl Semaphore {
             state: AtomicU64::new(u64::from(max_running)),
             waiting: AtomicUsize::new(0),
             max_running: AtomicUsize::new(max_running as usize),
+            released_total: AtomicU64::new(0),
             max_queued,
             locked: Mutex::new(Locked {
                 waiters: WaiterList::new(),
                 max_running,
                 debt: 0,
-                released_total: 0,
                 rejected_total: 0,
                 cancelled_total: 0,
             }),
@@ -247,7 +248,10 @@ impl Semaphore {
                 .state
                 .compare_exchange_weak(state, state + 1 - RUNNING_ONE, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.released_total.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err(actual) => state = actual,
             }
         }
@@ -263,7 +267,7 @@ impl Semaphore {
     }
 
     fn release_locked(&self, locked: &mut Locked) -> Option<Waker> {
-        locked.released_total += 1;
+        self.released_total.fetch_add(1, Ordering::Relaxed);
         let wake = if locked.debt > 0 {
             locked.debt -= 1;
             self.state.fetch_sub(RUNNING_ONE, Ordering::AcqRel);
@@ -352,7 +356,8 @@ impl Semaphore {
         self.max_queued
     }
 
-    /// One consistent snapshot: taken under the lock, with a single read of the slot word.
+    /// One consistent snapshot of the counts: taken under the lock, with a single read of the
+    /// slot word. The totals are exact whenever no release is halfway through its two steps.
     pub(crate) fn stats(&self) -> LimiterStats {
         let locked = self.locked.lock();
         let state = self.state.load(Ordering::Acquire);
@@ -364,7 +369,7 @@ impl Semaphore {
             max_running: locked.max_running as usize,
             max_queued: self.max_queued,
             // Every slot ever taken is either still held or has been released.
-            acquired_total: locked.released_total + running,
+            acquired_total: self.released_total.load(Ordering::Relaxed) + running,
             rejected_total: locked.rejected_total,
             cancelled_total: locked.cancelled_total,
         }

@@ -1,6 +1,7 @@
 //! Snapshots of a limiter's counts.
 
-/// One consistent snapshot of a limiter, taken at a single instant.
+/// A snapshot of a limiter: the counts are taken at a single instant; the totals are exact
+/// whenever no release is halfway through (they may lag one in-flight release).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterStats {
     /// Slots held right now.

@@ -234,19 +234,19 @@ impl PyConcurrencyLimiter {
         Ok(ready(py))
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let stats = self.core().stats();
-        let name = self
-            .core()
-            .name()
-            .map_or_else(|| "None".to_owned(), |n| format!("{n:?}"));
-        format!(
+        let name = match self.core().name() {
+            Some(name) => PyString::new(py, name).repr()?.to_string(),
+            None => "None".to_owned(),
+        };
+        Ok(format!(
             "ConcurrencyLimiter(max_running={}, max_queued={}, name={name}, running={}, waiting={})",
             stats.max_running,
             stats.max_queued.map_or_else(|| "None".to_owned(), |q| q.to_string()),
             stats.running,
             stats.waiting,
-        )
+        ))
     }
 }
 
