@@ -57,7 +57,7 @@ pub fn check_max_running(max_running: i128) -> Result<u32, LimitError> {
     if max_running > i128::from(MAX_RUNNING_LIMIT) {
         return Err(LimitError::MaxRunningTooLarge(max_running));
     }
-    Ok(max_running as u32)
+    u32::try_from(max_running).map_err(|_| LimitError::MaxRunningTooLarge(max_running))
 }
 
 /// Checks a `max_queued` value.
