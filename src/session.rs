@@ -340,3 +340,28 @@ impl Default for SessionLimiter {
         Self::with_defaults()
     }
 }
+
+#[cfg(all(test, not(ferrolimit_loom)))]
+mod tests {
+    use super::SessionLimiter;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// `status()` and `limits()` answer while a writer holds the lock.
+    #[test]
+    fn reads_do_not_wait_for_a_writer() {
+        let limiter = SessionLimiter::new(Some(2), Some(3)).unwrap();
+        limiter.acquire_session("a").unwrap();
+        let writer = limiter.shared.held.lock();
+        let (tx, rx) = mpsc::channel();
+        let reader = limiter.clone();
+        std::thread::spawn(move || tx.send((reader.status(), reader.limits())).unwrap());
+        // Not a timing assertion: a read that took the lock would never answer at all.
+        let (status, limits) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a read waited for the writer's lock");
+        drop(writer);
+        assert_eq!(status.active_sessions, 1);
+        assert_eq!(limits.max_parallel_runs, Some(3));
+    }
+}
