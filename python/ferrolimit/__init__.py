@@ -8,7 +8,6 @@ from ._session import SessionLimits, SessionStatus
 from .exceptions import ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsExceeded, UserError
 
 __all__ = (
-    '__version__',
     'AbstractConcurrencyLimiter',
     'AnyConcurrencyLimit',
     'ConcurrencyLimit',
@@ -21,6 +20,7 @@ __all__ = (
     'SessionLimits',
     'SessionStatus',
     'UserError',
+    '__version__',
     'get_concurrency_context',
     'install',
     'installed',

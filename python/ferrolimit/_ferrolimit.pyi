@@ -1,11 +1,9 @@
 """The native module: the Rust-backed limiter, its async context managers, and the session limiter."""
 
-from __future__ import annotations
-
 import asyncio
-from types import TracebackType
 from collections.abc import Awaitable, Generator
 from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, final
 
 from opentelemetry.trace import Tracer
@@ -15,13 +13,13 @@ from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
 from ._session import SessionLimits, SessionStatus
 
 __all__ = [
-    '__version__',
     'ConcurrencyLimiter',
     'LimiterContext',
     'LimiterStats',
     'Ready',
     'SessionLimiter',
     'Waiter',
+    '__version__',
     'check_limits',
     'get_concurrency_context',
 ]
@@ -366,7 +364,7 @@ class Ready:
     The fast path returns one shared instance; `get_concurrency_context(None)` returns it too.
     """
 
-    def __await__(self) -> Generator[Any, Any, None]:
+    def __await__(self) -> Generator[Any, Any]:
         """Return the iterator that finishes at once."""
 
     def __iter__(self) -> Self:

@@ -9,7 +9,7 @@ from __future__ import annotations as _annotations
 
 from typing import ClassVar
 
-__all__ = ('UserError', 'ConcurrencyLimitExceeded', 'MaxSessionsExceeded', 'MaxRunsExceeded')
+__all__ = ('ConcurrencyLimitExceeded', 'MaxRunsExceeded', 'MaxSessionsExceeded', 'UserError')
 
 
 class _UserErrorBase(RuntimeError):
