@@ -5,6 +5,10 @@ use std::fmt;
 /// The largest `max_running` a limiter accepts (holder counts are 31-bit).
 pub const MAX_RUNNING_LIMIT: u64 = i32::MAX as u64;
 
+/// The largest `max_parallel_sessions` or `max_parallel_runs` a
+/// [`SessionLimiter`](crate::SessionLimiter) accepts (its active counts are 32-bit).
+pub const MAX_SESSION_LIMIT: u64 = u32::MAX as u64;
+
 /// An invalid limit passed to a constructor or to a resize.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitError {
@@ -16,6 +20,14 @@ pub enum LimitError {
     MaxQueuedNegative(i128),
     /// `max_queued` above what the platform can count.
     MaxQueuedTooLarge(i128),
+    /// `max_parallel_sessions` below 1.
+    MaxParallelSessionsTooSmall(i128),
+    /// `max_parallel_sessions` above [`MAX_SESSION_LIMIT`].
+    MaxParallelSessionsTooLarge(i128),
+    /// `max_parallel_runs` below 1.
+    MaxParallelRunsTooSmall(i128),
+    /// `max_parallel_runs` above [`MAX_SESSION_LIMIT`].
+    MaxParallelRunsTooLarge(i128),
 }
 
 impl LimitError {
@@ -23,7 +35,13 @@ impl LimitError {
     /// the others are out-of-range values that pydantic-ai has no word for.
     #[must_use]
     pub const fn is_below_minimum(&self) -> bool {
-        matches!(self, Self::MaxRunningTooSmall(_) | Self::MaxQueuedNegative(_))
+        matches!(
+            self,
+            Self::MaxRunningTooSmall(_)
+                | Self::MaxQueuedNegative(_)
+                | Self::MaxParallelSessionsTooSmall(_)
+                | Self::MaxParallelRunsTooSmall(_)
+        )
     }
 }
 
@@ -39,6 +57,19 @@ impl fmt::Display for LimitError {
             Self::MaxRunningTooLarge(n) => write!(f, "max_running must be <= {MAX_RUNNING_LIMIT}, got {n}"),
             Self::MaxQueuedNegative(n) => write!(f, "max_queued must be >= 0, got {n}. Use None for unlimited queue."),
             Self::MaxQueuedTooLarge(n) => write!(f, "max_queued must be <= {}, got {n}", usize::MAX),
+            Self::MaxParallelSessionsTooSmall(n) => {
+                write!(
+                    f,
+                    "max_parallel_sessions must be >= 1, got {n}. Use None for unlimited."
+                )
+            }
+            Self::MaxParallelSessionsTooLarge(n) => {
+                write!(f, "max_parallel_sessions must be <= {MAX_SESSION_LIMIT}, got {n}")
+            }
+            Self::MaxParallelRunsTooSmall(n) => {
+                write!(f, "max_parallel_runs must be >= 1, got {n}. Use None for unlimited.")
+            }
+            Self::MaxParallelRunsTooLarge(n) => write!(f, "max_parallel_runs must be <= {MAX_SESSION_LIMIT}, got {n}"),
         }
     }
 }
@@ -57,7 +88,7 @@ pub fn check_max_running(max_running: i128) -> Result<u32, LimitError> {
     if max_running > i128::from(MAX_RUNNING_LIMIT) {
         return Err(LimitError::MaxRunningTooLarge(max_running));
     }
-    Ok(max_running as u32)
+    u32::try_from(max_running).map_err(|_| LimitError::MaxRunningTooLarge(max_running))
 }
 
 /// Checks a `max_queued` value.
@@ -70,6 +101,46 @@ pub fn check_max_queued(max_queued: i128) -> Result<usize, LimitError> {
         return Err(LimitError::MaxQueuedNegative(max_queued));
     }
     usize::try_from(max_queued).map_err(|_| LimitError::MaxQueuedTooLarge(max_queued))
+}
+
+/// Checks a `max_parallel_sessions` value.
+///
+/// # Errors
+///
+/// [`LimitError`] when the value is below 1 or above [`MAX_SESSION_LIMIT`].
+pub(crate) fn check_max_parallel_sessions(value: i128) -> Result<usize, LimitError> {
+    check_session_limit(
+        value,
+        LimitError::MaxParallelSessionsTooSmall,
+        LimitError::MaxParallelSessionsTooLarge,
+    )
+}
+
+/// Checks a `max_parallel_runs` value.
+///
+/// # Errors
+///
+/// [`LimitError`] when the value is below 1 or above [`MAX_SESSION_LIMIT`].
+pub(crate) fn check_max_parallel_runs(value: i128) -> Result<usize, LimitError> {
+    check_session_limit(
+        value,
+        LimitError::MaxParallelRunsTooSmall,
+        LimitError::MaxParallelRunsTooLarge,
+    )
+}
+
+fn check_session_limit(
+    value: i128,
+    too_small: fn(i128) -> LimitError,
+    too_large: fn(i128) -> LimitError,
+) -> Result<usize, LimitError> {
+    if value < 1 {
+        return Err(too_small(value));
+    }
+    if value > i128::from(MAX_SESSION_LIMIT) {
+        return Err(too_large(value));
+    }
+    usize::try_from(value).map_err(|_| too_large(value))
 }
 
 /// Why an acquire did not get a slot.
@@ -118,3 +189,74 @@ impl fmt::Display for ReleaseError {
 }
 
 impl std::error::Error for ReleaseError {}
+
+/// Why a [`SessionLimiter`](crate::SessionLimiter) did not give a session or run slot. A failed
+/// acquire changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    /// `max_parallel_sessions` sessions already hold a slot.
+    MaxSessionsExceeded {
+        /// The limit that was reached.
+        max_parallel_sessions: usize,
+    },
+    /// `max_parallel_runs` runs already hold a slot.
+    MaxRunsExceeded {
+        /// The limit that was reached.
+        max_parallel_runs: usize,
+    },
+    /// A run was asked for under a session that holds no slot.
+    SessionNotHeld {
+        /// The session named by the run.
+        session_id: String,
+    },
+    /// The run ID already holds a slot under another session.
+    RunHeldByOtherSession {
+        /// The run asked for.
+        run_id: String,
+        /// The session it was asked for under.
+        session_id: String,
+        /// The session that holds it.
+        holder: String,
+    },
+    /// An empty session ID.
+    EmptySessionId,
+    /// An empty run ID.
+    EmptyRunId,
+}
+
+impl SessionError {
+    /// Whether the error is a limit being reached (the seed's `max_sessions_exceeded` and
+    /// `max_runs_exceeded`), as opposed to a usage mistake.
+    #[must_use]
+    pub const fn is_limit_exceeded(&self) -> bool {
+        matches!(self, Self::MaxSessionsExceeded { .. } | Self::MaxRunsExceeded { .. })
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxSessionsExceeded { max_parallel_sessions } => {
+                write!(f, "Maximum parallel sessions ({max_parallel_sessions}) reached")
+            }
+            Self::MaxRunsExceeded { max_parallel_runs } => {
+                write!(f, "Maximum parallel runs ({max_parallel_runs}) reached")
+            }
+            Self::SessionNotHeld { session_id } => {
+                write!(f, "session '{session_id}' holds no slot: acquire_session first")
+            }
+            Self::RunHeldByOtherSession {
+                run_id,
+                session_id,
+                holder,
+            } => write!(
+                f,
+                "run '{run_id}' is held by session '{holder}', not '{session_id}': release_run first"
+            ),
+            Self::EmptySessionId => f.write_str("session_id must not be empty"),
+            Self::EmptyRunId => f.write_str("run_id must not be empty"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}

@@ -24,6 +24,7 @@
 mod error;
 mod limiter;
 mod queue;
+mod session;
 mod stats;
 mod sync;
 mod telemetry;
@@ -35,6 +36,10 @@ mod python;
 #[cfg(all(test, ferrolimit_loom))]
 mod tests;
 
-pub use error::{AcquireError, LimitError, MAX_RUNNING_LIMIT, ReleaseError, check_max_queued, check_max_running};
+pub use error::{
+    AcquireError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError, check_max_queued,
+    check_max_running,
+};
 pub use limiter::{Acquire, Builder, ConcurrencyLimiter, Permit};
+pub use session::{SessionLimiter, SessionLimits, SessionStatus};
 pub use stats::LimiterStats;

@@ -206,6 +206,8 @@ impl Semaphore {
 
     /// Takes the slot a release handed this waiter, if it has been handed one; the id is spent
     /// on `true`. Leaves the waiter's waker alone.
+    // Only the pyo3 layer and the loom models call it.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub(crate) fn take_granted(&self, id: WaiterId) -> bool {
         let mut locked = self.locked.lock();
         let granted = locked.waiters.is_granted(id);

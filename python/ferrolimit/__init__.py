@@ -1,20 +1,26 @@
 """ferrolimit: a Rust-backed, drop-in replacement for pydantic-ai's concurrency limiter."""
 
-from ._ferrolimit import ConcurrencyLimiter, LimiterStats, __version__, get_concurrency_context
+from ._ferrolimit import ConcurrencyLimiter, LimiterStats, SessionLimiter, __version__, get_concurrency_context
 from ._install import install, installed, uninstall
 from ._interop import pydantic_ai_concurrency as _pydantic_ai_concurrency  # noqa: F401 (installs the hooks)
 from ._limit import AbstractConcurrencyLimiter, AnyConcurrencyLimit, ConcurrencyLimit, normalize_to_limiter
-from .exceptions import ConcurrencyLimitExceeded, UserError
+from ._session import SessionLimits, SessionStatus
+from .exceptions import ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsExceeded, UserError
 
 __all__ = (
-    '__version__',
     'AbstractConcurrencyLimiter',
     'AnyConcurrencyLimit',
     'ConcurrencyLimit',
     'ConcurrencyLimitExceeded',
     'ConcurrencyLimiter',
     'LimiterStats',
+    'MaxRunsExceeded',
+    'MaxSessionsExceeded',
+    'SessionLimiter',
+    'SessionLimits',
+    'SessionStatus',
     'UserError',
+    '__version__',
     'get_concurrency_context',
     'install',
     'installed',

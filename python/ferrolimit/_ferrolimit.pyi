@@ -1,25 +1,25 @@
-"""The native module: the Rust-backed limiter and its async context managers."""
-
-from __future__ import annotations
+"""The native module: the Rust-backed limiter, its async context managers, and the session limiter."""
 
 import asyncio
-from types import TracebackType
 from collections.abc import Awaitable, Generator
 from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, final
 
 from opentelemetry.trace import Tracer
 from typing_extensions import Self
 
 from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
+from ._session import SessionLimits, SessionStatus
 
 __all__ = [
-    '__version__',
     'ConcurrencyLimiter',
     'LimiterContext',
     'LimiterStats',
     'Ready',
+    'SessionLimiter',
     'Waiter',
+    '__version__',
     'check_limits',
     'get_concurrency_context',
 ]
@@ -235,13 +235,136 @@ class LimiterStats:
         """Waits given up (cancelled or timed out) before using a slot."""
 
 @final
+class SessionLimiter:
+    """Slots for sessions and their runs, taken by ID and never waited for.
+
+    At most `max_parallel_sessions` sessions and at most `max_parallel_runs` runs (across all
+    sessions) hold a slot at once. Every method returns at once:
+
+    - acquiring takes a slot or raises `MaxSessionsExceeded` / `MaxRunsExceeded`;
+    - acquiring an ID that already holds a slot does nothing (it counts once);
+    - releasing an ID that holds no slot does nothing, and releasing a session releases its runs;
+    - a run needs its session to hold a slot, and a run ID held under one session cannot be
+      acquired under another until it is released (both `ValueError`).
+
+    `status()` and `limits()` never wait for an acquire or release in progress: they read counts
+    published by the writers, without taking their lock. One limiter may be shared by any number
+    of threads and tasks.
+
+    Example:
+    ```python
+    from ferrolimit import SessionLimiter
+
+    limiter = SessionLimiter(max_parallel_sessions=10, max_parallel_runs=20)
+
+    def run_turn(session_id: str, run_id: str) -> None:
+        limiter.acquire_session(session_id)  # MaxSessionsExceeded if 10 other sessions are open
+        limiter.acquire_run(session_id, run_id)  # MaxRunsExceeded if 20 runs are in progress
+        try:
+            ...
+        finally:
+            limiter.release_run(run_id)
+
+    def close(session_id: str) -> None:
+        limiter.release_session(session_id)  # and any runs it still holds
+    ```
+    """
+
+    def __new__(cls, *, max_parallel_sessions: int | None = 100, max_parallel_runs: int | None = 50) -> Self:
+        """Create a limiter.
+
+        Args:
+            max_parallel_sessions: Maximum sessions holding a slot at once; `None` for unlimited.
+                Must be >= 1 (and at most 4294967295).
+            max_parallel_runs: Maximum runs holding a slot at once, across all sessions; `None`
+                for unlimited. Must be >= 1 (and at most 4294967295).
+
+        Raises:
+            UserError: If a limit is less than 1.
+            TypeError: If a limit is neither an int nor None.
+            ValueError: If a limit is larger than 4294967295.
+        """
+
+    def acquire_session(self, session_id: str) -> None:
+        """Take a slot for a session, or do nothing if it already holds one. Never waits.
+
+        Args:
+            session_id: The session's identifier.
+
+        Raises:
+            MaxSessionsExceeded: If `max_parallel_sessions` other sessions hold a slot
+                (`Maximum parallel sessions (N) reached`).
+            TypeError: If `session_id` is not a str.
+            ValueError: If `session_id` is empty.
+        """
+
+    def acquire_run(self, session_id: str, run_id: str) -> None:
+        """Take a run slot under a session, or do nothing if the run already holds one under it.
+
+        Never waits. The checks run in the order below, and a failed acquire changes nothing.
+
+        Args:
+            session_id: The run's session, which must hold a slot.
+            run_id: The run's identifier, unique across sessions while it holds a slot.
+
+        Raises:
+            TypeError: If an ID is not a str.
+            ValueError: If an ID is empty; if the session holds no slot (`session 'abc' holds no
+                slot: acquire_session first`); or if the run ID holds a slot under another session
+                (`run 'r' is held by session 'a', not 'b': release_run first`).
+            MaxRunsExceeded: If `max_parallel_runs` other runs hold a slot
+                (`Maximum parallel runs (N) reached`).
+        """
+
+    def release_run(self, run_id: str) -> None:
+        """Release a run's slot; does nothing if it holds none (an empty ID never does).
+
+        Never raises for an unknown ID, so it is safe in a `finally` block.
+
+        Args:
+            run_id: The run's identifier.
+
+        Raises:
+            TypeError: If `run_id` is not a str.
+        """
+
+    def release_session(self, session_id: str) -> None:
+        """Release a session's slot and the slots of all its runs; does nothing if it holds none.
+
+        Never raises for an unknown ID (an empty ID never holds one), so it is safe in a `finally`
+        block.
+
+        Args:
+            session_id: The session's identifier.
+
+        Raises:
+            TypeError: If `session_id` is not a str.
+        """
+
+    def limits(self) -> SessionLimits:
+        """The configured limits. Never waits.
+
+        Returns:
+            A new dict: `max_parallel_sessions` and `max_parallel_runs`, `None` when unlimited.
+        """
+
+    def status(self) -> SessionStatus:
+        """The active counts and free slots at one instant. Never waits.
+
+        Returns:
+            A new dict: `active_sessions`, `active_runs`, `max_parallel_sessions`,
+            `max_parallel_runs`, `available_session_slots` and `available_run_slots` (the last
+            four `None` when unlimited). It never shows a run without its session.
+        """
+
+@final
 class Ready:
     """An awaitable that is already finished (value `None`), also a no-op async context manager.
 
     The fast path returns one shared instance; `get_concurrency_context(None)` returns it too.
     """
 
-    def __await__(self) -> Generator[Any, Any, None]:
+    def __await__(self) -> Generator[Any, Any]:
         """Return the iterator that finishes at once."""
 
     def __iter__(self) -> Self:

@@ -1,5 +1,7 @@
-"""The pure-Python part of the pydantic-ai contract: the abstract limiter, the limit dataclass and
-`normalize_to_limiter`, as in `pydantic_ai.concurrency`."""
+"""The pure-Python part of the pydantic-ai contract, as in `pydantic_ai.concurrency`.
+
+The abstract limiter, the limit dataclass and `normalize_to_limiter`.
+"""
 
 from __future__ import annotations as _annotations
 
@@ -9,7 +11,7 @@ from typing import TypeAlias
 
 from ._ferrolimit import ConcurrencyLimiter, check_limits
 
-__all__ = ('AbstractConcurrencyLimiter', 'ConcurrencyLimit', 'AnyConcurrencyLimit', 'normalize_to_limiter')
+__all__ = ('AbstractConcurrencyLimiter', 'AnyConcurrencyLimit', 'ConcurrencyLimit', 'normalize_to_limiter')
 
 
 class AbstractConcurrencyLimiter(ABC):

@@ -7,7 +7,9 @@ the import order: `except` clauses written for pydantic-ai's limiter catch ferro
 
 from __future__ import annotations as _annotations
 
-__all__ = ('UserError', 'ConcurrencyLimitExceeded')
+from typing import ClassVar
+
+__all__ = ('ConcurrencyLimitExceeded', 'MaxRunsExceeded', 'MaxSessionsExceeded', 'UserError')
 
 
 class _UserErrorBase(RuntimeError):
@@ -40,4 +42,28 @@ class UserError(_UserErrorBase):
 
 
 class ConcurrencyLimitExceeded(_AgentRunErrorBase):
-    """Raised by `acquire` when the queue already holds `max_queued` waiters."""
+    """Raised by `acquire` when the queue already holds `max_queued` waiters.
+
+    Its subclasses `MaxSessionsExceeded` and `MaxRunsExceeded` are raised when a `SessionLimiter`
+    limit is reached.
+    """
+
+
+class MaxSessionsExceeded(ConcurrencyLimitExceeded):
+    """Raised by `SessionLimiter.acquire_session` when `max_parallel_sessions` sessions hold a slot.
+
+    The message names the limit: `Maximum parallel sessions (10) reached`.
+    """
+
+    code: ClassVar[str] = 'max_sessions_exceeded'
+    """The seed's error code."""
+
+
+class MaxRunsExceeded(ConcurrencyLimitExceeded):
+    """Raised by `SessionLimiter.acquire_run` when `max_parallel_runs` runs hold a slot.
+
+    The message names the limit: `Maximum parallel runs (20) reached`.
+    """
+
+    code: ClassVar[str] = 'max_runs_exceeded'
+    """The seed's error code."""

@@ -130,9 +130,10 @@ pub(crate) fn get_concurrency_context(
     if limiter.is_none() {
         return Ok(ready(py));
     }
-    let source = match source {
-        Some(source) => check_source(source)?,
-        None => intern!(py, "unnamed"),
+    let source = if let Some(source) = source {
+        check_source(source)?
+    } else {
+        intern!(py, "unnamed")
     };
     // Only the exact native class takes the fast path: a subclass may override `acquire`.
     if let Ok(native) = limiter.cast_exact::<PyConcurrencyLimiter>() {

@@ -1,13 +1,15 @@
 //! Maps core errors to the Python exceptions of `ferrolimit.exceptions` (which subclass
 //! pydantic-ai's when it is installed), and checks Python arguments.
 
-use crate::{AcquireError, LimitError, ReleaseError};
+use crate::{AcquireError, LimitError, ReleaseError, SessionError};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
 
 pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyLimitExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, UserError);
+pyo3::import_exception!(ferrolimit.exceptions, MaxSessionsExceeded);
+pyo3::import_exception!(ferrolimit.exceptions, MaxRunsExceeded);
 
 /// A limit below its minimum is pydantic-ai's `UserError`; one too large for the core is a
 /// `ValueError`.
@@ -29,6 +31,16 @@ pub(crate) fn release_error(err: ReleaseError) -> PyErr {
     PyValueError::new_err(err.to_string())
 }
 
+/// A session or run limit reached is `MaxSessionsExceeded` / `MaxRunsExceeded`; a usage mistake
+/// (a run without its session, a run ID held by another session, an empty ID) is a `ValueError`.
+pub(crate) fn session_error(err: &SessionError) -> PyErr {
+    match err {
+        SessionError::MaxSessionsExceeded { .. } => MaxSessionsExceeded::new_err(err.to_string()),
+        SessionError::MaxRunsExceeded { .. } => MaxRunsExceeded::new_err(err.to_string()),
+        _ => PyValueError::new_err(err.to_string()),
+    }
+}
+
 /// Reads an integer limit argument: `TypeError` for a non-int, `ValueError` beyond any limit.
 pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> PyResult<i128> {
     if !value.is_instance_of::<PyInt>() {
@@ -46,11 +58,16 @@ pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> P
 
 /// Checks that a `source` argument is a `str`.
 pub(crate) fn check_source<'a, 'py>(source: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyString>> {
-    source.cast::<PyString>().map_err(|_| {
-        let type_name = source
+    check_str(source, "source")
+}
+
+/// Checks that the argument `what` is a `str`.
+pub(crate) fn check_str<'a, 'py>(value: &'a Bound<'py, PyAny>, what: &str) -> PyResult<&'a Bound<'py, PyString>> {
+    value.cast::<PyString>().map_err(|_| {
+        let type_name = value
             .get_type()
             .name()
             .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        PyTypeError::new_err(format!("source must be a str, got {type_name}"))
+        PyTypeError::new_err(format!("{what} must be a str, got {type_name}"))
     })
 }

@@ -19,10 +19,10 @@ pub(crate) struct Handle {
 impl Handle {
     /// Takes a free slot and returns the finished awaitable, or returns the waiting coroutine.
     pub(crate) fn enter(self: &Arc<Self>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         if self.core.semaphore().try_acquire() {
             return Ok(ready(py));
         }
-        static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let waiter = PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned());
         Ok(WAIT.import(py, "ferrolimit._wait", "wait")?.call1((waiter,))?.unbind())
     }
@@ -33,10 +33,10 @@ impl Handle {
 
     /// The configured tracer, else the global provider's `ferrolimit` tracer.
     pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        static GET_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         if let Some(tracer) = &self.tracer {
             return Ok(tracer.bind(py).clone());
         }
-        static GET_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         GET_TRACER
             .import(py, "opentelemetry.trace", "get_tracer")?
             .call1(("ferrolimit",))

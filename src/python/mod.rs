@@ -5,6 +5,7 @@
 mod awaitable;
 mod errors;
 mod limiter;
+mod session;
 
 use pyo3::prelude::*;
 
@@ -14,6 +15,7 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<limiter::PyConcurrencyLimiter>()?;
     m.add_class::<limiter::PyLimiterStats>()?;
+    m.add_class::<session::PySessionLimiter>()?;
     m.add_class::<awaitable::PyLimiterContext>()?;
     m.add_class::<awaitable::PyWaiter>()?;
     m.add_class::<awaitable::PyReady>()?;

@@ -1,3 +1,4 @@
 //! loom models of the admission core, one invariant each (run with `make loom`).
 
 mod loom_queue;
+mod loom_session;
