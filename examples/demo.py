@@ -42,7 +42,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import ferrolimit
 import pydantic_ai
 from pydantic_ai import Agent
 from pydantic_ai.concurrency import ConcurrencyLimit
@@ -54,6 +53,8 @@ from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
+
+import ferrolimit
 
 try:
     from tqdm import tqdm

@@ -16,10 +16,11 @@ import itertools
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 
-from ferrolimit import ConcurrencyLimitExceeded, SessionLimiter
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.test import TestModel
+
+from ferrolimit import ConcurrencyLimitExceeded, SessionLimiter
 
 limiter = SessionLimiter(max_parallel_sessions=3, max_parallel_runs=2)
 agent = Agent(TestModel(), instructions='Answer in one line.')

@@ -25,7 +25,10 @@ fn bounds() {
 fn invalid_limits_are_errors_with_the_contract_messages() {
     let err = ConcurrencyLimiter::new(0).unwrap_err();
     assert_eq!(err, LimitError::MaxRunningTooSmall(0));
-    assert_eq!(err.to_string(), "max_running must be >= 1, got 0. Use None for no concurrency limiting.");
+    assert_eq!(
+        err.to_string(),
+        "max_running must be >= 1, got 0. Use None for no concurrency limiting."
+    );
     let err = ConcurrencyLimiter::new(1 << 31).unwrap_err();
     assert_eq!(err.to_string(), "max_running must be <= 2147483647, got 2147483648");
     assert!(ConcurrencyLimiter::new(1).unwrap().set_max_running(0).is_err());
@@ -70,9 +73,13 @@ fn waiters_are_served_in_fifo_order() {
     // The slot went to the first waiter: a newcomer and the second waiter both see nothing free.
     assert!(limiter.try_acquire().is_none());
     assert!(poll_once(second.as_mut()).is_pending());
-    let Poll::Ready(Ok(permit)) = poll_once(first.as_mut()) else { panic!("first waiter not served") };
+    let Poll::Ready(Ok(permit)) = poll_once(first.as_mut()) else {
+        panic!("first waiter not served")
+    };
     drop(permit);
-    let Poll::Ready(Ok(_permit)) = poll_once(second.as_mut()) else { panic!("second waiter not served") };
+    let Poll::Ready(Ok(_permit)) = poll_once(second.as_mut()) else {
+        panic!("second waiter not served")
+    };
 }
 
 #[test]
@@ -87,9 +94,18 @@ fn dropping_a_waiter_handed_a_slot_passes_it_on() {
         drop(holder); // handed to `abandoned`
         assert_eq!(limiter.running_count(), 1);
     } // `abandoned` dropped at the instant of handoff
-    let Poll::Ready(Ok(permit)) = poll_once(next.as_mut()) else { panic!("slot lost") };
+    let Poll::Ready(Ok(permit)) = poll_once(next.as_mut()) else {
+        panic!("slot lost")
+    };
     drop(permit);
-    assert_eq!((limiter.running_count(), limiter.available_count(), limiter.waiting_count()), (0, 1, 0));
+    assert_eq!(
+        (
+            limiter.running_count(),
+            limiter.available_count(),
+            limiter.waiting_count()
+        ),
+        (0, 1, 0)
+    );
     assert_eq!(limiter.stats().cancelled_total, 1);
 }
 
@@ -100,9 +116,20 @@ fn max_queued_rejects_at_once_with_the_contract_message() {
     let mut queued = pin!(limiter.acquire());
     assert!(poll_once(queued.as_mut()).is_pending());
     let mut rejected = pin!(limiter.acquire_for("late"));
-    let Poll::Ready(Err(err)) = poll_once(rejected.as_mut()) else { panic!("not rejected") };
-    assert_eq!(err, AcquireError::QueueFull { depth: 2, max_queued: 1 });
-    assert_eq!(err.message("pool"), "Concurrency queue depth (2) exceeds max_queued (1) for pool");
+    let Poll::Ready(Err(err)) = poll_once(rejected.as_mut()) else {
+        panic!("not rejected")
+    };
+    assert_eq!(
+        err,
+        AcquireError::QueueFull {
+            depth: 2,
+            max_queued: 1
+        }
+    );
+    assert_eq!(
+        err.message("pool"),
+        "Concurrency queue depth (2) exceeds max_queued (1) for pool"
+    );
     assert_eq!(limiter.stats().rejected_total, 1);
 }
 
@@ -113,7 +140,9 @@ fn resize_grows_at_once_and_shrinks_as_holders_leave() {
     let mut waiter = pin!(limiter.acquire());
     assert!(poll_once(waiter.as_mut()).is_pending());
     limiter.set_max_running(2).unwrap();
-    let Poll::Ready(Ok(b)) = poll_once(waiter.as_mut()) else { panic!("growing did not wake the waiter") };
+    let Poll::Ready(Ok(b)) = poll_once(waiter.as_mut()) else {
+        panic!("growing did not wake the waiter")
+    };
     assert_eq!((limiter.running_count(), limiter.available_count()), (2, 0));
 
     limiter.set_max_running(1).unwrap();
@@ -147,7 +176,10 @@ async fn many_tasks_never_exceed_the_limit_and_all_counts_return() {
     }
     assert!(peak.load(Ordering::SeqCst) <= MAX);
     let stats = limiter.stats();
-    assert_eq!((stats.running, stats.waiting, stats.available, stats.acquired_total), (0, 0, MAX, 2000));
+    assert_eq!(
+        (stats.running, stats.waiting, stats.available, stats.acquired_total),
+        (0, 0, MAX, 2000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -212,7 +244,11 @@ fn many_threads_check_the_invariants() {
     for thread in threads {
         thread.join().unwrap();
     }
-    assert!(violations.lock().unwrap().is_empty(), "invariant broken: {:?}", violations.lock().unwrap());
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "invariant broken: {:?}",
+        violations.lock().unwrap()
+    );
     let stats = limiter.stats();
     assert_eq!((stats.running, stats.available), (0, MAX));
     assert_eq!(stats.acquired_total, (THREADS * ROUNDS) as u64);

@@ -10,10 +10,16 @@ use std::task::{Context, Poll, Waker};
 #[test]
 fn only_a_waiter_opens_a_span_with_the_contract_name_and_attributes() {
     let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let limiter = ConcurrencyLimiter::builder(1).max_queued(4).name("pool").build().unwrap();
+    let limiter = ConcurrencyLimiter::builder(1)
+        .max_queued(4)
+        .name("pool")
+        .build()
+        .unwrap();
     let holder = limiter.try_acquire().unwrap();
     {
         // Polling a second acquire makes it wait: that opens the span.
@@ -21,7 +27,9 @@ fn only_a_waiter_opens_a_span_with_the_contract_name_and_attributes() {
         let mut waiter = pin!(limiter.acquire_for("model:x"));
         assert!(waiter.as_mut().poll(&mut cx).is_pending());
         drop(holder);
-        let Poll::Ready(Ok(permit)) = waiter.as_mut().poll(&mut cx) else { panic!("not served") };
+        let Poll::Ready(Ok(permit)) = waiter.as_mut().poll(&mut cx) else {
+            panic!("not served")
+        };
         drop(permit);
     }
     // The fast path opens none.

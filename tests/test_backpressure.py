@@ -4,6 +4,7 @@ and checked at once, however many arrive together."""
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from ferrolimit import ConcurrencyLimiter, ConcurrencyLimitExceeded
@@ -50,7 +51,7 @@ async def test_max_queued_while_slots_churn() -> None:
         try:
             async with limiter:
                 peak_waiting = max(peak_waiting, limiter.waiting_count)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         except ConcurrencyLimitExceeded:
             rejected += 1
 

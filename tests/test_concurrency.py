@@ -19,20 +19,10 @@ from typing import Any, cast
 from unittest.mock import AsyncMock
 
 import anyio
-import ferrolimit
 import pydantic_ai
 import pydantic_ai.concurrency
 import pydantic_ai.exceptions
 import pytest
-from ferrolimit import (
-    AbstractConcurrencyLimiter,
-    ConcurrencyLimit,
-    ConcurrencyLimiter,
-    ConcurrencyLimitExceeded,
-    UserError,
-    get_concurrency_context,
-    normalize_to_limiter,
-)
 from logfire.testing import CaptureLogfire
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -43,6 +33,17 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.concurrency import ConcurrencyLimitedModel, limit_model_concurrency
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
+
+import ferrolimit
+from ferrolimit import (
+    AbstractConcurrencyLimiter,
+    ConcurrencyLimit,
+    ConcurrencyLimiter,
+    ConcurrencyLimitExceeded,
+    UserError,
+    get_concurrency_context,
+    normalize_to_limiter,
+)
 
 pytestmark = pytest.mark.anyio
 

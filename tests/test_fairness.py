@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from ferrolimit import ConcurrencyLimiter, get_concurrency_context
@@ -17,7 +18,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     async def waiter(i: int) -> None:
         async with get_concurrency_context(limiter, f'w{i}'):
             order.append(i)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     await limiter.acquire('holder')
     async with anyio.create_task_group() as tg:
@@ -42,7 +43,7 @@ async def test_fifo_with_several_slots() -> None:
     async def waiter(i: int) -> None:
         async with limiter:
             order.append(i)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         for _ in range(3):
@@ -105,6 +106,7 @@ async def test_release_from_another_task_wakes_the_waiter() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
+
         async def releaser() -> None:
             limiter.release()  # releases the slot that the test's own task took
 

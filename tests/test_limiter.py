@@ -96,7 +96,11 @@ async def test_null_context() -> None:
         ),
         ({'max_running': 2**31}, ValueError, 'max_running must be <= 2147483647, got 2147483648'),
         ({'max_running': 10**40}, ValueError, f'max_running must be <= 2147483647, got {10**40}'),
-        ({'max_running': 1, 'max_queued': 10**40}, ValueError, f'max_queued must be <= 18446744073709551615, got {10**40}'),
+        (
+            {'max_running': 1, 'max_queued': 10**40},
+            ValueError,
+            f'max_queued must be <= 18446744073709551615, got {10**40}',
+        ),
         ({'max_running': '3'}, TypeError, 'max_running must be an int, got str'),
         ({'max_running': 2.5}, TypeError, 'max_running must be an int, got float'),
         ({'max_running': None}, TypeError, 'max_running must be an int, got NoneType'),
@@ -192,7 +196,9 @@ async def test_max_queued_zero_rejects_any_wait() -> None:
 async def test_rejection_message_names_the_source_when_unnamed() -> None:
     limiter = ConcurrencyLimiter(1, max_queued=0)
     await limiter.acquire('a')
-    with pytest.raises(ConcurrencyLimitExceeded, match=r'^Concurrency queue depth \(1\) exceeds max_queued \(0\) for model:x$'):
+    with pytest.raises(
+        ConcurrencyLimitExceeded, match=r'^Concurrency queue depth \(1\) exceeds max_queued \(0\) for model:x$'
+    ):
         async with get_concurrency_context(limiter, 'model:x'):
             pass
     with pytest.raises(ConcurrencyLimitExceeded, match=r'^Concurrency queue depth \(1\) exceeds max_queued \(0\)$'):

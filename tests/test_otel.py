@@ -76,9 +76,7 @@ async def test_unnamed_limiter_span_uses_the_source(tracer: Tracer, exporter: In
     assert dict(span.attributes or {}) == {'source': 'agent:a', 'waiting_count': 1, 'max_running': 1}
 
 
-async def test_waiting_count_attribute_counts_the_waiter_itself(
-    tracer: Tracer, exporter: InMemorySpanExporter
-) -> None:
+async def test_waiting_count_attribute_counts_the_waiter_itself(tracer: Tracer, exporter: InMemorySpanExporter) -> None:
     limiter = ConcurrencyLimiter(1, tracer=tracer)
     await hold_and_wait(limiter, 's', waiters=3)
     spans = exporter.get_finished_spans()

@@ -2,7 +2,6 @@
 
 from ._ferrolimit import ConcurrencyLimiter, LimiterStats, SessionLimiter, __version__, get_concurrency_context
 from ._install import install, installed, uninstall
-from ._interop import pydantic_ai_concurrency as _pydantic_ai_concurrency  # noqa: F401 (installs the hooks)
 from ._limit import AbstractConcurrencyLimiter, AnyConcurrencyLimit, ConcurrencyLimit, normalize_to_limiter
 from ._session import SessionLimits, SessionStatus
 from .exceptions import ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsExceeded, UserError

@@ -1,13 +1,13 @@
 """The native module: the Rust-backed limiter, its async context managers, and the session limiter."""
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import Generator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, final
 
 from opentelemetry.trace import Tracer
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
 from ._session import SessionLimits, SessionStatus
@@ -27,7 +27,8 @@ __all__ = [
 __version__: str
 """The package version (from `Cargo.toml`)."""
 
-class ConcurrencyLimiter:
+@disjoint_base
+class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     """A concurrency limiter with a bounded FIFO queue, backed by Rust.
 
     A drop-in for `pydantic_ai.concurrency.ConcurrencyLimiter`: the same constructor, properties,
@@ -58,15 +59,15 @@ class ConcurrencyLimiter:
     ```
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         max_running: int,
         *,
         max_queued: int | None = None,
         name: str | None = None,
         tracer: Tracer | None = None,
-    ) -> None:
-        """Initialize the limiter.
+    ) -> Self:
+        """Create the limiter.
 
         Args:
             max_running: Maximum number of concurrent operations. Must be >= 1 (and at most
@@ -139,7 +140,7 @@ class ConcurrencyLimiter:
     def _get_tracer(self) -> Tracer:
         """The tracer, falling back to the global `ferrolimit` tracer if none was given."""
 
-    def acquire(self, source: str = 'unnamed') -> Awaitable[None]:
+    async def acquire(self, source: str = 'unnamed') -> None:
         """Acquire a slot, waiting in FIFO order if none is free (`await limiter.acquire(...)`).
 
         A free slot is taken at once and the awaitable finishes on its first step.

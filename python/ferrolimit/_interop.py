@@ -1,9 +1,8 @@
-"""Interoperability with pydantic-ai, whatever the import order.
+"""Run a hook when a module is imported: now if it already is, else right after its import.
 
-As soon as pydantic-ai's modules are loaded (now, or whenever they are imported later), ferrolimit's
-errors become subclasses of pydantic-ai's and its limiters virtual subclasses of pydantic-ai's
-`AbstractConcurrencyLimiter`. pydantic-ai is never imported by ferrolimit itself: it stays optional
-and costs nothing to those who don't use it.
+ferrolimit adapts itself to pydantic-ai this way (its errors subclass pydantic-ai's, its limiters
+are pydantic-ai limiters) without ever importing pydantic-ai: it stays optional, costs nothing to
+those who don't use it, and the adaptation holds whatever the import order.
 """
 
 from __future__ import annotations as _annotations
@@ -15,33 +14,28 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-from ._limit import AbstractConcurrencyLimiter
-from .exceptions import ConcurrencyLimitExceeded, UserError
+__all__ = ('after_import',)
 
-__all__ = ('pydantic_ai_concurrency',)
-
-
-def _adopt_exceptions(module: ModuleType) -> None:
-    UserError.__bases__ = (module.UserError,)
-    ConcurrencyLimitExceeded.__bases__ = (module.ConcurrencyLimitExceeded,)
+_HOOKS: dict[str, list[Callable[[ModuleType], None]]] = {}
 
 
-def _adopt_abstract_limiter(module: ModuleType) -> None:
-    module.AbstractConcurrencyLimiter.register(AbstractConcurrencyLimiter)
-
-
-_HOOKS: dict[str, Callable[[ModuleType], None]] = {
-    'pydantic_ai.exceptions': _adopt_exceptions,
-    'pydantic_ai.concurrency': _adopt_abstract_limiter,
-}
+def after_import(name: str, hook: Callable[[ModuleType], None]) -> None:
+    """Call `hook(module)` once module `name` is imported: at once if it already is."""
+    module = sys.modules.get(name)
+    if module is not None:
+        hook(module)
+        return
+    _HOOKS.setdefault(name, []).append(hook)
+    if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportFinder())
 
 
 class _HookedLoader(Loader):
-    """Runs a module's own loader, then ferrolimit's hook for it."""
+    """Runs a module's own loader, then the hooks waiting for it."""
 
-    def __init__(self, loader: Loader, hook: Callable[[ModuleType], None]):
+    def __init__(self, loader: Loader, hooks: list[Callable[[ModuleType], None]]):
         self._loader = loader
-        self._hook = hook
+        self._hooks = hooks
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
@@ -52,20 +46,21 @@ class _HookedLoader(Loader):
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        self._hook(module)
+        for hook in self._hooks:
+            hook(module)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
 
 
 class _PostImportFinder(MetaPathFinder):
-    """Wraps the loader of the pydantic-ai modules ferrolimit adapts to, and nothing else."""
+    """Wraps the loader of the modules that have hooks waiting, and of nothing else."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        hook = _HOOKS.get(fullname)
-        if hook is None:
+        hooks = _HOOKS.pop(fullname, None)
+        if hooks is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, 'find_spec'):
@@ -73,26 +68,13 @@ class _PostImportFinder(MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None:
-                    spec.loader = _HookedLoader(spec.loader, hook)
+                    spec.loader = _HookedLoader(spec.loader, hooks)
                 return spec
+        # Not importable this time: keep waiting for a later attempt.
+        _HOOKS[fullname] = hooks
         return None
 
 
-def _install_hooks() -> None:
-    pending = False
-    for name, hook in _HOOKS.items():
-        module = sys.modules.get(name)
-        if module is None:
-            pending = True
-        else:
-            hook(module)
-    if pending and not any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PostImportFinder())
-
-
-def pydantic_ai_concurrency() -> ModuleType | None:
-    """Return `pydantic_ai.concurrency` if pydantic-ai has been imported, without importing it."""
-    return sys.modules.get('pydantic_ai.concurrency')
-
-
-_install_hooks()
+def loaded_module(name: str) -> ModuleType | None:
+    """Return module `name` if it has been imported, without importing it."""
+    return sys.modules.get(name)

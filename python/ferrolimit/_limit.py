@@ -7,9 +7,11 @@ from __future__ import annotations as _annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TypeAlias
+from types import ModuleType
+from typing import TypeAlias, cast
 
 from ._ferrolimit import ConcurrencyLimiter, check_limits
+from ._interop import after_import, loaded_module
 
 __all__ = ('AbstractConcurrencyLimiter', 'AnyConcurrencyLimit', 'ConcurrencyLimit', 'normalize_to_limiter')
 
@@ -41,6 +43,13 @@ class AbstractConcurrencyLimiter(ABC):
 
 
 AbstractConcurrencyLimiter.register(ConcurrencyLimiter)
+
+
+def _adopt_pydantic_ai(module: ModuleType) -> None:
+    vars(module)['AbstractConcurrencyLimiter'].register(AbstractConcurrencyLimiter)
+
+
+after_import('pydantic_ai.concurrency', _adopt_pydantic_ai)
 
 
 @dataclass
@@ -89,15 +98,11 @@ def normalize_to_limiter(limit: AnyConcurrencyLimit, *, name: str | None = None)
     """
     if limit is None:
         return None
-    if _is_limiter(limit):
-        return limit  # pyright: ignore[reportReturnType]
-    return ConcurrencyLimiter.from_limit(limit, name=name)  # pyright: ignore[reportArgumentType]
+    if isinstance(limit, AbstractConcurrencyLimiter) or _is_pydantic_ai_limiter(limit):
+        return cast(AbstractConcurrencyLimiter, limit)
+    return ConcurrencyLimiter.from_limit(limit, name=name)
 
 
-def _is_limiter(value: object) -> bool:
-    if isinstance(value, AbstractConcurrencyLimiter):
-        return True
-    from ._interop import pydantic_ai_concurrency
-
-    module = pydantic_ai_concurrency()
-    return module is not None and isinstance(value, module.AbstractConcurrencyLimiter)
+def _is_pydantic_ai_limiter(value: object) -> bool:
+    module = loaded_module('pydantic_ai.concurrency')
+    return module is not None and isinstance(value, vars(module)['AbstractConcurrencyLimiter'])

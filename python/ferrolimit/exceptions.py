@@ -7,7 +7,10 @@ the import order: `except` clauses written for pydantic-ai's limiter catch ferro
 
 from __future__ import annotations as _annotations
 
+from types import ModuleType
 from typing import ClassVar
+
+from ._interop import after_import
 
 __all__ = ('ConcurrencyLimitExceeded', 'MaxRunsExceeded', 'MaxSessionsExceeded', 'UserError')
 
@@ -67,3 +70,14 @@ class MaxRunsExceeded(ConcurrencyLimitExceeded):
 
     code: ClassVar[str] = 'max_runs_exceeded'
     """The seed's error code."""
+
+
+def _adopt_pydantic_ai(module: ModuleType) -> None:
+    # Swap the stand-in bases for pydantic-ai's classes: the layouts are the same, so the classes
+    # (and anything already raised from them) now are pydantic-ai's errors too.
+    names = vars(module)
+    UserError.__bases__ = (names['UserError'],)
+    ConcurrencyLimitExceeded.__bases__ = (names['ConcurrencyLimitExceeded'],)
+
+
+after_import('pydantic_ai.exceptions', _adopt_pydantic_ai)

@@ -121,7 +121,7 @@ impl PyLimiterContext {
 /// Returns an async context manager that holds one slot of `limiter` for its body; a no-op for
 /// `None`.
 #[pyfunction]
-#[pyo3(signature = (limiter, source = None))]
+#[pyo3(signature = (limiter, source = None), text_signature = "(limiter, source='unnamed')")]
 pub(crate) fn get_concurrency_context(
     py: Python<'_>,
     limiter: &Bound<'_, PyAny>,

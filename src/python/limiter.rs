@@ -191,7 +191,7 @@ impl PyConcurrencyLimiter {
         self.handle.tracer(py)
     }
 
-    #[pyo3(signature = (source = None))]
+    #[pyo3(signature = (source = None), text_signature = "($self, source='unnamed')")]
     fn acquire(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         match source {
             Some(source) => self.handle.enter(py, check_source(source)?),
