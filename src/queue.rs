@@ -217,6 +217,19 @@ impl Semaphore {
         granted
     }
 
+    /// Leaves the queue if still queued (`true`); a waiter that was already handed a slot keeps
+    /// its place and must take the slot (`false`). For runtimes whose cancellation can refuse.
+    pub(crate) fn withdraw(&self, id: WaiterId) -> bool {
+        let mut locked = self.locked.lock();
+        if locked.waiters.is_granted(id) {
+            return false;
+        }
+        locked.waiters.remove(id);
+        locked.cancelled_total += 1;
+        self.settle(&locked);
+        true
+    }
+
     /// Gives up a wait. A slot handed over at the same instant is passed on, never kept or lost.
     /// Returns whether the waiter had been granted a slot (which is now released again).
     pub(crate) fn cancel(&self, id: WaiterId) -> bool {

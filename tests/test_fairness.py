@@ -32,28 +32,34 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 
 
 async def test_fifo_with_several_slots() -> None:
+    """Slots freed one at a time, from the test or from waiters leaving in any order, always go
+    to the oldest waiter."""
     limiter = ConcurrencyLimiter(3)
     order: list[int] = []
-    release = anyio.Event()
-
-    async def holder() -> None:
-        async with limiter:
-            await release.wait()
+    leave = [anyio.Event() for _ in range(30)]
 
     async def waiter(i: int) -> None:
         async with limiter:
             order.append(i)
-            await anyio.lowlevel.checkpoint()
+            await leave[i].wait()
 
+    for _ in range(3):
+        await limiter.acquire('test')
     async with anyio.create_task_group() as tg:
-        for _ in range(3):
-            tg.start_soon(holder)
-        await anyio.wait_all_tasks_blocked()
         for i in range(30):
             tg.start_soon(waiter, i)
             await anyio.wait_all_tasks_blocked()
-        release.set()
-    assert order == list(range(30))
+        # Free one slot at a time: first the test's own three, then waiters leave, newest first.
+        for step in range(30):
+            if step < 3:
+                limiter.release()
+            else:
+                leave[step - 1 if step % 2 else step - 3].set()
+            await anyio.wait_all_tasks_blocked()
+            assert order == list(range(step + 1))
+        for event in leave:
+            event.set()
+    assert limiter.available_count == 3
 
 
 async def test_a_release_is_handed_to_the_waiter_not_to_try_acquire() -> None:

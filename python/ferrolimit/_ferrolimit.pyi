@@ -1,7 +1,7 @@
 """The native module: the Rust-backed limiter, its async context managers, and the session limiter."""
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, final
@@ -21,6 +21,7 @@ __all__ = [
     'Waiter',
     '__version__',
     'check_limits',
+    'resolve_future',
     'get_concurrency_context',
 ]
 
@@ -386,12 +387,19 @@ class Ready:
 class Waiter:
     """A caller on the slow path (internal: used by `ferrolimit._wait`)."""
 
-    def enqueue(self, future: asyncio.Future[None], event_loop: asyncio.AbstractEventLoop) -> bool:
+    def enqueue(
+        self, callback: Callable[[Any], object], arg: Any, schedule: Callable[[Callable[[Any], object], Any], object]
+    ) -> bool:
         """Queue the caller; `False` if a slot was free after all.
+
+        A release wakes it with `callback(arg)` on this thread, `schedule(callback, arg)` from another.
 
         Raises:
             ConcurrencyLimitExceeded: If the queue is full.
         """
+
+    def withdraw(self) -> bool:
+        """Leave the queue if still queued; `False` if a slot was already handed over."""
 
     def tracer(self) -> Tracer:
         """The tracer the wait span goes to."""
@@ -424,6 +432,9 @@ def get_concurrency_context(
     Raises:
         TypeError: If `limiter` has no `acquire`/`release`, or `source` is not a str.
     """
+
+def resolve_future(future: asyncio.Future[None]) -> None:
+    """Set an asyncio waiter's future's result unless it is already done."""
 
 def check_limits(max_running: int, max_queued: int | None = None) -> None:
     """Validate limits exactly as `ConcurrencyLimiter()` does (used by `ConcurrencyLimit`).

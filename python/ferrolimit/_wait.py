@@ -1,31 +1,63 @@
-"""The slow path: where a caller that found no free slot waits for one.
+"""The slow path: where a caller that found no free slot waits for one, on asyncio or trio.
 
 The native `__aenter__`/`acquire` only come here when the fast path failed. The waiter queues
-itself in the Rust core with a future of its own event loop, opens the wait span, and parks. A
-release hands it the slot directly and resolves the future (on the loop's thread, or through
-`call_soon_threadsafe` from another). Any exception while parked (cancellation, a timeout)
+itself in the Rust core with a way to wake it on its own event loop, opens the wait span, and
+parks. A release hands it the slot directly and wakes it: on the loop's thread at once, from any
+other thread through the loop's thread-safe call.
+
+asyncio: the waiter parks on a future. Any exception while parked (cancellation, a timeout)
 gives the place up; if a slot was handed over at that very instant, it passes to the next waiter.
+
+trio: the waiter parks in `wait_task_rescheduled`. A cancellation withdraws it from the queue,
+unless a slot has already been handed over: then trio is told the abort failed, the waiter takes
+the slot, and the cancellation is delivered at its next checkpoint. Either way nothing is lost.
 """
 
 from __future__ import annotations as _annotations
 
 import asyncio
+from typing import Any
 
-from ._ferrolimit import Waiter
+from ._ferrolimit import Waiter, resolve_future
 
 __all__ = ('wait',)
 
 
 async def wait(waiter: Waiter) -> None:
     """Wait for a slot in FIFO order, inside the OpenTelemetry wait span."""
-    loop = asyncio.get_running_loop()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        await _wait_trio(waiter)
+        return
     future = loop.create_future()
-    if not waiter.enqueue(future, loop):
+    if not waiter.enqueue(resolve_future, future, loop.call_soon_threadsafe):
         return
     name, attributes = waiter.span()
     with waiter.tracer().start_as_current_span(name, attributes=attributes):
         try:
             await future
+        except BaseException:
+            waiter.cancel()
+            raise
+        waiter.finish()
+
+
+async def _wait_trio(waiter: Waiter) -> None:
+    import trio
+
+    lowlevel = trio.lowlevel
+    task = lowlevel.current_task()
+    if not waiter.enqueue(lowlevel.reschedule, task, lowlevel.current_trio_token().run_sync_soon):
+        return
+
+    def abort(_raise_cancel: Any) -> lowlevel.Abort:
+        return lowlevel.Abort.SUCCEEDED if waiter.withdraw() else lowlevel.Abort.FAILED
+
+    name, attributes = waiter.span()
+    with waiter.tracer().start_as_current_span(name, attributes=attributes):
+        try:
+            await lowlevel.wait_task_rescheduled(abort)
         except BaseException:
             waiter.cancel()
             raise

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCFunction, PyDict, PyString};
+use pyo3::types::{PyDict, PyString};
 use std::sync::Arc;
 use std::task::Wake;
 use std::thread::ThreadId;
@@ -157,9 +157,9 @@ pub(crate) fn get_concurrency_context(
     .into_any())
 }
 
-/// Sets a waiter's future's result unless it was cancelled meanwhile.
+/// Sets an asyncio waiter's future's result unless it was cancelled meanwhile.
 #[pyfunction]
-fn resolve(future: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = future.py();
     if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
         future.call_method1(intern!(py, "set_result"), (py.None(),))?;
@@ -167,31 +167,16 @@ fn resolve(future: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
-    static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
-    Ok(RESOLVE
-        .get_or_try_init(py, || wrap_pyfunction!(resolve, py).map(Bound::unbind))?
-        .bind(py))
-}
-
-/// Wakes a waiter parked on an asyncio future: directly on the loop's own thread, through
-/// `call_soon_threadsafe` from any other.
+/// Wakes a parked waiter: `callback(arg)` directly on the thread that runs its event loop,
+/// `schedule(callback, arg)` (the loop's thread-safe call) from any other thread.
+///
+/// asyncio: `resolve_future(future)` and `loop.call_soon_threadsafe`; trio:
+/// `trio.lowlevel.reschedule(task)` and `TrioToken.run_sync_soon`.
 pub(crate) struct LoopWake {
     thread: ThreadId,
-    future: Py<PyAny>,
-    event_loop: Py<PyAny>,
-}
-
-impl LoopWake {
-    /// A waker for `future`, to be created on the thread that runs `event_loop`.
-    pub(crate) fn waker(future: Py<PyAny>, event_loop: Py<PyAny>) -> std::task::Waker {
-        Arc::new(Self {
-            thread: std::thread::current().id(),
-            future,
-            event_loop,
-        })
-        .into()
-    }
+    callback: Py<PyAny>,
+    arg: Py<PyAny>,
+    schedule: Py<PyAny>,
 }
 
 impl Wake for LoopWake {
@@ -201,18 +186,13 @@ impl Wake for LoopWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         Python::attach(|py| {
-            let future = self.future.bind(py);
             let woken = if std::thread::current().id() == self.thread {
-                resolve(future)
+                self.callback.call1(py, (&self.arg,))
             } else {
-                resolve_function(py).and_then(|resolve| {
-                    self.event_loop
-                        .call_method1(py, intern!(py, "call_soon_threadsafe"), (resolve, future))
-                        .map(drop)
-                })
+                self.schedule.call1(py, (&self.callback, &self.arg))
             };
             // Only a closed loop fails here: its task is being torn down, and the waiter's
-            // cleanup (or its ticket's drop) passes the handed-over slot on.
+            // cleanup (or its Waiter's drop) passes the handed-over slot on.
             drop(woken);
         });
     }
@@ -241,12 +221,13 @@ impl PyWaiter {
 
 #[pymethods]
 impl PyWaiter {
-    /// Queues the caller, to be woken through `future` on `event_loop`. Returns `False` if a slot
-    /// was free after all (the caller holds it), and raises `ConcurrencyLimitExceeded` if the
-    /// queue is full.
-    fn enqueue(&self, future: Py<PyAny>, event_loop: Py<PyAny>) -> PyResult<bool> {
+    /// Queues the caller, to be woken by `callback(arg)` on this thread or
+    /// `schedule(callback, arg)` from another. Returns `False` if a slot was free after all (the
+    /// caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full.
+    fn enqueue(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
         let core = &self.handle.core;
-        match core.semaphore().enqueue(&LoopWake::waker(future, event_loop)) {
+        let wake = LoopWake { thread: std::thread::current().id(), callback, arg, schedule };
+        match core.semaphore().enqueue(&Arc::new(wake).into()) {
             Ok(Enqueued::Acquired) => Ok(false),
             Ok(Enqueued::Queued { id, waiting }) => {
                 *self.place.lock() = Some((id, waiting));
@@ -287,6 +268,18 @@ impl PyWaiter {
                 "ferrolimit: a waiter was woken without a slot",
             )),
         }
+    }
+
+    /// Leaves the queue if still queued (`True`); `False` if a slot was already handed over, which
+    /// the caller must then take with `finish()`.
+    fn withdraw(&self) -> bool {
+        let mut place = self.place.lock();
+        let Some((id, _)) = *place else { return true };
+        let withdrawn = self.handle.core.semaphore().withdraw(id);
+        if withdrawn {
+            *place = None;
+        }
+        withdrawn
     }
 
     /// Gives up the wait; a slot handed over at the same instant passes to the next waiter.
