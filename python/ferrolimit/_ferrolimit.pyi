@@ -21,8 +21,8 @@ __all__ = [
     'Waiter',
     '__version__',
     'check_limits',
-    'resolve_future',
     'get_concurrency_context',
+    'resolve_future',
 ]
 
 __version__: str
@@ -387,9 +387,7 @@ class Ready:
 class Waiter:
     """A caller on the slow path (internal: used by `ferrolimit._wait`)."""
 
-    def enqueue(
-        self, callback: Callable[[Any], object], arg: Any, schedule: Callable[[Callable[[Any], object], Any], object]
-    ) -> bool:
+    def enqueue(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
         """Queue the caller; `False` if a slot was free after all.
 
         A release wakes it with `callback(arg)` on this thread, `schedule(callback, arg)` from another.

@@ -16,7 +16,6 @@ the slot, and the cancellation is delivered at its next checkpoint. Either way n
 from __future__ import annotations as _annotations
 
 import asyncio
-from typing import Any
 
 from ._ferrolimit import Waiter, resolve_future
 
@@ -44,20 +43,18 @@ async def wait(waiter: Waiter) -> None:
 
 
 async def _wait_trio(waiter: Waiter) -> None:
-    import trio
+    from trio.lowlevel import Abort, current_task, current_trio_token, reschedule, wait_task_rescheduled
 
-    lowlevel = trio.lowlevel
-    task = lowlevel.current_task()
-    if not waiter.enqueue(lowlevel.reschedule, task, lowlevel.current_trio_token().run_sync_soon):
+    if not waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
         return
 
-    def abort(_raise_cancel: Any) -> lowlevel.Abort:
-        return lowlevel.Abort.SUCCEEDED if waiter.withdraw() else lowlevel.Abort.FAILED
+    def abort(_raise_cancel: object) -> Abort:
+        return Abort.SUCCEEDED if waiter.withdraw() else Abort.FAILED
 
     name, attributes = waiter.span()
     with waiter.tracer().start_as_current_span(name, attributes=attributes):
         try:
-            await lowlevel.wait_task_rescheduled(abort)
+            await wait_task_rescheduled(abort)
         except BaseException:
             waiter.cancel()
             raise
