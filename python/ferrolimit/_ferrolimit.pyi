@@ -13,6 +13,7 @@ from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
 from ._session import SessionLimits, SessionStatus
 
 __all__ = [
+    'BlockingContext',
     'ConcurrencyLimiter',
     'LimiterContext',
     'LimiterStats',
@@ -141,17 +142,46 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     def _get_tracer(self) -> Tracer:
         """The tracer, falling back to the global `ferrolimit` tracer if none was given."""
 
-    async def acquire(self, source: str = 'unnamed') -> None:
+    async def acquire(self, source: str = 'unnamed', *, timeout: float | None = None) -> None:
         """Acquire a slot, waiting in FIFO order if none is free (`await limiter.acquire(...)`).
 
-        A free slot is taken at once and the awaitable finishes on its first step.
+        A free slot is taken at once and the awaitable finishes on its first step. Works on
+        asyncio (uvloop too) and trio.
 
         Args:
             source: Identifier for observability (e.g. 'model:gpt-4o').
+            timeout: Give up after this many seconds; `None` (or infinity) waits as long as it takes.
 
         Raises:
             ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
-            TypeError: If `source` is not a str.
+            TimeoutError: If no slot came within `timeout`; nothing is taken or lost.
+            TypeError: If `source` is not a str, or `timeout` not a number.
+            ValueError: If `timeout` is negative or NaN.
+        """
+
+    def acquire_blocking(self, source: str = 'unnamed', *, timeout: float | None = None) -> None:
+        """Acquire a slot from a plain thread, blocking it until one is free (FIFO with all waiters).
+
+        The GIL is released while waiting, and Ctrl-C (`KeyboardInterrupt`) interrupts the wait
+        promptly without losing anything. Pair it with one `release()`.
+
+        Args:
+            source: Identifier for observability.
+            timeout: Give up after this many seconds; `None` waits as long as it takes.
+
+        Raises:
+            ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
+            TimeoutError: If no slot came within `timeout`.
+        """
+
+    def blocking(self, source: str = 'unnamed', *, timeout: float | None = None) -> BlockingContext:
+        """`with limiter.blocking(source):` holds one slot for the block, from a plain thread.
+
+        Example:
+        ```python
+        with limiter.blocking('worker'):
+            call_the_api()
+        ```
         """
 
     def try_acquire(self) -> bool:
@@ -196,6 +226,18 @@ class LimiterContext:
         """Acquire the slot, waiting if necessary."""
 
     async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Release the slot; an exception in the block propagates unchanged."""
+
+@final
+class BlockingContext:
+    """Context manager holding one slot for its block, on a plain thread (see `blocking()`)."""
+
+    def __enter__(self) -> None:
+        """Acquire the slot, blocking the thread (GIL released) until one is free."""
+
+    def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Release the slot; an exception in the block propagates unchanged."""
@@ -401,6 +443,9 @@ class Waiter:
 
     def tracer(self) -> Tracer:
         """The tracer the wait span goes to."""
+
+    def timeout_message(self) -> str:
+        """The `TimeoutError` message for this waiter."""
 
     def span(self) -> tuple[str, dict[str, str | int]]:
         """The wait span's name and attributes."""

@@ -16,22 +16,28 @@ the slot, and the cancellation is delivered at its next checkpoint. Either way n
 from __future__ import annotations as _annotations
 
 import asyncio
+import math
 
 from ._ferrolimit import Waiter, resolve_future
 
 __all__ = ('wait',)
 
 
-async def wait(waiter: Waiter) -> None:
-    """Wait for a slot in FIFO order, inside the OpenTelemetry wait span."""
+async def wait(waiter: Waiter, timeout: float | None = None) -> None:
+    """Wait for a slot in FIFO order, inside the OpenTelemetry wait span.
+
+    Raises:
+        TimeoutError: If no slot came within `timeout` seconds.
+    """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        await _wait_trio(waiter)
+        await _wait_trio(waiter, timeout)
         return
     future = loop.create_future()
     if not waiter.enqueue(resolve_future, future, loop.call_soon_threadsafe):
         return
+    expiry = None if timeout is None else loop.call_later(timeout, _expire, future, waiter)
     name, attributes = waiter.span()
     with waiter.tracer().start_as_current_span(name, attributes=attributes):
         try:
@@ -39,10 +45,20 @@ async def wait(waiter: Waiter) -> None:
         except BaseException:
             waiter.cancel()
             raise
-        waiter.finish()
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+    # Only once the span is closed: if closing it raised, dropping `waiter` passes the slot on.
+    waiter.finish()
 
 
-async def _wait_trio(waiter: Waiter) -> None:
+def _expire(future: asyncio.Future[None], waiter: Waiter) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(waiter.timeout_message()))
+
+
+async def _wait_trio(waiter: Waiter, timeout: float | None) -> None:
+    from trio import move_on_after
     from trio.lowlevel import Abort, current_task, current_trio_token, reschedule, wait_task_rescheduled
 
     if not waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
@@ -54,8 +70,11 @@ async def _wait_trio(waiter: Waiter) -> None:
     name, attributes = waiter.span()
     with waiter.tracer().start_as_current_span(name, attributes=attributes):
         try:
-            await wait_task_rescheduled(abort)
+            with move_on_after(math.inf if timeout is None else timeout) as scope:
+                await wait_task_rescheduled(abort)
+            if scope.cancelled_caught:
+                raise TimeoutError(waiter.timeout_message())
         except BaseException:
             waiter.cancel()
             raise
-        waiter.finish()
+    waiter.finish()

@@ -6,11 +6,11 @@
 //! the coroutine of `ferrolimit._wait.wait`, which parks on a future of its own loop and is woken
 //! by [`LoopWake`] when a release hands it a slot.
 
-use crate::python::errors::{acquire_error, check_source};
+use crate::python::errors::{acquire_error, check_source, timeout_message};
 use crate::python::limiter::{Handle, PyConcurrencyLimiter};
 use crate::queue::Enqueued;
-use crate::telemetry::AttrValue;
 use crate::telemetry::display_name;
+use crate::telemetry::{AttrValue, WaitSpanFields};
 use crate::waiters::WaiterId;
 use parking_lot::Mutex;
 use pyo3::intern;
@@ -198,6 +198,18 @@ impl Wake for LoopWake {
     }
 }
 
+/// A wait span's name and its attributes as a Python dict.
+pub(crate) fn span_fields<'py>(py: Python<'py>, fields: WaitSpanFields<'_>) -> PyResult<(String, Bound<'py, PyDict>)> {
+    let attributes = PyDict::new(py);
+    for (key, value) in fields.attributes {
+        match value {
+            AttrValue::Str(s) => attributes.set_item(key, s)?,
+            AttrValue::Int(i) => attributes.set_item(key, i)?,
+        }
+    }
+    Ok((fields.name, attributes))
+}
+
 /// A caller on the slow path: it queues itself with a waker for its loop's future, and then
 /// either `finish()`es once woken or `cancel()`s on any exception. Dropping a queued waiter
 /// cancels it, so a slot can never be stranded.
@@ -226,7 +238,12 @@ impl PyWaiter {
     /// caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full.
     fn enqueue(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
         let core = &self.handle.core;
-        let wake = LoopWake { thread: std::thread::current().id(), callback, arg, schedule };
+        let wake = LoopWake {
+            thread: std::thread::current().id(),
+            callback,
+            arg,
+            schedule,
+        };
         match core.semaphore().enqueue(&Arc::new(wake).into()) {
             Ok(Enqueued::Acquired) => Ok(false),
             Ok(Enqueued::Queued { id, waiting }) => {
@@ -245,15 +262,12 @@ impl PyWaiter {
     /// The wait span's name and attributes.
     fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
         let waiting = self.place.lock().map_or(0, |(_, waiting)| waiting);
-        let fields = self.handle.core.wait_span_fields(&self.source, waiting);
-        let attributes = PyDict::new(py);
-        for (key, value) in fields.attributes {
-            match value {
-                AttrValue::Str(s) => attributes.set_item(key, s)?,
-                AttrValue::Int(i) => attributes.set_item(key, i)?,
-            }
-        }
-        Ok((fields.name, attributes))
+        span_fields(py, self.handle.core.wait_span_fields(&self.source, waiting))
+    }
+
+    /// The `TimeoutError` message for this waiter.
+    fn timeout_message(&self) -> String {
+        timeout_message(&self.handle.core, &self.source)
     }
 
     /// Takes the slot a release handed over; only called once the waiter's future resolved.

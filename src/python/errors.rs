@@ -1,7 +1,8 @@
 //! Maps core errors to the Python exceptions of `ferrolimit.exceptions` (which subclass
 //! pydantic-ai's when it is installed), and checks Python arguments.
 
-use crate::{AcquireError, LimitError, ReleaseError, SessionError};
+use crate::telemetry::display_name;
+use crate::{AcquireError, ConcurrencyLimiter, LimitError, ReleaseError, SessionError};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
@@ -24,6 +25,14 @@ pub(crate) fn limit_error(err: &LimitError) -> PyErr {
 /// A full queue, in pydantic-ai's words, naming the limiter or the source.
 pub(crate) fn acquire_error(err: &AcquireError, display_name: &str) -> PyErr {
     ConcurrencyLimitExceeded::new_err(err.message(display_name))
+}
+
+/// The `TimeoutError` message of a wait that ran out of time.
+pub(crate) fn timeout_message(limiter: &ConcurrencyLimiter, source: &str) -> String {
+    format!(
+        "timed out waiting for {} concurrency",
+        display_name(limiter.name(), source)
+    )
 }
 
 /// A release without a held slot: the same `ValueError` as anyio's semaphore.
@@ -70,4 +79,24 @@ pub(crate) fn check_str<'a, 'py>(value: &'a Bound<'py, PyAny>, what: &str) -> Py
             .map_or_else(|_| "?".to_owned(), |n| n.to_string());
         PyTypeError::new_err(format!("{what} must be a str, got {type_name}"))
     })
+}
+
+/// Reads a `timeout` argument in seconds: `None` or infinity for none, else a non-negative number.
+pub(crate) fn check_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Duration>> {
+    let Some(timeout) = timeout.filter(|t| !t.is_none()) else {
+        return Ok(None);
+    };
+    let seconds: f64 = timeout.extract().map_err(|_| {
+        let type_name = timeout
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        PyTypeError::new_err(format!("timeout must be a number or None, got {type_name}"))
+    })?;
+    if seconds == f64::INFINITY {
+        return Ok(None);
+    }
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map(Some)
+        .map_err(|_| PyValueError::new_err(format!("timeout must be a non-negative number, got {timeout}")))
 }

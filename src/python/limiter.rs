@@ -1,7 +1,8 @@
 //! `ferrolimit.ConcurrencyLimiter`: the native class, a thin wrapper over the core limiter.
 
 use crate::python::awaitable::{PyLimiterContext, PyWaiter, ready};
-use crate::python::errors::{check_source, extract_limit, limit_error, release_error};
+use crate::python::blocking::{PyBlockingContext, acquire_blocking};
+use crate::python::errors::{check_source, check_timeout, extract_limit, limit_error, release_error};
 use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
 use parking_lot::Mutex;
 use pyo3::intern;
@@ -19,12 +20,25 @@ pub(crate) struct Handle {
 impl Handle {
     /// Takes a free slot and returns the finished awaitable, or returns the waiting coroutine.
     pub(crate) fn enter(self: &Arc<Self>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        self.enter_within(py, source, None)
+    }
+
+    /// [`enter`](Self::enter) with a time limit on the wait (`None`: none).
+    fn enter_within(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        source: &Bound<'_, PyString>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         if self.core.semaphore().try_acquire() {
             return Ok(ready(py));
         }
         let waiter = PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned());
-        Ok(WAIT.import(py, "ferrolimit._wait", "wait")?.call1((waiter,))?.unbind())
+        Ok(WAIT
+            .import(py, "ferrolimit._wait", "wait")?
+            .call1((waiter, timeout))?
+            .unbind())
     }
 
     pub(crate) fn release(&self) -> PyResult<()> {
@@ -50,6 +64,20 @@ pub(crate) struct PyConcurrencyLimiter {
     /// The context manager last handed out, reused while callers name the same source: contexts
     /// hold no per-entry state, and reuse keeps an allocation off the fast path.
     context: Mutex<Option<Py<PyLimiterContext>>>,
+}
+
+/// The `source` argument, `'unnamed'` when not given.
+pub(crate) fn source_or_unnamed<'a, 'py>(
+    py: Python<'py>,
+    source: Option<&'a Bound<'py, PyAny>>,
+) -> PyResult<&'a Bound<'py, PyString>>
+where
+    'py: 'a,
+{
+    match source {
+        Some(source) => check_source(source),
+        None => Ok(intern!(py, "unnamed")),
+    }
 }
 
 /// Reads and checks `max_running` and `max_queued` as the constructor takes them.
@@ -191,12 +219,41 @@ impl PyConcurrencyLimiter {
         self.handle.tracer(py)
     }
 
-    #[pyo3(signature = (source = None), text_signature = "($self, source='unnamed')")]
-    fn acquire(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        match source {
-            Some(source) => self.handle.enter(py, check_source(source)?),
-            None => self.handle.enter(py, intern!(py, "unnamed")),
-        }
+    #[pyo3(signature = (source = None, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        source: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());
+        self.handle.enter_within(py, source_or_unnamed(py, source)?, timeout)
+    }
+
+    #[pyo3(signature = (source = None, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    fn acquire_blocking(
+        &self,
+        py: Python<'_>,
+        source: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let timeout = check_timeout(timeout)?;
+        acquire_blocking(py, &self.handle, source_or_unnamed(py, source)?.to_str()?, timeout)
+    }
+
+    #[pyo3(signature = (source = None, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    fn blocking(
+        &self,
+        py: Python<'_>,
+        source: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyBlockingContext> {
+        let source = source_or_unnamed(py, source)?.to_str()?.to_owned();
+        Ok(PyBlockingContext::new(
+            Arc::clone(&self.handle),
+            source,
+            check_timeout(timeout)?,
+        ))
     }
 
     fn try_acquire(&self) -> bool {
@@ -213,10 +270,7 @@ impl PyConcurrencyLimiter {
 
     #[pyo3(signature = (source = None))]
     fn __call__(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
-        match source {
-            Some(source) => self.context(py, check_source(source)?),
-            None => self.context(py, intern!(py, "unnamed")),
-        }
+        self.context(py, source_or_unnamed(py, source)?)
     }
 
     fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

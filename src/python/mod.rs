@@ -3,6 +3,7 @@
 #![allow(clippy::needless_pass_by_value, clippy::unused_self, clippy::unnecessary_wraps)]
 
 mod awaitable;
+mod blocking;
 mod errors;
 mod limiter;
 mod session;
@@ -19,6 +20,7 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<awaitable::PyLimiterContext>()?;
     m.add_class::<awaitable::PyWaiter>()?;
     m.add_class::<awaitable::PyReady>()?;
+    m.add_class::<blocking::PyBlockingContext>()?;
     m.add_function(wrap_pyfunction!(awaitable::get_concurrency_context, m)?)?;
     m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::resolve_future, m)?)?;

@@ -1,0 +1,159 @@
+//! The blocking API for plain threads: `acquire_blocking` and `with limiter.blocking(source):`.
+//!
+//! A thread that must wait parks with the GIL released, in short slices: between two slices it
+//! takes the GIL back just long enough to run Python's signal handlers, so Ctrl-C reaches it
+//! promptly. A release wakes it by unparking it. On an interrupt or a timeout the wait is given
+//! up like any other: a slot handed over at that instant passes to the next waiter.
+
+use crate::python::awaitable::span_fields;
+use crate::python::errors::{acquire_error, timeout_message};
+use crate::python::limiter::Handle;
+use crate::queue::Enqueued;
+use crate::telemetry::display_name;
+use pyo3::exceptions::PyTimeoutError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::Arc;
+use std::task::Wake;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// How long a parked thread goes without looking at Python's signals.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Wakes a parked thread.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+enum Parked {
+    Granted,
+    TimedOut,
+    /// A slice ended: time to look at the signals.
+    Slice,
+}
+
+/// Waits for a slot on this thread, the GIL released; `timeout` bounds the wait.
+pub(crate) fn acquire_blocking(
+    py: Python<'_>,
+    handle: &Handle,
+    source: &str,
+    timeout: Option<Duration>,
+) -> PyResult<()> {
+    let semaphore = handle.core.semaphore();
+    if semaphore.try_acquire() {
+        return Ok(());
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let (id, waiting) = match semaphore.enqueue(&waker) {
+        Ok(Enqueued::Acquired) => return Ok(()),
+        Ok(Enqueued::Queued { id, waiting }) => (id, waiting),
+        Err(err) => return Err(acquire_error(&err, display_name(handle.core.name(), source))),
+    };
+    let span = match enter_span(py, handle, source, waiting) {
+        Ok(span) => span,
+        Err(err) => {
+            semaphore.cancel(id);
+            return Err(err);
+        }
+    };
+    let outcome = loop {
+        let parked = py.detach(|| {
+            let now = Instant::now();
+            let slice_end = deadline.map_or(now + SIGNAL_CHECK_INTERVAL, |d| d.min(now + SIGNAL_CHECK_INTERVAL));
+            loop {
+                if semaphore.take_granted(id) {
+                    return Parked::Granted;
+                }
+                let now = Instant::now();
+                if now >= slice_end {
+                    return if deadline.is_some_and(|d| now >= d) {
+                        Parked::TimedOut
+                    } else {
+                        Parked::Slice
+                    };
+                }
+                std::thread::park_timeout(slice_end - now);
+            }
+        });
+        match parked {
+            Parked::Granted => break Ok(()),
+            Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(&handle.core, source))),
+            Parked::Slice => {
+                if let Err(err) = py.check_signals() {
+                    break Err(err);
+                }
+            }
+        }
+    };
+    if outcome.is_err() {
+        semaphore.cancel(id);
+    }
+    let closed = exit_span(py, &span, outcome.as_ref().err());
+    if outcome.is_ok() && closed.is_err() {
+        // Raising means the caller never got the slot: give it back.
+        handle.release()?;
+    }
+    outcome.and(closed)
+}
+
+/// Opens the wait span of a blocking waiter: `tracer.start_as_current_span(...)`, entered by hand.
+fn enter_span<'py>(py: Python<'py>, handle: &Handle, source: &str, waiting: usize) -> PyResult<Bound<'py, PyAny>> {
+    let (name, attributes) = span_fields(py, handle.core.wait_span_fields(source, waiting))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("attributes", attributes)?;
+    let manager = handle
+        .tracer(py)?
+        .call_method(intern!(py, "start_as_current_span"), (name,), Some(&kwargs))?;
+    manager.call_method0(intern!(py, "__enter__"))?;
+    Ok(manager)
+}
+
+/// Closes the span, recording the error the wait ended on, if any.
+fn exit_span(py: Python<'_>, manager: &Bound<'_, PyAny>, error: Option<&PyErr>) -> PyResult<()> {
+    let exit = intern!(py, "__exit__");
+    match error {
+        None => manager.call_method1(exit, (py.None(), py.None(), py.None())),
+        Some(err) => manager.call_method1(exit, (err.get_type(py), err.value(py), err.traceback(py))),
+    }
+    .map(drop)
+}
+
+/// `with limiter.blocking(source):` holds one slot for the block, on a plain thread.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "BlockingContext")]
+pub(crate) struct PyBlockingContext {
+    handle: Arc<Handle>,
+    source: String,
+    timeout: Option<Duration>,
+}
+
+impl PyBlockingContext {
+    pub(crate) const fn new(handle: Arc<Handle>, source: String, timeout: Option<Duration>) -> Self {
+        Self {
+            handle,
+            source,
+            timeout,
+        }
+    }
+}
+
+#[pymethods]
+impl PyBlockingContext {
+    fn __enter__(&self, py: Python<'_>) -> PyResult<()> {
+        acquire_blocking(py, &self.handle, &self.source, self.timeout)
+    }
+
+    fn __exit__(&self, _exc_type: &Bound<'_, PyAny>, _exc: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.handle.release()
+    }
+}
