@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, final
 
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 from typing_extensions import Self, disjoint_base
 
@@ -15,6 +16,7 @@ from ._session import SessionLimits, SessionStatus
 __all__ = [
     'BlockingContext',
     'ConcurrencyLimiter',
+    'Counts',
     'LimiterContext',
     'LimiterStats',
     'Ready',
@@ -68,6 +70,7 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         max_queued: int | None = None,
         name: str | None = None,
         tracer: Tracer | None = None,
+        meter: Meter | None = None,
     ) -> Self:
         """Create the limiter.
 
@@ -78,6 +81,9 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
                 Must be >= 0; `None` for an unbounded queue.
             name: Optional name, used in spans and errors when the limiter is shared.
             tracer: OpenTelemetry tracer for the wait span; the global tracer by default.
+            meter: OpenTelemetry meter for the limiter's metrics (`ferrolimit.running` and
+                `ferrolimit.waiting` gauges, `ferrolimit.wait_time` histogram, `ferrolimit.rejected`
+                counter, attributed with `limiter_name`); none are recorded without one.
 
         Raises:
             UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
@@ -92,6 +98,7 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         *,
         name: str | None = None,
         tracer: Tracer | None = None,
+        meter: Meter | None = None,
     ) -> Self:
         """Create a limiter from an int or a `ConcurrencyLimit` (ferrolimit's or pydantic-ai's).
 
@@ -99,6 +106,7 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
             limit: Either an int for simple limiting or a `ConcurrencyLimit` for full config.
             name: Optional name for this limiter, used for observability.
             tracer: OpenTelemetry tracer for span creation.
+            meter: OpenTelemetry meter for the limiter's metrics.
 
         Returns:
             A configured limiter.
@@ -400,6 +408,13 @@ class SessionLimiter:
             `max_parallel_runs`, `available_session_slots` and `available_run_slots` (the last
             four `None` when unlimited). It never shows a run without its session.
         """
+
+@final
+class Counts:
+    """Reads a limiter's counts for its metrics (internal)."""
+
+    def stats(self) -> LimiterStats:
+        """A snapshot of the counts."""
 
 @final
 class Ready:

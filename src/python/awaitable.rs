@@ -6,10 +6,8 @@
 //! the coroutine of `ferrolimit._wait.wait`, which parks on a future of its own loop and is woken
 //! by [`LoopWake`] when a release hands it a slot.
 
-use crate::python::errors::{acquire_error, check_source, timeout_message};
+use crate::python::errors::{check_source, timeout_message};
 use crate::python::limiter::{Handle, PyConcurrencyLimiter};
-use crate::queue::Enqueued;
-use crate::telemetry::display_name;
 use crate::telemetry::{AttrValue, WaitSpanFields};
 use crate::waiters::WaiterId;
 use parking_lot::Mutex;
@@ -20,6 +18,7 @@ use pyo3::types::{PyDict, PyString};
 use std::sync::Arc;
 use std::task::Wake;
 use std::thread::ThreadId;
+use std::time::Instant;
 
 /// An awaitable that is already finished (its value is `None`); also a no-op async context
 /// manager. One instance serves every fast-path call.
@@ -219,6 +218,8 @@ pub(crate) struct PyWaiter {
     source: String,
     /// The place in the queue and the queue depth on arrival, once queued.
     place: Mutex<Option<(WaiterId, usize)>>,
+    /// When the caller arrived, for the wait-time metric.
+    arrived: Instant,
 }
 
 impl PyWaiter {
@@ -227,6 +228,7 @@ impl PyWaiter {
             handle,
             source,
             place: Mutex::new(None),
+            arrived: Instant::now(),
         }
     }
 }
@@ -236,22 +238,17 @@ impl PyWaiter {
     /// Queues the caller, to be woken by `callback(arg)` on this thread or
     /// `schedule(callback, arg)` from another. Returns `False` if a slot was free after all (the
     /// caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full.
-    fn enqueue(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
-        let core = &self.handle.core;
+    fn enqueue(&self, py: Python<'_>, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
         let wake = LoopWake {
             thread: std::thread::current().id(),
             callback,
             arg,
             schedule,
         };
-        match core.semaphore().enqueue(&Arc::new(wake).into()) {
-            Ok(Enqueued::Acquired) => Ok(false),
-            Ok(Enqueued::Queued { id, waiting }) => {
-                *self.place.lock() = Some((id, waiting));
-                Ok(true)
-            }
-            Err(err) => Err(acquire_error(&err, display_name(core.name(), &self.source))),
-        }
+        let place = self.handle.enqueue(py, &Arc::new(wake).into(), &self.source)?;
+        let queued = place.is_some();
+        *self.place.lock() = place;
+        Ok(queued)
     }
 
     /// The tracer the wait span goes to.
@@ -271,11 +268,13 @@ impl PyWaiter {
     }
 
     /// Takes the slot a release handed over; only called once the waiter's future resolved.
-    fn finish(&self) -> PyResult<()> {
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
         let mut place = self.place.lock();
         match *place {
             Some((id, _)) if self.handle.core.semaphore().take_granted(id) => {
                 *place = None;
+                drop(place);
+                self.handle.record_wait(py, self.arrived);
                 Ok(())
             }
             _ => Err(pyo3::exceptions::PyRuntimeError::new_err(

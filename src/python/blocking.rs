@@ -6,10 +6,8 @@
 //! up like any other: a slot handed over at that instant passes to the next waiter.
 
 use crate::python::awaitable::span_fields;
-use crate::python::errors::{acquire_error, timeout_message};
+use crate::python::errors::timeout_message;
 use crate::python::limiter::Handle;
-use crate::queue::Enqueued;
-use crate::telemetry::display_name;
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -53,12 +51,11 @@ pub(crate) fn acquire_blocking(
     if semaphore.try_acquire() {
         return Ok(());
     }
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let arrived = Instant::now();
+    let deadline = timeout.map(|t| arrived + t);
     let waker = Arc::new(Unpark(std::thread::current())).into();
-    let (id, waiting) = match semaphore.enqueue(&waker) {
-        Ok(Enqueued::Acquired) => return Ok(()),
-        Ok(Enqueued::Queued { id, waiting }) => (id, waiting),
-        Err(err) => return Err(acquire_error(&err, display_name(handle.core.name(), source))),
+    let Some((id, waiting)) = handle.enqueue(py, &waker, source)? else {
+        return Ok(());
     };
     let span = match enter_span(py, handle, source, waiting) {
         Ok(span) => span,
@@ -87,7 +84,10 @@ pub(crate) fn acquire_blocking(
             }
         });
         match parked {
-            Parked::Granted => break Ok(()),
+            Parked::Granted => {
+                handle.record_wait(py, arrived);
+                break Ok(());
+            }
             Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(&handle.core, source))),
             Parked::Slice => {
                 if let Err(err) = py.check_signals() {

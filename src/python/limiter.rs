@@ -2,7 +2,10 @@
 
 use crate::python::awaitable::{PyLimiterContext, PyWaiter, ready};
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
-use crate::python::errors::{check_source, check_timeout, extract_limit, limit_error, release_error};
+use crate::python::errors::{acquire_error, check_source, check_timeout, extract_limit, limit_error, release_error};
+use crate::queue::Enqueued;
+use crate::telemetry::display_name;
+use crate::waiters::WaiterId;
 use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
 use parking_lot::Mutex;
 use pyo3::intern;
@@ -10,14 +13,47 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyType};
 use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
 
-/// What a native limiter shares with its contexts and waiters: the core and the tracer.
+/// What a native limiter shares with its contexts and waiters: the core, the tracer and the
+/// metric instruments.
 pub(crate) struct Handle {
     pub(crate) core: ConcurrencyLimiter,
     tracer: Option<Py<PyAny>>,
+    /// `ferrolimit._metrics.LimiterMetrics` when a meter was given.
+    metrics: Option<Py<PyAny>>,
 }
 
 impl Handle {
+    /// Queues a caller on the slow path: `None` if a slot was free after all, else its place
+    /// and the queue depth. A rejection is counted in the metrics and raised.
+    pub(crate) fn enqueue(&self, py: Python<'_>, waker: &Waker, source: &str) -> PyResult<Option<(WaiterId, usize)>> {
+        match self.core.semaphore().enqueue(waker) {
+            Ok(Enqueued::Acquired) => Ok(None),
+            Ok(Enqueued::Queued { id, waiting }) => Ok(Some((id, waiting))),
+            Err(err) => {
+                self.record(py, intern!(py, "rejected"), ());
+                Err(acquire_error(&err, display_name(self.core.name(), source)))
+            }
+        }
+    }
+
+    /// Records the wait of a caller that got its slot after waiting since `since`.
+    pub(crate) fn record_wait(&self, py: Python<'_>, since: Instant) {
+        self.record(py, intern!(py, "waited"), (since.elapsed().as_secs_f64(),));
+    }
+
+    /// Calls a recording method of the metrics, if any. A failing metrics backend must not fail
+    /// an acquire: its error is reported as unraisable instead.
+    fn record<'py>(&self, py: Python<'py>, method: &Bound<'py, PyString>, args: impl pyo3::call::PyCallArgs<'py>) {
+        if let Some(metrics) = &self.metrics
+            && let Err(err) = metrics.call_method1(py, method, args)
+        {
+            err.write_unraisable(py, Some(metrics.bind(py)));
+        }
+    }
+
     /// Takes a free slot and returns the finished awaitable, or returns the waiting coroutine.
     pub(crate) fn enter(self: &Arc<Self>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
         self.enter_within(py, source, None)
@@ -125,12 +161,14 @@ impl PyConcurrencyLimiter {
 #[pymethods]
 impl PyConcurrencyLimiter {
     #[new]
-    #[pyo3(signature = (max_running, *, max_queued = None, name = None, tracer = None))]
+    #[pyo3(signature = (max_running, *, max_queued = None, name = None, tracer = None, meter = None))]
     fn new(
+        py: Python<'_>,
         max_running: &Bound<'_, PyAny>,
         max_queued: Option<&Bound<'_, PyAny>>,
         name: Option<String>,
         tracer: Option<Py<PyAny>>,
+        meter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let mut builder = ConcurrencyLimiter::builder(max_running as usize);
@@ -140,10 +178,17 @@ impl PyConcurrencyLimiter {
         if let Some(name) = name {
             builder = builder.name(name);
         }
-        let handle = Arc::new(Handle {
-            core: builder.build().map_err(|e| limit_error(&e))?,
-            tracer,
-        });
+        let core = builder.build().map_err(|e| limit_error(&e))?;
+        let metrics = match meter.filter(|m| !m.is_none()) {
+            Some(meter) => {
+                static METRICS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                let counts = PyCounts(core.clone());
+                let class = METRICS.import(py, "ferrolimit._metrics", "LimiterMetrics")?;
+                Some(class.call1((meter, core.name(), counts))?.unbind())
+            }
+            None => None,
+        };
+        let handle = Arc::new(Handle { core, tracer, metrics });
         Ok(Self {
             handle,
             context: Mutex::new(None),
@@ -151,17 +196,21 @@ impl PyConcurrencyLimiter {
     }
 
     #[classmethod]
-    #[pyo3(signature = (limit, *, name = None, tracer = None))]
+    #[pyo3(signature = (limit, *, name = None, tracer = None, meter = None))]
     fn from_limit<'py>(
         cls: &Bound<'py, PyType>,
         limit: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyAny>>,
         tracer: Option<&Bound<'py, PyAny>>,
+        meter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let kwargs = PyDict::new(py);
         kwargs.set_item("name", name)?;
         kwargs.set_item("tracer", tracer)?;
+        if let Some(meter) = meter {
+            kwargs.set_item("meter", meter)?;
+        }
         if limit.is_instance_of::<pyo3::types::PyInt>() {
             return cls.call((limit,), Some(&kwargs));
         }
@@ -301,6 +350,18 @@ impl PyConcurrencyLimiter {
             stats.running,
             stats.waiting,
         ))
+    }
+}
+
+/// Reads a limiter's counts for the metrics' observable gauges: it holds the core only, so the
+/// limiter and its metrics do not keep each other alive.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Counts")]
+pub(crate) struct PyCounts(ConcurrencyLimiter);
+
+#[pymethods]
+impl PyCounts {
+    fn stats(&self) -> PyLimiterStats {
+        PyLimiterStats(self.0.stats())
     }
 }
 

@@ -16,6 +16,7 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<limiter::PyConcurrencyLimiter>()?;
     m.add_class::<limiter::PyLimiterStats>()?;
+    m.add_class::<limiter::PyCounts>()?;
     m.add_class::<session::PySessionLimiter>()?;
     m.add_class::<awaitable::PyLimiterContext>()?;
     m.add_class::<awaitable::PyWaiter>()?;
