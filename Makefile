@@ -72,6 +72,7 @@ loom:
 bench: build-prod
 	cargo bench --no-default-features --bench limiter
 	$(PY) benches/bench_python.py
+	$(PY) benches/bench_threads.py
 
 .PHONY: demo  ## Many pydantic-ai agent runs sharing one ferrolimit limiter, vs pydantic-ai's own
 demo: build-prod
