@@ -36,6 +36,11 @@ mod python;
 #[cfg(all(test, ferrolimit_loom))]
 mod tests;
 
+/// The README's Rust example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use error::{
     AcquireError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError, check_max_queued,
     check_max_running,
