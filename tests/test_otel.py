@@ -94,6 +94,9 @@ async def test_span_of_a_cancelled_waiter_records_the_cancellation(
     (span,) = exporter.get_finished_spans()
     assert span.name == 'waiting for late concurrency'
     assert span.end_time is not None
+    # A cancellation is not an error (as with `start_as_current_span`): no status, no event.
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.events == ()
     limiter.release()
 
 
@@ -123,3 +126,32 @@ async def test_span_is_the_current_span_while_waiting(tracer: Tracer, exporter: 
 def test_default_tracer_is_the_global_one() -> None:
     limiter = ConcurrencyLimiter(1)
     assert limiter._get_tracer() is not None
+
+
+async def test_span_of_a_timed_out_waiter_records_the_timeout(tracer: Tracer, exporter: InMemorySpanExporter) -> None:
+    limiter = ConcurrencyLimiter(1, name='pool', tracer=tracer)
+    await limiter.acquire('holder')
+    with pytest.raises(TimeoutError):
+        await limiter.acquire('late', timeout=0.01)
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == 'TimeoutError: timed out waiting for pool concurrency'
+    assert [event.name for event in span.events] == ['exception']
+    limiter.release()
+
+
+def test_blocking_waiter_opens_the_same_span(tracer: Tracer, exporter: InMemorySpanExporter) -> None:
+    limiter = ConcurrencyLimiter(1, name='pool', tracer=tracer)
+    limiter.acquire_blocking('holder')
+    with pytest.raises(TimeoutError):
+        limiter.acquire_blocking('late', timeout=0.01)
+    (span,) = exporter.get_finished_spans()
+    assert span.name == 'waiting for pool concurrency'
+    assert dict(span.attributes or {}) == {
+        'source': 'late',
+        'waiting_count': 1,
+        'max_running': 1,
+        'limiter_name': 'pool',
+    }
+    assert span.status.status_code is StatusCode.ERROR
+    limiter.release()

@@ -18,9 +18,11 @@ from __future__ import annotations as _annotations
 import asyncio
 import math
 
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
 from ._ferrolimit import Waiter, resolve_future
 
-__all__ = ('wait',)
+__all__ = ('close_span', 'open_span', 'wait')
 
 
 async def wait(waiter: Waiter, timeout: float | None = None) -> None:
@@ -38,16 +40,17 @@ async def wait(waiter: Waiter, timeout: float | None = None) -> None:
     if not waiter.enqueue(resolve_future, future, loop.call_soon_threadsafe):
         return
     expiry = None if timeout is None else loop.call_later(timeout, _expire, future, waiter)
-    name, attributes = waiter.span()
-    with waiter.tracer().start_as_current_span(name, attributes=attributes):
-        try:
-            await future
-        except BaseException:
-            waiter.cancel()
-            raise
-        finally:
-            if expiry is not None:
-                expiry.cancel()
+    span = open_span(waiter.tracer(), *waiter.span())
+    try:
+        await future
+    except BaseException as e:
+        waiter.cancel()
+        close_span(span, e)
+        raise
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+    close_span(span, None)
     # Only once the span is closed: if closing it raised, dropping `waiter` passes the slot on.
     waiter.finish()
 
@@ -67,14 +70,36 @@ async def _wait_trio(waiter: Waiter, timeout: float | None) -> None:
     def abort(_raise_cancel: object) -> Abort:
         return Abort.SUCCEEDED if waiter.withdraw() else Abort.FAILED
 
-    name, attributes = waiter.span()
-    with waiter.tracer().start_as_current_span(name, attributes=attributes):
-        try:
-            with move_on_after(math.inf if timeout is None else timeout) as scope:
-                await wait_task_rescheduled(abort)
-            if scope.cancelled_caught:
-                raise TimeoutError(waiter.timeout_message())
-        except BaseException:
-            waiter.cancel()
-            raise
+    span = open_span(waiter.tracer(), *waiter.span())
+    try:
+        with move_on_after(math.inf if timeout is None else timeout) as scope:
+            await wait_task_rescheduled(abort)
+        if scope.cancelled_caught:
+            raise TimeoutError(waiter.timeout_message())
+    except BaseException as e:
+        waiter.cancel()
+        close_span(span, e)
+        raise
+    close_span(span, None)
     waiter.finish()
+
+
+def open_span(tracer: Tracer, name: str, attributes: dict[str, str | int]) -> Span:
+    """Start the wait span, as a child of the current span.
+
+    The span is what pydantic-ai's `start_as_current_span` produces, without making it current:
+    nothing runs in a parked waiter that could be its child, and skipping the context switch and
+    the context manager's generator frames keeps a queued waiter small and quick.
+    """
+    return tracer.start_span(name, attributes=attributes)
+
+
+def close_span(span: Span, error: BaseException | None) -> None:
+    """End the wait span, recording an error as `start_as_current_span` does.
+
+    Only an `Exception` (a timeout) is recorded and sets the status; a cancellation is not an error.
+    """
+    if isinstance(error, Exception) and span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f'{type(error).__name__}: {error}'))
+    span.end()

@@ -9,9 +9,8 @@ use crate::python::awaitable::span_fields;
 use crate::python::errors::timeout_message;
 use crate::python::limiter::Handle;
 use pyo3::exceptions::PyTimeoutError;
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::sync::PyOnceLock;
 use std::sync::Arc;
 use std::task::Wake;
 use std::thread::Thread;
@@ -107,26 +106,23 @@ pub(crate) fn acquire_blocking(
     outcome.and(closed)
 }
 
-/// Opens the wait span of a blocking waiter: `tracer.start_as_current_span(...)`, entered by hand.
+/// Opens the wait span of a blocking waiter (`ferrolimit._wait.open_span`, as on the async path).
 fn enter_span<'py>(py: Python<'py>, handle: &Handle, source: &str, waiting: usize) -> PyResult<Bound<'py, PyAny>> {
+    static OPEN_SPAN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let (name, attributes) = span_fields(py, handle.core.wait_span_fields(source, waiting))?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("attributes", attributes)?;
-    let manager = handle
-        .tracer(py)?
-        .call_method(intern!(py, "start_as_current_span"), (name,), Some(&kwargs))?;
-    manager.call_method0(intern!(py, "__enter__"))?;
-    Ok(manager)
+    OPEN_SPAN
+        .import(py, "ferrolimit._wait", "open_span")?
+        .call1((handle.tracer(py)?, name, attributes))
 }
 
-/// Closes the span, recording the error the wait ended on, if any.
-fn exit_span(py: Python<'_>, manager: &Bound<'_, PyAny>, error: Option<&PyErr>) -> PyResult<()> {
-    let exit = intern!(py, "__exit__");
-    match error {
-        None => manager.call_method1(exit, (py.None(), py.None(), py.None())),
-        Some(err) => manager.call_method1(exit, (err.get_type(py), err.value(py), err.traceback(py))),
-    }
-    .map(drop)
+/// Ends the span (`ferrolimit._wait.close_span`), recording the error the wait ended on, if any.
+fn exit_span(py: Python<'_>, span: &Bound<'_, PyAny>, error: Option<&PyErr>) -> PyResult<()> {
+    static CLOSE_SPAN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let error = error.map(|err| err.value(py).clone().into_any());
+    CLOSE_SPAN
+        .import(py, "ferrolimit._wait", "close_span")?
+        .call1((span, error))
+        .map(drop)
 }
 
 /// `with limiter.blocking(source):` holds one slot for the block, on a plain thread.

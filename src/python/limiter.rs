@@ -7,7 +7,6 @@ use crate::queue::Enqueued;
 use crate::telemetry::display_name;
 use crate::waiters::WaiterId;
 use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
-use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -81,15 +80,18 @@ impl Handle {
         self.core.semaphore().release().map_err(release_error)
     }
 
-    /// The configured tracer, else the global provider's `ferrolimit` tracer.
+    /// The configured tracer, else the global `ferrolimit` tracer. That one is fetched once: the
+    /// OpenTelemetry API hands out a proxy that follows whatever provider is set later.
     pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        static GET_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static DEFAULT_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         if let Some(tracer) = &self.tracer {
             return Ok(tracer.bind(py).clone());
         }
-        GET_TRACER
-            .import(py, "opentelemetry.trace", "get_tracer")?
-            .call1(("ferrolimit",))
+        let tracer = DEFAULT_TRACER.get_or_try_init(py, || {
+            let get_tracer = py.import("opentelemetry.trace")?.getattr("get_tracer")?;
+            get_tracer.call1(("ferrolimit",)).map(Bound::unbind)
+        })?;
+        Ok(tracer.bind(py).clone())
     }
 }
 
@@ -97,9 +99,10 @@ impl Handle {
 #[pyclass(frozen, subclass, module = "ferrolimit._ferrolimit", name = "ConcurrencyLimiter")]
 pub(crate) struct PyConcurrencyLimiter {
     handle: Arc<Handle>,
-    /// The context manager last handed out, reused while callers name the same source: contexts
-    /// hold no per-entry state, and reuse keeps an allocation off the fast path.
-    context: Mutex<Option<Py<PyLimiterContext>>>,
+    /// The context manager for the first source this limiter was entered with, reused whenever
+    /// callers name that source again (most limiters only ever see one): contexts hold no
+    /// per-entry state, and reuse keeps an allocation and any lock off the fast path.
+    context: PyOnceLock<Py<PyLimiterContext>>,
 }
 
 /// The `source` argument, `'unnamed'` when not given.
@@ -137,20 +140,20 @@ pub(crate) fn check_limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&B
 }
 
 impl PyConcurrencyLimiter {
-    /// The context manager for `source`, reusing the last one when the source is the same.
+    /// The context manager for `source`: the cached one when it is for the same source.
     pub(crate) fn context(&self, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyLimiterContext>> {
-        let mut cached = self.context.lock();
-        if let Some(context) = cached.as_ref()
-            && context.get().has_source(source)?
-        {
-            return Ok(context.clone_ref(py));
+        let new = || {
+            Py::new(
+                py,
+                PyLimiterContext::native(Arc::clone(&self.handle), source.clone().unbind()),
+            )
+        };
+        let cached = self.context.get_or_try_init(py, new)?;
+        if cached.get().has_source(source)? {
+            Ok(cached.clone_ref(py))
+        } else {
+            new()
         }
-        let context = Py::new(
-            py,
-            PyLimiterContext::native(Arc::clone(&self.handle), source.clone().unbind()),
-        )?;
-        *cached = Some(context.clone_ref(py));
-        Ok(context)
     }
 
     fn core(&self) -> &ConcurrencyLimiter {
@@ -191,7 +194,7 @@ impl PyConcurrencyLimiter {
         let handle = Arc::new(Handle { core, tracer, metrics });
         Ok(Self {
             handle,
-            context: Mutex::new(None),
+            context: PyOnceLock::new(),
         })
     }
 
