@@ -30,6 +30,9 @@ mod sync;
 mod telemetry;
 mod waiters;
 
+#[cfg(feature = "redis")]
+mod redis;
+
 #[cfg(feature = "python")]
 mod python;
 
@@ -48,3 +51,6 @@ pub use error::{
 pub use limiter::{Acquire, Builder, ConcurrencyLimiter, Permit};
 pub use session::{SessionLimiter, SessionLimits, SessionStatus};
 pub use stats::LimiterStats;
+
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisLimiterError, RedisPermit};

@@ -1,0 +1,46 @@
+//! [`RedisConcurrencyLimiter`]: one limit shared by every process that uses the same Redis key
+//! (feature `redis`).
+//!
+//! # Implementation details
+//!
+//! The state lives in four Redis keys with the hash tag `{key}`, so they share a cluster slot:
+//!
+//! * `{key}:holders`, a sorted set of the slots held, token → lease expiry (milliseconds on the
+//!   server's clock, from `TIME`, so process clocks never matter);
+//! * `{key}:queue`, a sorted set of the waiters, token → arrival sequence (from `{key}:seq`);
+//! * `{key}:waiters`, a sorted set of the waiters' heartbeat expiries, so that the waiters of a
+//!   dead process drop out of the queue instead of blocking it;
+//! * `{key}:seq`, the arrival counter.
+//!
+//! Every step is one Lua script (`lua/`), hence atomic. Each starts by purging expired leases and
+//! dead waiters and then admits the head of the queue into every free slot ("admit"); so a slot
+//! is never free while someone waits, and the order of admission is the order of arrival.
+//! Acquire admits at once only if nobody is queued (no barging) and rejects when the queue holds
+//! `max_queued` waiters; release removes only the caller's own token, which makes the token a
+//! fencing token: a holder whose lease ran out cannot free the slot its successor holds. Tokens
+//! are `{random instance id}-{counter}`, chosen by the client before the acquire script runs so
+//! that a waiter is registered for its wake-up before anyone can admit it.
+//!
+//! Admitted tokens are published on the channel `{key}:wake`. Each limiter instance keeps one
+//! subscription and wakes its local waiter for each token at once; this is the main path, with no
+//! polling. Waiters also poll, as a heartbeat every third of a lease, when the earliest lease runs
+//! out (the slot of a dead holder is reclaimed without a release), and every 100 ms while the
+//! subscription is down (after it is re-established, every waiter polls once).
+//!
+//! A background task renews the leases of every slot the instance holds, every third of a lease,
+//! in one script call. A lease found expired is "lost": it is never renewed again, and releasing
+//! it frees nothing.
+//!
+//! Limitation: the guarantees assume Redis keeps its data across a restart (RDB or AOF
+//! persistence, which a graceful restart with the default configuration does). A server that
+//! loses its data forgets the slots held; they are then counted as lost, and the limit holds
+//! again once their holders release.
+
+mod error;
+mod limiter;
+mod scripts;
+
+pub use error::RedisLimiterError;
+#[cfg(feature = "python")]
+pub(crate) use limiter::{Inner, Slot};
+pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisPermit};
