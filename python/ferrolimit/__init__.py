@@ -1,20 +1,29 @@
 """ferrolimit: a Rust-backed, drop-in replacement for pydantic-ai's concurrency limiter."""
 
-from ._ferrolimit import ConcurrencyLimiter, LimiterStats, SessionLimiter, __version__, get_concurrency_context
+from ._ferrolimit import (
+    ConcurrencyLimiter,
+    LimiterStats,
+    RedisConcurrencyLimiter,
+    SessionLimiter,
+    __version__,
+    get_concurrency_context,
+)
 from ._install import install, installed, uninstall
 from ._limit import AbstractConcurrencyLimiter, AnyConcurrencyLimit, ConcurrencyLimit, normalize_to_limiter
 from ._session import SessionLimits, SessionStatus
-from .exceptions import ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsExceeded, UserError
+from .exceptions import ConcurrencyBackendError, ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsExceeded, UserError
 
 __all__ = (
     'AbstractConcurrencyLimiter',
     'AnyConcurrencyLimit',
+    'ConcurrencyBackendError',
     'ConcurrencyLimit',
     'ConcurrencyLimitExceeded',
     'ConcurrencyLimiter',
     'LimiterStats',
     'MaxRunsExceeded',
     'MaxSessionsExceeded',
+    'RedisConcurrencyLimiter',
     'SessionLimiter',
     'SessionLimits',
     'SessionStatus',

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TypeAlias, cast
 
-from ._ferrolimit import ConcurrencyLimiter, check_limits
+from ._ferrolimit import ConcurrencyLimiter, RedisConcurrencyLimiter, check_limits
 from ._interop import after_import, loaded_module
 
 __all__ = ('AbstractConcurrencyLimiter', 'AnyConcurrencyLimit', 'ConcurrencyLimit', 'normalize_to_limiter')
@@ -43,6 +43,7 @@ class AbstractConcurrencyLimiter(ABC):
 
 
 AbstractConcurrencyLimiter.register(ConcurrencyLimiter)
+AbstractConcurrencyLimiter.register(RedisConcurrencyLimiter)
 
 
 def _adopt_pydantic_ai(module: ModuleType) -> None:

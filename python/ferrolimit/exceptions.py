@@ -1,8 +1,8 @@
 """The exceptions ferrolimit raises.
 
 When pydantic-ai is installed they are subclasses of pydantic-ai's own
-(`pydantic_ai.exceptions.UserError` and `pydantic_ai.exceptions.ConcurrencyLimitExceeded`), whatever
-the import order: `except` clauses written for pydantic-ai's limiter catch ferrolimit's errors too.
+(`pydantic_ai.exceptions.UserError` and `pydantic_ai.exceptions.ConcurrencyLimitExceeded`;
+`ConcurrencyBackendError` of `pydantic_ai.exceptions.AgentRunError`), whatever the import order: `except` clauses written for pydantic-ai's limiter catch ferrolimit's errors too.
 """
 
 from __future__ import annotations as _annotations
@@ -12,7 +12,13 @@ from typing import ClassVar
 
 from ._interop import after_import
 
-__all__ = ('ConcurrencyLimitExceeded', 'MaxRunsExceeded', 'MaxSessionsExceeded', 'UserError')
+__all__ = (
+    'ConcurrencyBackendError',
+    'ConcurrencyLimitExceeded',
+    'MaxRunsExceeded',
+    'MaxSessionsExceeded',
+    'UserError',
+)
 
 
 class _UserErrorBase(RuntimeError):
@@ -52,6 +58,16 @@ class ConcurrencyLimitExceeded(_AgentRunErrorBase):
     """
 
 
+class ConcurrencyBackendError(_AgentRunErrorBase):
+    """Raised by a `RedisConcurrencyLimiter` when its backend cannot be used.
+
+    Redis is unreachable or did not answer in time (unless the limiter fails open), one of the
+    limiter's keys holds a value of another type, or Redis answered with an unexpected error. A
+    sibling of `ConcurrencyLimitExceeded`: both are pydantic-ai `AgentRunError`s when pydantic-ai
+    is installed.
+    """
+
+
 class MaxSessionsExceeded(ConcurrencyLimitExceeded):
     """Raised by `SessionLimiter.acquire_session` when `max_parallel_sessions` sessions hold a slot.
 
@@ -78,6 +94,7 @@ def _adopt_pydantic_ai(module: ModuleType) -> None:
     names = vars(module)
     UserError.__bases__ = (names['UserError'],)
     ConcurrencyLimitExceeded.__bases__ = (names['ConcurrencyLimitExceeded'],)
+    ConcurrencyBackendError.__bases__ = (names['AgentRunError'],)
 
 
 after_import('pydantic_ai.exceptions', _adopt_pydantic_ai)

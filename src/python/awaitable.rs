@@ -86,6 +86,14 @@ impl PyLimiterContext {
         }
     }
 
+    /// A context for any limiter with `acquire(source)` and `release()`.
+    pub(crate) fn generic(limiter: Py<PyAny>, source: Py<PyString>) -> Self {
+        Self {
+            target: Target::Generic(limiter),
+            source,
+        }
+    }
+
     /// Whether this context is for `source` (the same object, or an equal string).
     pub(crate) fn has_source(&self, source: &Bound<'_, PyString>) -> PyResult<bool> {
         let own = self.source.bind(source.py());
@@ -176,6 +184,18 @@ pub(crate) struct LoopWake {
     callback: Py<PyAny>,
     arg: Py<PyAny>,
     schedule: Py<PyAny>,
+}
+
+impl LoopWake {
+    /// A waker for the loop running on this thread.
+    pub(crate) fn new(callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> Self {
+        Self {
+            thread: std::thread::current().id(),
+            callback,
+            arg,
+            schedule,
+        }
+    }
 }
 
 impl Wake for LoopWake {

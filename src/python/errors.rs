@@ -11,6 +11,19 @@ pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyLimitExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, UserError);
 pyo3::import_exception!(ferrolimit.exceptions, MaxSessionsExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, MaxRunsExceeded);
+pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyBackendError);
+
+/// A Redis limiter's error: a full queue as the local limiter words it, an invalid argument as
+/// `ValueError`, anything about the server (unreachable, a key of the wrong type) as
+/// `ConcurrencyBackendError`.
+pub(crate) fn redis_error(err: &crate::RedisLimiterError, display_name: &str) -> PyErr {
+    use crate::RedisLimiterError as E;
+    match err {
+        E::QueueFull { .. } => ConcurrencyLimitExceeded::new_err(err.message(display_name)),
+        E::Config(message) => PyValueError::new_err(message.clone()),
+        _ => ConcurrencyBackendError::new_err(err.to_string()),
+    }
+}
 
 /// A limit below its minimum is pydantic-ai's `UserError`; one too large for the core is a
 /// `ValueError`.

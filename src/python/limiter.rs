@@ -120,7 +120,10 @@ where
 }
 
 /// Reads and checks `max_running` and `max_queued` as the constructor takes them.
-fn limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&Bound<'_, PyAny>>) -> PyResult<(u32, Option<usize>)> {
+pub(crate) fn limits(
+    max_running: &Bound<'_, PyAny>,
+    max_queued: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(u32, Option<usize>)> {
     let max_running = extract_limit(max_running, "max_running", MAX_RUNNING_LIMIT)?;
     let max_running = check_max_running(max_running).map_err(|e| limit_error(&e))?;
     let max_queued = match max_queued.filter(|q| !q.is_none()) {

@@ -6,6 +6,7 @@ mod awaitable;
 mod blocking;
 mod errors;
 mod limiter;
+mod redis;
 mod session;
 
 use pyo3::prelude::*;
@@ -22,6 +23,8 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<awaitable::PyWaiter>()?;
     m.add_class::<awaitable::PyReady>()?;
     m.add_class::<blocking::PyBlockingContext>()?;
+    m.add_class::<redis::PyRedisConcurrencyLimiter>()?;
+    m.add_class::<redis::PyRedisAcquire>()?;
     m.add_function(wrap_pyfunction!(awaitable::get_concurrency_context, m)?)?;
     m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::resolve_future, m)?)?;

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -192,6 +192,8 @@ impl RedisBuilder {
             pool: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
+            pending_releases: AtomicUsize::new(0),
+            released: Notify::new(),
             renew_kick: Arc::new(Notify::new()),
             _shutdown: shutdown,
         });
@@ -263,6 +265,10 @@ pub(crate) struct Inner {
     waiters: Mutex<HashMap<String, Arc<WaiterSlot>>>,
     /// Whether the wake-up subscription is live; waiters poll often while it is not.
     subscribed: AtomicBool,
+    /// Releases sent in the background and not yet answered; counts wait for them, so that a
+    /// process reads its own releases.
+    pending_releases: AtomicUsize,
+    released: Notify,
     /// Wakes the renewer when the first slot is taken.
     renew_kick: Arc<Notify>,
     /// Dropped with the limiter: the background tasks stop.
@@ -407,7 +413,12 @@ impl Inner {
         let Slot::Leased(token) = slot else { return };
         if self.forget(&token) {
             let inner = Arc::clone(self);
-            self.runtime.spawn(async move { drop(inner.leave(&token).await) });
+            self.pending_releases.fetch_add(1, Ordering::AcqRel);
+            self.runtime.spawn(async move {
+                drop(inner.leave(&token).await);
+                inner.pending_releases.fetch_sub(1, Ordering::AcqRel);
+                inner.released.notify_waiters();
+            });
         }
     }
 
@@ -477,6 +488,13 @@ impl Inner {
     }
 
     pub(crate) async fn counts(&self) -> Result<RedisCounts, RedisLimiterError> {
+        loop {
+            let released = self.released.notified();
+            if self.pending_releases.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            released.await;
+        }
         let (running, waiting): (usize, usize) = self.script(&COUNTS).invoke_async(&mut self.conn.clone()).await?;
         Ok(RedisCounts {
             running,
@@ -531,21 +549,22 @@ impl Inner {
         }
     }
 
+    /// Releases `slot` from the pool, or, if another release took it already, any pooled slot.
+    pub(crate) fn release_pooled_slot(self: &Arc<Self>, slot: &Slot) {
+        let found = {
+            let mut pool = self.pool.lock();
+            pool.iter().position(|s| s == slot).map(|i| pool.swap_remove(i))
+        };
+        match found {
+            Some(slot) => self.release_slot(slot),
+            None => drop(self.release_pooled()),
+        }
+    }
+
     pub(crate) fn pooled_count(&self) -> usize {
         self.pool.lock().len()
     }
 
-    pub(crate) const fn max_running(&self) -> usize {
-        self.max_running
-    }
-
-    pub(crate) const fn max_queued(&self) -> Option<usize> {
-        self.max_queued
-    }
-
-    pub(crate) fn runtime(&self) -> &Handle {
-        &self.runtime
-    }
 }
 
 /// Gives up a queued (or just granted) token unless disarmed: the cancel path of `acquire_slot`.

@@ -42,5 +42,5 @@ mod scripts;
 
 pub use error::RedisLimiterError;
 #[cfg(feature = "python")]
-pub(crate) use limiter::{Inner, Slot};
+pub(crate) use limiter::Inner;
 pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisPermit};

@@ -1,0 +1,433 @@
+//! `ferrolimit.RedisConcurrencyLimiter`: the native class over the core's Redis limiter, and the
+//! operation a Python `acquire` awaits.
+//!
+//! Redis I/O runs on one tokio runtime shared by the process. An acquire is a task there; it
+//! reports its events (queued, admitted, failed) to a [`PyRedisAcquire`], which wakes the Python
+//! caller on its own event loop through [`LoopWake`], on asyncio and trio alike.
+
+use crate::python::awaitable::{LoopWake, PyLimiterContext, ready, span_fields};
+use crate::python::errors::{check_str, redis_error, release_error};
+use crate::python::limiter::{limits, source_or_unnamed};
+use crate::redis::Inner;
+use crate::telemetry::display_name;
+use crate::{RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString};
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::task::Waker;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+/// The process's runtime for Redis I/O: two worker threads, started on first use.
+fn runtime() -> PyResult<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ferrolimit-redis")
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the Redis I/O runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+/// The Redis-backed limiter (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisConcurrencyLimiter")]
+pub(crate) struct PyRedisConcurrencyLimiter {
+    limiter: RedisConcurrencyLimiter,
+    key: String,
+    lease_seconds: f64,
+    fail_open: bool,
+    tracer: Option<Py<PyAny>>,
+}
+
+impl PyRedisConcurrencyLimiter {
+    fn inner(&self) -> &Arc<Inner> {
+        self.limiter.inner()
+    }
+
+    /// Reads the fleet-wide counts, blocking this thread (not the GIL) for one round trip.
+    fn counts(&self, py: Python<'_>) -> PyResult<crate::RedisCounts> {
+        let runtime = runtime()?;
+        py.detach(|| runtime.block_on(self.limiter.counts()))
+            .map_err(|e| redis_error(&e, self.limiter.name().unwrap_or("")))
+    }
+
+    fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        static DEFAULT_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        if let Some(tracer) = &self.tracer {
+            return Ok(tracer.bind(py).clone());
+        }
+        let tracer = DEFAULT_TRACER.get_or_try_init(py, || {
+            let get_tracer = py.import("opentelemetry.trace")?.getattr("get_tracer")?;
+            get_tracer.call1(("ferrolimit",)).map(Bound::unbind)
+        })?;
+        Ok(tracer.bind(py).clone())
+    }
+
+    /// Starts an acquire and returns the coroutine that waits for it.
+    fn start_acquire(slf: &Bound<'_, Self>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        static ACQUIRE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let py = slf.py();
+        let this = slf.get();
+        let tracer = this.tracer(py)?.unbind();
+        let op = Py::new(
+            py,
+            PyRedisAcquire::start(runtime()?, this.inner(), source.to_str()?.to_owned(), tracer),
+        )?;
+        Ok(ACQUIRE
+            .import(py, "ferrolimit._redis", "acquire")?
+            .call1((op,))?
+            .unbind())
+    }
+}
+
+#[pymethods]
+impl PyRedisConcurrencyLimiter {
+    #[new]
+    #[pyo3(
+        signature = (redis_url, key, max_running, *, max_queued = None, lease_seconds = None, name = None, tracer = None, fail_open = false),
+        text_signature = "(redis_url, key, max_running, *, max_queued=None, lease_seconds=30.0, name=None, tracer=None, fail_open=False)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        redis_url: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        max_running: &Bound<'_, PyAny>,
+        max_queued: Option<&Bound<'_, PyAny>>,
+        lease_seconds: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        tracer: Option<Py<PyAny>>,
+        fail_open: bool,
+    ) -> PyResult<Self> {
+        let redis_url = check_str(redis_url, "redis_url")?.to_str()?.to_owned();
+        let key = check_str(key, "key")?.to_str()?.to_owned();
+        let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let lease = match lease_seconds {
+            Some(seconds) => lease_duration(seconds)?,
+            None => Duration::from_secs(30),
+        };
+        let mut builder = RedisConcurrencyLimiter::builder(redis_url, key.clone(), max_running as usize)
+            .lease(lease)
+            .fail_open(fail_open)
+            .runtime(runtime()?.handle().clone());
+        if let Some(max_queued) = max_queued {
+            builder = builder.max_queued(max_queued);
+        }
+        if let Some(name) = name {
+            builder = builder.name(name);
+        }
+        let limiter = builder.build().map_err(|e| redis_error(&e, ""))?;
+        Ok(Self {
+            limiter,
+            key,
+            lease_seconds: lease.as_secs_f64(),
+            fail_open,
+            tracer,
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.limiter.name()
+    }
+
+    #[getter]
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    #[getter]
+    const fn lease_seconds(&self) -> f64 {
+        self.lease_seconds
+    }
+
+    #[getter]
+    const fn fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    #[getter]
+    fn max_running(&self) -> usize {
+        self.limiter.max_running()
+    }
+
+    #[getter]
+    fn _max_queued(&self) -> Option<usize> {
+        self.limiter.max_queued()
+    }
+
+    #[getter]
+    fn running_count(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.counts(py)?.running)
+    }
+
+    #[getter]
+    fn waiting_count(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.counts(py)?.waiting)
+    }
+
+    #[getter]
+    fn available_count(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.counts(py)?.available)
+    }
+
+    #[getter]
+    fn held_count(&self) -> usize {
+        self.inner().pooled_count()
+    }
+
+    #[getter]
+    fn lost_count(&self) -> u64 {
+        self.limiter.lost_total()
+    }
+
+    fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.tracer(py)
+    }
+
+    #[pyo3(signature = (source = None), text_signature = "($self, source='unnamed')")]
+    fn acquire(slf: &Bound<'_, Self>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        Self::start_acquire(slf, source_or_unnamed(slf.py(), source)?)
+    }
+
+    fn release(&self) -> PyResult<()> {
+        if self.inner().release_pooled() {
+            Ok(())
+        } else {
+            Err(release_error(ReleaseError))
+        }
+    }
+
+    #[pyo3(signature = (source = None))]
+    fn __call__(slf: &Bound<'_, Self>, source: Option<&Bound<'_, PyAny>>) -> PyResult<PyLimiterContext> {
+        let source = source_or_unnamed(slf.py(), source)?;
+        Ok(PyLimiterContext::generic(
+            slf.clone().into_any().unbind(),
+            source.clone().unbind(),
+        ))
+    }
+
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::start_acquire(slf, intern!(slf.py(), "unnamed"))
+    }
+
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        self.release()?;
+        Ok(ready(py))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let name = match self.limiter.name() {
+            Some(name) => PyString::new(py, name).repr()?.to_string(),
+            None => "None".to_owned(),
+        };
+        Ok(format!(
+            "RedisConcurrencyLimiter(key={}, max_running={}, max_queued={}, name={name}, held={})",
+            PyString::new(py, &self.key).repr()?,
+            self.limiter.max_running(),
+            self.limiter
+                .max_queued()
+                .map_or_else(|| "None".to_owned(), |q| q.to_string()),
+            self.inner().pooled_count(),
+        ))
+    }
+}
+
+/// Reads `lease_seconds`: a finite number of seconds, at least 0.03.
+fn lease_duration(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let seconds: f64 = value.extract().map_err(|_| {
+        let type_name = value
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        PyTypeError::new_err(format!("lease_seconds must be a number, got {type_name}"))
+    })?;
+    if !seconds.is_finite() || seconds < 0.03 {
+        return Err(PyValueError::new_err(format!(
+            "lease_seconds must be a finite number >= 0.03, got {value}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// What an acquire reports, in order.
+enum Event {
+    /// The caller has to wait; the queue depth on arrival.
+    Queued(usize),
+    /// The caller holds a slot (already in the limiter's pool); the error if it failed open.
+    Admitted(Option<RedisLimiterError>),
+    Failed(RedisLimiterError),
+}
+
+#[derive(Default)]
+struct OpState {
+    events: VecDeque<Event>,
+    waker: Option<Waker>,
+    cancelled: bool,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+/// Pushes an event (unless the operation was cancelled) and wakes the caller.
+fn report(state: &Mutex<OpState>, event: Event) -> bool {
+    let mut guard = state.lock();
+    if guard.cancelled {
+        return false;
+    }
+    guard.events.push_back(event);
+    let waker = guard.waker.take();
+    drop(guard);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+    true
+}
+
+/// One `acquire` in flight: the task on the runtime, and the events it reported.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisAcquire")]
+pub(crate) struct PyRedisAcquire {
+    inner: Arc<Inner>,
+    source: String,
+    state: Arc<Mutex<OpState>>,
+    /// Queue depth on arrival, once queued.
+    waiting: Mutex<usize>,
+    /// Why the slot was granted without limiting, once admitted that way.
+    fail_open: Mutex<Option<String>>,
+    tracer: Py<PyAny>,
+}
+
+impl PyRedisAcquire {
+    fn start(runtime: &Runtime, inner: &Arc<Inner>, source: String, tracer: Py<PyAny>) -> Self {
+        let state = Arc::new(Mutex::new(OpState::default()));
+        let task = {
+            let (inner, state) = (Arc::clone(inner), Arc::clone(&state));
+            runtime.spawn(async move {
+                let result = inner
+                    .acquire_slot(|waiting| {
+                        report(&state, Event::Queued(waiting));
+                    })
+                    .await;
+                let event = match result {
+                    Ok(admission) => {
+                        inner.push_pooled(admission.slot.clone());
+                        if !report(&state, Event::Admitted(admission.fail_open)) {
+                            // Cancelled meanwhile: the slot goes straight back.
+                            inner.release_pooled_slot(&admission.slot);
+                        }
+                        return;
+                    }
+                    Err(err) => Event::Failed(err),
+                };
+                report(&state, event);
+            })
+        };
+        state.lock().task = Some(task.abort_handle());
+        Self {
+            inner: Arc::clone(inner),
+            source,
+            state,
+            waiting: Mutex::new(0),
+            fail_open: Mutex::new(None),
+            tracer,
+        }
+    }
+
+    /// Stops the task and gives back a slot it was granted but the caller never took.
+    fn cancel_locked(&self, state: &mut OpState) {
+        state.cancelled = true;
+        if let Some(task) = state.task.take() {
+            task.abort();
+        }
+        for event in state.events.drain(..) {
+            if matches!(event, Event::Admitted(_)) {
+                self.inner.release_pooled();
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyRedisAcquire {
+    /// Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
+    /// the next event; `False` if an event is already there.
+    fn wait(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> bool {
+        let mut state = self.state.lock();
+        if !state.events.is_empty() {
+            return false;
+        }
+        state.waker = Some(Arc::new(LoopWake::new(callback, arg, schedule)).into());
+        true
+    }
+
+    /// Takes the next event: `True` once admitted, `False` when queued; raises the failure.
+    fn take(&self) -> PyResult<bool> {
+        let event = self.state.lock().events.pop_front();
+        match event {
+            Some(Event::Queued(waiting)) => {
+                *self.waiting.lock() = waiting;
+                Ok(false)
+            }
+            Some(Event::Admitted(fail_open)) => {
+                *self.fail_open.lock() = fail_open.map(|e| e.to_string());
+                Ok(true)
+            }
+            Some(Event::Failed(err)) => Err(redis_error(&err, display_name(self.inner.name(), &self.source))),
+            None => Err(PyRuntimeError::new_err(
+                "ferrolimit: an acquire was woken without an event",
+            )),
+        }
+    }
+
+    /// trio's abort: gives up if the caller has not been woken yet (`True`); `False` if a wake-up
+    /// is already on its way, and the caller must then `take()` as usual.
+    fn withdraw(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.waker.take().is_none() {
+            return false;
+        }
+        self.cancel_locked(&mut state);
+        true
+    }
+
+    /// Gives up: the place in the queue is left, and a slot granted meanwhile is passed on.
+    fn cancel(&self) {
+        let mut state = self.state.lock();
+        self.cancel_locked(&mut state);
+    }
+
+    /// The tracer the wait span goes to.
+    fn tracer<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.tracer.bind(py).clone()
+    }
+
+    /// The wait span's name and attributes.
+    fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
+        let waiting = *self.waiting.lock();
+        span_fields(py, self.inner.wait_span_fields(&self.source, waiting))
+    }
+
+    /// Why the slot was granted without limiting (Redis was unreachable), or `None`.
+    fn fail_open_error(&self) -> Option<String> {
+        self.fail_open.lock().clone()
+    }
+}
+
+impl Drop for PyRedisAcquire {
+    fn drop(&mut self) {
+        let mut state = self.state.lock();
+        self.cancel_locked(&mut state);
+    }
+}
