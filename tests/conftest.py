@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+import urllib.parse
+
 import pytest
 
 
 @pytest.fixture(params=[pytest.param('asyncio', id='asyncio'), pytest.param('trio', id='trio')])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+def _redis_url() -> str | None:
+    return os.environ.get('FERROLIMIT_REDIS_URL') or None
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server `make test` starts (`FERROLIMIT_REDIS_URL`).
+
+    Without the variable (a test run by hand) the test is skipped; with it, a server that does not
+    answer fails the test.
+    """
+    url = _redis_url()
+    if url is None:
+        pytest.skip('FERROLIMIT_REDIS_URL is not set (make test starts a Redis server)')
+    host, port = _host_port(url)
+    try:
+        with socket.create_connection((host, port), timeout=5) as conn:
+            conn.sendall(b'PING\r\n')
+            assert conn.recv(64).startswith(b'+PONG'), f'{url} did not answer PING'
+    except OSError as e:  # pragma: no cover - only when the server is missing
+        pytest.fail(f'FERROLIMIT_REDIS_URL={url} is not reachable: {e}')
+    return url
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlparse(url)
+    return parsed.hostname or '127.0.0.1', parsed.port or 6379
+
+
+@pytest.fixture
+def redis_key(request: pytest.FixtureRequest) -> str:
+    """A key no other test or earlier run uses."""
+    return f'ferrolimit-test:{request.node.name}:{os.getpid()}:{time.time_ns()}'

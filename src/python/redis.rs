@@ -8,7 +8,7 @@
 use crate::python::awaitable::{LoopWake, PyLimiterContext, ready, span_fields};
 use crate::python::errors::{check_str, redis_error, release_error};
 use crate::python::limiter::{limits, source_or_unnamed};
-use crate::redis::Inner;
+use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
 use crate::{RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
 use parking_lot::Mutex;
@@ -269,7 +269,7 @@ enum Event {
     /// The caller has to wait; the queue depth on arrival.
     Queued(usize),
     /// The caller holds a slot (already in the limiter's pool); the error if it failed open.
-    Admitted(Option<RedisLimiterError>),
+    Admitted(Slot, Option<RedisLimiterError>),
     Failed(RedisLimiterError),
 }
 
@@ -278,6 +278,8 @@ struct OpState {
     events: VecDeque<Event>,
     waker: Option<Waker>,
     cancelled: bool,
+    /// Set with the last event (admitted or failed): the task is done with Redis.
+    finished: bool,
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -286,6 +288,9 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
     let mut guard = state.lock();
     if guard.cancelled {
         return false;
+    }
+    if matches!(event, Event::Admitted(..) | Event::Failed(_)) {
+        guard.finished = true;
     }
     guard.events.push_back(event);
     let waker = guard.waker.take();
@@ -300,6 +305,8 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisAcquire")]
 pub(crate) struct PyRedisAcquire {
     inner: Arc<Inner>,
+    /// The acquire's token: a cancel removes it from Redis itself, without waiting for the task.
+    token: String,
     source: String,
     state: Arc<Mutex<OpState>>,
     /// Queue depth on arrival, once queued.
@@ -312,18 +319,20 @@ pub(crate) struct PyRedisAcquire {
 impl PyRedisAcquire {
     fn start(runtime: &Runtime, inner: &Arc<Inner>, source: String, tracer: Py<PyAny>) -> Self {
         let state = Arc::new(Mutex::new(OpState::default()));
+        let token = inner.new_token();
         let task = {
-            let (inner, state) = (Arc::clone(inner), Arc::clone(&state));
+            let (inner, state, token) = (Arc::clone(inner), Arc::clone(&state), token.clone());
             runtime.spawn(async move {
                 let result = inner
-                    .acquire_slot(|waiting| {
+                    .acquire_slot(token, |waiting| {
                         report(&state, Event::Queued(waiting));
                     })
                     .await;
                 let event = match result {
                     Ok(admission) => {
                         inner.push_pooled(admission.slot.clone());
-                        if !report(&state, Event::Admitted(admission.fail_open)) {
+                        let slot = admission.slot.clone();
+                        if !report(&state, Event::Admitted(slot, admission.fail_open)) {
                             // Cancelled meanwhile: the slot goes straight back.
                             inner.release_pooled_slot(&admission.slot);
                         }
@@ -337,6 +346,7 @@ impl PyRedisAcquire {
         state.lock().task = Some(task.abort_handle());
         Self {
             inner: Arc::clone(inner),
+            token,
             source,
             state,
             waiting: Mutex::new(0),
@@ -347,13 +357,22 @@ impl PyRedisAcquire {
 
     /// Stops the task and gives back a slot it was granted but the caller never took.
     fn cancel_locked(&self, state: &mut OpState) {
+        if state.cancelled {
+            return;
+        }
         state.cancelled = true;
         if let Some(task) = state.task.take() {
             task.abort();
         }
+        if !state.finished {
+            // Leave the queue now rather than when the aborted task is next polled, so that this
+            // process's next counts and acquires already see it. Should the task still get its
+            // slot, it sees the cancellation and releases the slot itself.
+            self.inner.leave_in_background(self.token.clone(), false);
+        }
         for event in state.events.drain(..) {
-            if matches!(event, Event::Admitted(_)) {
-                self.inner.release_pooled();
+            if let Event::Admitted(slot, _) = event {
+                self.inner.release_pooled_slot(&slot);
             }
         }
     }
@@ -380,7 +399,7 @@ impl PyRedisAcquire {
                 *self.waiting.lock() = waiting;
                 Ok(false)
             }
-            Some(Event::Admitted(fail_open)) => {
+            Some(Event::Admitted(_, fail_open)) => {
                 *self.fail_open.lock() = fail_open.map(|e| e.to_string());
                 Ok(true)
             }

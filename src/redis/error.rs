@@ -67,7 +67,9 @@ impl From<redis::RedisError> for RedisLimiterError {
     fn from(err: redis::RedisError) -> Self {
         let text = err.to_string();
         if let Some(at) = text.find("FERROLIMIT_WRONGTYPE") {
-            let detail = text[at + "FERROLIMIT_WRONGTYPE".len()..].trim();
+            let detail = text[at + "FERROLIMIT_WRONGTYPE".len()..]
+                .trim_start_matches(|c: char| c == '"' || c == ':' || c.is_whitespace())
+                .trim_end_matches('"');
             return Self::WrongType(detail.to_owned());
         }
         if err.code() == Some("WRONGTYPE") {

@@ -308,7 +308,7 @@ impl Inner {
         self.lease / 3
     }
 
-    fn new_token(&self) -> String {
+    pub(crate) fn new_token(&self) -> String {
         let n = self.next_token.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.instance)
     }
@@ -320,9 +320,10 @@ impl Inner {
     /// is released (by a task spawned on the runtime).
     pub(crate) async fn acquire_slot(
         self: &Arc<Self>,
+        token: String,
         on_queued: impl FnOnce(usize),
     ) -> Result<Admission, RedisLimiterError> {
-        let token = self.new_token();
+        self.settle().await;
         let waiter = Arc::new(WaiterSlot::default());
         self.waiters.lock().insert(token.clone(), Arc::clone(&waiter));
         let mut guard = LeaveGuard {
@@ -412,13 +413,35 @@ impl Inner {
     pub(crate) fn release_slot(self: &Arc<Self>, slot: Slot) {
         let Slot::Leased(token) = slot else { return };
         if self.forget(&token) {
-            let inner = Arc::clone(self);
-            self.pending_releases.fetch_add(1, Ordering::AcqRel);
-            self.runtime.spawn(async move {
-                drop(inner.leave(&token).await);
-                inner.pending_releases.fetch_sub(1, Ordering::AcqRel);
-                inner.released.notify_waiters();
-            });
+            self.leave_in_background(token, true);
+        }
+    }
+
+    /// Runs the leave script for `token` on the runtime. This instance's later acquires and
+    /// counts wait for it, so that a process always sees its own releases. `count_lost`: a
+    /// token found without a slot is counted as a lost lease.
+    pub(crate) fn leave_in_background(self: &Arc<Self>, token: String, count_lost: bool) {
+        let inner = Arc::clone(self);
+        self.pending_releases.fetch_add(1, Ordering::AcqRel);
+        self.runtime.spawn(async move {
+            if let Ok(false) = inner.leave(&token).await
+                && count_lost
+            {
+                inner.lost_total.fetch_add(1, Ordering::Relaxed);
+            }
+            inner.pending_releases.fetch_sub(1, Ordering::AcqRel);
+            inner.released.notify_waiters();
+        });
+    }
+
+    /// Waits until every release this instance sent in the background was answered.
+    async fn settle(&self) {
+        loop {
+            let released = self.released.notified();
+            if self.pending_releases.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            released.await;
         }
     }
 
@@ -488,13 +511,7 @@ impl Inner {
     }
 
     pub(crate) async fn counts(&self) -> Result<RedisCounts, RedisLimiterError> {
-        loop {
-            let released = self.released.notified();
-            if self.pending_releases.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            released.await;
-        }
+        self.settle().await;
         let (running, waiting): (usize, usize) = self.script(&COUNTS).invoke_async(&mut self.conn.clone()).await?;
         Ok(RedisCounts {
             running,
@@ -585,8 +602,7 @@ impl Drop for LeaveGuard {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
             self.inner.waiters.lock().remove(&token);
-            let inner = Arc::clone(&self.inner);
-            self.inner.runtime.spawn(async move { drop(inner.leave(&token).await) });
+            self.inner.leave_in_background(token, false);
         }
     }
 }
@@ -696,7 +712,7 @@ impl RedisConcurrencyLimiter {
         let mut span = None;
         let admission = self
             .inner
-            .acquire_slot(|waiting| span = Some(WaitSpan::start(self.inner.wait_span_fields(source, waiting))))
+            .acquire_slot(self.inner.new_token(), |waiting| span = Some(WaitSpan::start(self.inner.wait_span_fields(source, waiting))))
             .await;
         drop(span);
         let admission = admission?;

@@ -42,5 +42,5 @@ mod scripts;
 
 pub use error::RedisLimiterError;
 #[cfg(feature = "python")]
-pub(crate) use limiter::Inner;
+pub(crate) use limiter::{Inner, Slot};
 pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisPermit};

@@ -1,0 +1,268 @@
+"""RedisConcurrencyLimiter in one process: the limiter's contract, spans, errors and bad input.
+
+Needs the Redis server `make test` starts (`FERROLIMIT_REDIS_URL`); skipped without it.
+Multi-process and fault tests are in `test_redis_fleet.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+
+from ferrolimit import (
+    AbstractConcurrencyLimiter,
+    ConcurrencyBackendError,
+    ConcurrencyLimitExceeded,
+    RedisConcurrencyLimiter,
+    UserError,
+    get_concurrency_context,
+)
+
+pytestmark = pytest.mark.anyio
+
+# Nothing listens on the discard port of the loopback interface.
+UNREACHABLE = 'redis://127.0.0.1:9'
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer('test')
+    provider.shutdown()
+
+
+async def until_waiting(limiter: RedisConcurrencyLimiter, n: int) -> None:
+    """Wait (for an event, not a time) until `n` callers are queued fleet-wide."""
+    with anyio.fail_after(30):
+        while limiter.waiting_count != n:
+            await anyio.sleep(0.002)
+
+
+async def test_acquire_release_and_fleet_counts(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 2, name='pool')
+    other = RedisConcurrencyLimiter(redis_url, redis_key, 2)  # another process, as far as Redis knows
+    await limiter.acquire('a')
+    await other.acquire('b')
+    assert (limiter.running_count, limiter.available_count, limiter.waiting_count) == (2, 0, 0)
+    assert (limiter.held_count, other.held_count) == (1, 1)
+    limiter.release()  # sent in the background: this instance's own counts wait for it
+    assert limiter.running_count == 1
+    other.release()
+    assert other.running_count == 0
+    assert (limiter.name, limiter.max_running, limiter._max_queued, limiter.key) == ('pool', 2, None, redis_key)
+
+
+async def test_context_managers(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+    async with limiter:
+        assert limiter.running_count == 1
+    async with limiter('src'):
+        assert limiter.running_count == 1
+    async with get_concurrency_context(limiter, 'src'):
+        assert limiter.running_count == 1
+    assert limiter.running_count == 0
+
+
+async def test_an_exception_in_the_body_releases_and_propagates(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+    with pytest.raises(KeyError, match='boom'):
+        async with limiter:
+            raise KeyError('boom')
+    assert limiter.running_count == 0
+
+
+async def test_waiters_are_served_in_arrival_order(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        async with limiter:
+            order.append(i)
+
+    await limiter.acquire('holder')
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(waiter, i)
+            await until_waiting(limiter, i + 1)
+        limiter.release()
+    assert order == [0, 1, 2, 3, 4]
+    assert limiter.running_count == 0
+
+
+async def test_max_queued_rejects_with_the_reference_message(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1, max_queued=1, name='pool')
+    await limiter.acquire('a')
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire, 'b')
+        await until_waiting(limiter, 1)
+        with pytest.raises(ConcurrencyLimitExceeded) as info:
+            await limiter.acquire('c')
+        assert str(info.value) == 'Concurrency queue depth (2) exceeds max_queued (1) for pool'
+        limiter.release()
+    limiter.release()
+    assert limiter.running_count == 0
+
+
+async def test_unnamed_rejection_names_the_source(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1, max_queued=0)
+    await limiter.acquire('a')
+    with pytest.raises(ConcurrencyLimitExceeded, match=r'^Concurrency queue depth \(1\) exceeds max_queued \(0\) for c$'):
+        await limiter.acquire('c')
+    limiter.release()
+
+
+@pytest.mark.parametrize('release_first', [True, False], ids=['releasefirst', 'releaselast'])
+async def test_a_cancelled_waiter_neither_takes_nor_loses_a_slot(
+    redis_url: str, redis_key: str, release_first: bool
+) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+    for _ in range(10):
+        await limiter.acquire('holder')
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limiter.acquire, 'waiter')
+            await until_waiting(limiter, 1)
+            if release_first:
+                limiter.release()
+                tg.cancel_scope.cancel()
+            else:
+                tg.cancel_scope.cancel()
+                limiter.release()
+        # Whatever the race's outcome, the fleet's count matches what this process holds.
+        assert limiter.running_count == limiter.held_count
+        while limiter.held_count:
+            limiter.release()
+        assert limiter.running_count == 0
+        assert limiter.waiting_count == 0
+
+
+async def test_release_without_acquire_raises(redis_url: str, redis_key: str) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+    with pytest.raises(ValueError, match='^semaphore released too many times$'):
+        limiter.release()
+
+
+async def test_only_a_waiter_opens_the_wait_span(
+    redis_url: str, redis_key: str, tracer: Tracer, exporter: InMemorySpanExporter
+) -> None:
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1, max_queued=5, name='pool', tracer=tracer)
+    async with limiter('model:x'):
+        pass
+    assert exporter.get_finished_spans() == ()
+    await limiter.acquire('model:x')
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire, 'model:y')
+        await until_waiting(limiter, 1)
+        limiter.release()
+    limiter.release()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == 'waiting for pool concurrency'
+    assert dict(span.attributes or {}) == {
+        'source': 'model:y',
+        'waiting_count': 1,
+        'max_running': 1,
+        'limiter_name': 'pool',
+        'max_queued': 5,
+    }
+
+
+async def test_unreachable_redis_raises_a_backend_error() -> None:
+    limiter = RedisConcurrencyLimiter(UNREACHABLE, 'k', 1, name='pool')
+    with pytest.raises(ConcurrencyBackendError, match='^Redis is unavailable: ') as info:
+        await limiter.acquire('a')
+    assert not isinstance(info.value, ConcurrencyLimitExceeded)
+    with pytest.raises(ConcurrencyBackendError, match='^Redis is unavailable: '):
+        _ = limiter.running_count
+
+
+async def test_fail_open_proceeds_and_records_it_on_the_span(tracer: Tracer, exporter: InMemorySpanExporter) -> None:
+    limiter = RedisConcurrencyLimiter(UNREACHABLE, 'k', 1, name='pool', tracer=tracer, fail_open=True)
+    async with limiter('a'):
+        async with limiter('b'):  # no limit while Redis is away
+            assert limiter.held_count == 2
+    assert limiter.held_count == 0
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert span.name == 'waiting for pool concurrency'
+        assert (span.attributes or {})['fail_open'] is True
+        (event,) = span.events
+        assert event.name == 'exception'
+        assert (event.attributes or {})['exception.type'] == 'ferrolimit.exceptions.ConcurrencyBackendError'
+
+
+async def test_a_wrong_key_type_is_a_clear_error(redis_url: str, redis_key: str) -> None:
+    # Make `{key}:holders` a string, through the Redis protocol itself.
+    async with await anyio.connect_tcp('127.0.0.1', int(redis_url.rsplit(':', 1)[1].split('/')[0])) as conn:
+        holders = f'{{{redis_key}}}:holders'.encode()
+        await conn.send(b'*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nx\r\n' % (len(holders), holders))
+        assert (await conn.receive()).startswith(b'+OK')
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1, fail_open=True)
+    with pytest.raises(ConcurrencyBackendError) as info:
+        await limiter.acquire('a')
+    assert str(info.value) == (
+        f'Redis key {{{redis_key}}}:holders holds a string, expected a zset (is another program using this key?)'
+    )
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError, match='^invalid Redis URL "http://x"'):
+        RedisConcurrencyLimiter('http://x', 'k', 1)
+    with pytest.raises(ValueError, match='^key must not be empty$'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', '', 1)
+    with pytest.raises(UserError, match=r'^max_running must be >= 1, got 0\.'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 0)
+    with pytest.raises(UserError, match=r'^max_running must be >= 1, got -3\.'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', 'k', -3)
+    with pytest.raises(UserError, match=r'^max_queued must be >= 0, got -1\.'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 1, max_queued=-1)
+    with pytest.raises(TypeError, match='^max_running must be an int, got str$'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', 'k', '1')  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match='^redis_url must be a str, got int$'):
+        RedisConcurrencyLimiter(1, 'k', 1)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match='^key must be a str, got bytes$'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', b'k', 1)  # pyright: ignore[reportArgumentType]
+    for lease in (0, -1.0, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='^lease_seconds must be a finite number >= 0.03, got '):
+            RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 1, lease_seconds=lease)
+    with pytest.raises(TypeError, match='^lease_seconds must be a number, got str$'):
+        RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 1, lease_seconds='1')  # pyright: ignore[reportArgumentType]
+
+
+def test_is_an_abstract_limiter() -> None:
+    limiter = RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 1)
+    assert isinstance(limiter, AbstractConcurrencyLimiter)
+    assert repr(limiter) == "RedisConcurrencyLimiter(key='k', max_running=1, max_queued=None, name=None, held=0)"
+    assert limiter.lease_seconds == 30.0
+
+
+@pytest.mark.parametrize('anyio_backend', ['asyncio'])
+async def test_pydantic_ai_agent_and_model(redis_url: str, redis_key: str) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.concurrency import AbstractConcurrencyLimiter as PydanticLimiter
+    from pydantic_ai.exceptions import AgentRunError
+    from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
+    from pydantic_ai.models.test import TestModel
+
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 2, name='fleet')
+    assert isinstance(limiter, PydanticLimiter)
+    assert issubclass(ConcurrencyBackendError, AgentRunError)
+    agent = Agent(TestModel(), max_concurrency=limiter)
+    model_agent = Agent(ConcurrencyLimitedModel(TestModel(), limiter))
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(agent.run, 'hi')
+            tg.start_soon(model_agent.run, 'hi')
+    assert limiter.running_count == 0
+    assert limiter.held_count == 0
