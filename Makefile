@@ -52,14 +52,44 @@ lint-python: build-dev
 .PHONY: lint  ## All linters
 lint: lint-rust lint-python
 
-.PHONY: test-rust  ## Rust tests: the core without Python, then with the python feature
+# The Redis server the tests use: private to this checkout, on a loopback port, no persistence.
+REDIS_PORT ?= 6390
+REDIS_DIR := $(CURDIR)/target/redis
+REDIS_URL := redis://127.0.0.1:$(REDIS_PORT)/0
+# Runs the command $(1) with that server up (FERROLIMIT_REDIS_URL points at it), and stops the
+# server afterwards whether the command failed or not.
+with_redis = $(MAKE) --no-print-directory redis-start && \
+	{ FERROLIMIT_REDIS_URL=$(REDIS_URL) $(1); status=$$?; $(MAKE) --no-print-directory redis-stop; exit $$status; }
+
+.PHONY: redis-install  ## Install redis-server from Debian's packages if it is missing
+redis-install:
+	@command -v redis-server >/dev/null || { \
+		echo 'installing redis-server (apt-get)'; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+.PHONY: redis-start  ## Start the test Redis server on 127.0.0.1:$(REDIS_PORT) (replacing ours if running)
+redis-start: redis-install redis-stop
+	@mkdir -p $(REDIS_DIR)
+	@redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --daemonize yes --pidfile $(REDIS_DIR)/redis.pid \
+		--dir $(REDIS_DIR) --logfile $(REDIS_DIR)/redis.log --save '' --appendonly no
+	@for i in $$(seq 100); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && exit 0; sleep 0.1; done; \
+		echo "redis-server did not start on port $(REDIS_PORT); see $(REDIS_DIR)/redis.log"; exit 1
+
+.PHONY: redis-stop  ## Stop the test Redis server started by redis-start
+redis-stop:
+	@if [ -f $(REDIS_DIR)/redis.pid ]; then \
+		pid=$$(cat $(REDIS_DIR)/redis.pid); kill $$pid 2>/dev/null; \
+		for i in $$(seq 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+		rm -f $(REDIS_DIR)/redis.pid; fi
+
+.PHONY: test-rust  ## Rust tests: the core without Python, then with the python and redis features
 test-rust:
 	cargo test -q --no-default-features
-	cargo test -q
+	@$(call with_redis,cargo test -q)
 
-.PHONY: test-python  ## pytest against a fresh debug build
+.PHONY: test-python  ## pytest against a fresh debug build (starts the test Redis server)
 test-python: build-dev
-	$(PY) -m pytest -q
+	@$(call with_redis,$(PY) -m pytest -q)
 
 .PHONY: test  ## Every test, Rust and Python (sets everything up first)
 test: test-rust loom test-python
@@ -73,6 +103,7 @@ bench: build-prod
 	cargo bench --no-default-features --bench limiter
 	$(PY) benches/bench_python.py
 	$(PY) benches/bench_threads.py
+	@$(call with_redis,$(PY) benches/bench_redis.py)
 
 .PHONY: demo  ## Many pydantic-ai agent runs sharing one ferrolimit limiter, vs pydantic-ai's own
 demo: build-prod

@@ -9,14 +9,18 @@ gives the place up; a slot granted at that very instant is passed on.
 from __future__ import annotations as _annotations
 
 import asyncio
+import atexit
 
 from opentelemetry.trace import Span
 
-from ._ferrolimit import RedisAcquire, resolve_future
+from ._ferrolimit import RedisAcquire, before_exit, resolve_future
 from ._wait import close_span, open_span
 from .exceptions import ConcurrencyBackendError
 
 __all__ = ('acquire',)
+
+# The Redis I/O threads wake Python callers; they must stop before the interpreter is finalized.
+atexit.register(before_exit)
 
 
 async def acquire(op: RedisAcquire) -> None:

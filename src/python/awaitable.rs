@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Wake;
 use std::thread::ThreadId;
 use std::time::Instant;
@@ -204,17 +205,40 @@ impl Wake for LoopWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        Python::attach(|py| {
-            let woken = if std::thread::current().id() == self.thread {
-                self.callback.call1(py, (&self.arg,))
-            } else {
-                self.schedule.call1(py, (&self.callback, &self.arg))
-            };
-            // Only a closed loop fails here: its task is being torn down, and the waiter's
-            // cleanup (or its Waiter's drop) passes the handed-over slot on.
-            drop(woken);
-        });
+        // Counted in flight before the check, so `before_exit` either sees this wake-up and waits
+        // for it, or this wake-up sees the flag and stays out of a finalizing interpreter.
+        WAKES_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        if !EXITING.load(Ordering::SeqCst) {
+            Python::try_attach(|py| {
+                let woken = if std::thread::current().id() == self.thread {
+                    self.callback.call1(py, (&self.arg,))
+                } else {
+                    self.schedule.call1(py, (&self.callback, &self.arg))
+                };
+                // Only a closed loop fails here: its task is being torn down, and the waiter's
+                // cleanup (or its Waiter's drop) passes the handed-over slot on.
+                drop(woken);
+            });
+        }
+        WAKES_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Set at interpreter exit: threads that are not Python's (the Redis I/O runtime) must not
+/// attach to an interpreter that is being finalized.
+static EXITING: AtomicBool = AtomicBool::new(false);
+static WAKES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Registered with `atexit` by `ferrolimit._redis`: stops wake-ups from other threads, and waits
+/// (without the GIL) for those already under way.
+#[pyfunction]
+pub(crate) fn before_exit(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        while WAKES_IN_FLIGHT.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    });
 }
 
 /// A wait span's name and its attributes as a Python dict.

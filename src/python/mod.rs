@@ -28,5 +28,6 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(awaitable::get_concurrency_context, m)?)?;
     m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::resolve_future, m)?)?;
+    m.add_function(wrap_pyfunction!(awaitable::before_exit, m)?)?;
     Ok(())
 }

@@ -194,6 +194,7 @@ impl RedisBuilder {
             subscribed: AtomicBool::new(false),
             pending_releases: AtomicUsize::new(0),
             released: Notify::new(),
+            orphans: Mutex::new(Vec::new()),
             renew_kick: Arc::new(Notify::new()),
             _shutdown: shutdown,
         });
@@ -269,6 +270,8 @@ pub(crate) struct Inner {
     /// process reads its own releases.
     pending_releases: AtomicUsize,
     released: Notify,
+    /// Tokens whose release failed because Redis was away: retried on reconnection.
+    orphans: Mutex<Vec<String>>,
     /// Wakes the renewer when the first slot is taken.
     renew_kick: Arc<Notify>,
     /// Dropped with the limiter: the background tasks stop.
@@ -424,14 +427,25 @@ impl Inner {
         let inner = Arc::clone(self);
         self.pending_releases.fetch_add(1, Ordering::AcqRel);
         self.runtime.spawn(async move {
-            if let Ok(false) = inner.leave(&token).await
-                && count_lost
-            {
-                inner.lost_total.fetch_add(1, Ordering::Relaxed);
+            match inner.leave(&token).await {
+                Ok(false) if count_lost => {
+                    inner.lost_total.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) if err.is_unavailable() => inner.orphans.lock().push(token),
+                _ => {}
             }
             inner.pending_releases.fetch_sub(1, Ordering::AcqRel);
             inner.released.notify_waiters();
         });
+    }
+
+    /// Retries the releases that failed while Redis was away, so that their slots and queue
+    /// places come back at once rather than when their leases or heartbeats run out.
+    fn retry_orphans(self: &Arc<Self>) {
+        let orphans = std::mem::take(&mut *self.orphans.lock());
+        for token in orphans {
+            self.leave_in_background(token, false);
+        }
     }
 
     /// Waits until every release this instance sent in the background was answered.
@@ -626,6 +640,7 @@ async fn subscriber(inner: Weak<Inner>, client: Client, mut shutdown: watch::Rec
                 inner.subscribed.store(true, Ordering::Release);
                 // Anything published while unsubscribed was missed: every waiter checks once.
                 inner.poll_all();
+                inner.retry_orphans();
             }
             delay = Duration::from_millis(20);
             while let Some(message) = messages.next().await {
