@@ -103,8 +103,7 @@ def hold(url: str, key: str, max_running: int, slots: int, lease_seconds: float,
         for _ in range(slots):
             await limiter.acquire('doomed')
         ready.set()
-        while True:
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # until killed
 
     asyncio.run(main())
 
@@ -117,8 +116,7 @@ def hold_then_release(url: str, key: str, lease_seconds: float, ready: Event, go
         limiter = RedisConcurrencyLimiter(url, key, 1, lease_seconds=lease_seconds)
         await limiter.acquire('paused')
         ready.set()
-        while not go.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
         limiter.release()
         running = limiter.running_count  # waits for this process's own release
         report.send((limiter.lost_count, running))

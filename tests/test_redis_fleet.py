@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import fleet_workers
 import pytest
 
-import fleet_workers
 from ferrolimit import ConcurrencyBackendError, RedisConcurrencyLimiter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize('anyio_backend', ['asyncio'])]
@@ -36,7 +36,8 @@ async def until(predicate: object, what: str) -> None:
     """Wait for an event (polled), failing only if it never comes."""
     assert callable(predicate)
     with anyio.fail_after(HANG_GUARD):
-        while not predicate():
+        # The state lives in Redis or another process: there is no local event to wait on.
+        while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.005)
 
 
@@ -87,7 +88,7 @@ async def test_fifo_across_two_processes(redis_url: str, redis_key: str) -> None
         _, commands, _ = workers[n % 2]  # alternate between the two processes
         commands.send(label)  # type: ignore[attr-defined]
         assert await anyio.to_thread.run_sync(commands.recv) == 'started'  # type: ignore[attr-defined]
-        await until(lambda: limiter.waiting_count == n + 1, f'{label} queued')
+        await until(lambda n=n: limiter.waiting_count == n + 1, f'{label} queued')
     for _, commands, _ in workers:
         commands.send(None)  # type: ignore[attr-defined]
     limiter.release()

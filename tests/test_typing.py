@@ -11,6 +11,7 @@ from ferrolimit import (
     ConcurrencyLimit,
     ConcurrencyLimiter,
     LimiterStats,
+    RedisConcurrencyLimiter,
     SessionLimiter,
     get_concurrency_context,
     normalize_to_limiter,
@@ -52,6 +53,19 @@ def test_session_limiter_types() -> None:
     sessions.acquire_run('s', 'r')
     assert sessions.status()['active_runs'] == 1
     sessions.release_session('s')
+
+
+def test_redis_limiter_types() -> None:
+    # Constructing connects lazily: no server is needed to check the types.
+    limiter = RedisConcurrencyLimiter('redis://127.0.0.1:6379/0', 'typed', 2, max_queued=3, lease_seconds=5.0)
+    assert_type(limiter.max_running, int)
+    assert_type(limiter.held_count, int)
+    assert_type(limiter.lost_count, int)
+    assert_type(limiter.key, str)
+    assert_type(limiter.name, str | None)
+    limiter_as_abstract: AbstractConcurrencyLimiter = limiter
+    assert normalize_to_limiter(limiter_as_abstract) is limiter
+    assert_type(ferrolimit.ConcurrencyBackendError('x'), ferrolimit.ConcurrencyBackendError)
 
 
 def test_version_is_a_string() -> None:

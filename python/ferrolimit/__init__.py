@@ -11,7 +11,13 @@ from ._ferrolimit import (
 from ._install import install, installed, uninstall
 from ._limit import AbstractConcurrencyLimiter, AnyConcurrencyLimit, ConcurrencyLimit, normalize_to_limiter
 from ._session import SessionLimits, SessionStatus
-from .exceptions import ConcurrencyBackendError, ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsExceeded, UserError
+from .exceptions import (
+    ConcurrencyBackendError,
+    ConcurrencyLimitExceeded,
+    MaxRunsExceeded,
+    MaxSessionsExceeded,
+    UserError,
+)
 
 __all__ = (
     'AbstractConcurrencyLimiter',

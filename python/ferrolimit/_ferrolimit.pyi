@@ -20,9 +20,12 @@ __all__ = [
     'LimiterContext',
     'LimiterStats',
     'Ready',
+    'RedisAcquire',
+    'RedisConcurrencyLimiter',
     'SessionLimiter',
     'Waiter',
     '__version__',
+    'before_exit',
     'check_limits',
     'get_concurrency_context',
     'resolve_future',
@@ -221,6 +224,209 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Release the slot; an exception in the block propagates unchanged."""
+
+@final
+class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
+    """A concurrency limiter shared by every process that uses the same Redis key.
+
+    The same interface as `ConcurrencyLimiter` for pydantic-ai (`acquire(source)`, `release()`,
+    `async with`, `get_concurrency_context`, the counts, `_max_queued`, `_get_tracer()` and the
+    same wait span), so it works with `Agent(max_concurrency=...)` and `ConcurrencyLimitedModel`.
+    Guarantees, as long as every process passes the same `max_running` and Redis keeps its data
+    across restarts (RDB or AOF persistence):
+
+    - never more than `max_running` slots are held across all processes sharing `key`;
+    - waiters are admitted in arrival order across processes (FIFO, no barging);
+    - `max_queued` bounds the fleet-wide queue atomically (one server-side script decides);
+    - each held slot is a lease renewed in the background while held: a process that dies
+      (even `kill -9`) loses its slots within `lease_seconds`, and its waiters leave the queue
+      as fast;
+    - a release wakes the next waiter at once (Redis pub/sub; polling is only a fallback);
+    - releases are fenced by the slot's token: a holder whose lease ran out (it was paused longer
+      than the lease) can never free the slot its successor holds.
+
+    Slots are not owned by tasks: `release()` gives back one of the slots this limiter object
+    holds, from any task or thread, and returns at once (the Redis round trip runs in the
+    background; this object's own counts and acquires wait for it). The counts are fleet-wide and
+    read from Redis: each one is a blocking round trip (the GIL is released meanwhile).
+
+    Redis I/O runs on a small tokio runtime shared by the process (two threads). If Redis is
+    unreachable, `acquire` raises `ConcurrencyBackendError` at once rather than hanging, or, with
+    `fail_open=True`, proceeds without limiting and records that on the wait span (attribute
+    `fail_open`, and the error as an exception event). The connection comes back on its own.
+
+    Example:
+    ```python
+    from ferrolimit import RedisConcurrencyLimiter
+
+    limiter = RedisConcurrencyLimiter('redis://127.0.0.1:6379/0', 'llm:openai', max_running=8)
+
+    async def call_model() -> None:
+        async with limiter('model:gpt-4o'):
+            ...
+    ```
+    """
+
+    def __new__(
+        cls,
+        redis_url: str,
+        key: str,
+        max_running: int,
+        *,
+        max_queued: int | None = None,
+        lease_seconds: float = 30.0,
+        name: str | None = None,
+        tracer: Tracer | None = None,
+        fail_open: bool = False,
+    ) -> Self:
+        """Create the limiter; it connects on first use.
+
+        Args:
+            redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or `rediss://`,
+                `unix://`).
+            key: The name the fleet shares. The limiter uses the keys `{key}:holders`,
+                `{key}:queue`, `{key}:waiters` and `{key}:seq`, and the channel `{key}:wake`.
+            max_running: Maximum number of slots held across the fleet. Must be >= 1.
+            max_queued: Maximum fleet-wide queue depth before `acquire` raises
+                `ConcurrencyLimitExceeded`. Must be >= 0; `None` for an unbounded queue.
+            lease_seconds: How long a slot survives its holder's death (renewed every third of
+                it while held). At least 0.03.
+            name: Optional name, used in spans and errors.
+            tracer: OpenTelemetry tracer for the wait span; the global tracer by default.
+            fail_open: When Redis is unreachable, let `acquire` proceed without limiting instead
+                of raising `ConcurrencyBackendError`.
+
+        Raises:
+            UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
+            TypeError: If an argument has the wrong type.
+            ValueError: For an invalid URL, an empty key, or a lease out of range.
+        """
+
+    @property
+    def name(self) -> str | None:
+        """Name of the limiter for observability."""
+
+    @property
+    def key(self) -> str:
+        """The Redis key the fleet shares."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a held slot survives without renewal."""
+
+    @property
+    def fail_open(self) -> bool:
+        """Whether `acquire` proceeds without limiting when Redis is unreachable."""
+
+    @property
+    def max_running(self) -> int:
+        """Maximum slots held across the fleet."""
+
+    @property
+    def running_count(self) -> int:
+        """Slots held across the fleet, read from Redis.
+
+        Raises:
+            ConcurrencyBackendError: If Redis cannot be reached.
+        """
+
+    @property
+    def available_count(self) -> int:
+        """Free slots across the fleet, read from Redis.
+
+        Raises:
+            ConcurrencyBackendError: If Redis cannot be reached.
+        """
+
+    @property
+    def waiting_count(self) -> int:
+        """Callers queued across the fleet, read from Redis.
+
+        Raises:
+            ConcurrencyBackendError: If Redis cannot be reached.
+        """
+
+    @property
+    def held_count(self) -> int:
+        """Slots this limiter object holds (no Redis round trip)."""
+
+    @property
+    def lost_count(self) -> int:
+        """Leases of this limiter object that ran out while held.
+
+        That happens when the process was paused, or Redis was unreachable, for longer than a
+        lease. Releasing such a slot frees nothing.
+        """
+
+    @property
+    def _max_queued(self) -> int | None:
+        """The fleet-wide queue bound (read by pydantic-ai's tests)."""
+
+    def _get_tracer(self) -> Tracer:
+        """The tracer the wait span goes to."""
+
+    async def acquire(self, source: str = 'unnamed') -> None:
+        """Acquire a fleet-wide slot, waiting in FIFO order if none is free.
+
+        Only a caller that has to wait opens the span `waiting for {name or source} concurrency`.
+
+        Args:
+            source: Identifier for observability (e.g., 'model:gpt-4o').
+
+        Raises:
+            ConcurrencyLimitExceeded: If the fleet-wide queue already holds `max_queued` waiters.
+            ConcurrencyBackendError: If Redis cannot be used (unreachable without `fail_open`, a
+                key of the wrong type, or the queue place expired while this process was paused).
+        """
+
+    def release(self) -> None:
+        """Release one slot this limiter object holds; returns at once.
+
+        Raises:
+            ValueError: If this object holds no slot.
+        """
+
+    def __call__(self, source: str = 'unnamed') -> AbstractAsyncContextManager[None]:
+        """An async context manager that holds one slot for `source`."""
+
+    async def __aenter__(self) -> None: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+@final
+class RedisAcquire:
+    """One `RedisConcurrencyLimiter.acquire` in flight (internal: used by `ferrolimit._redis`)."""
+
+    def wait(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
+        """Run `callback(arg)` (or `schedule(callback, arg)` off this thread) on the next event.
+
+        Returns:
+            `False` if an event is already there (nothing was registered).
+        """
+
+    def take(self) -> bool:
+        """Take the next event: `True` once admitted, `False` when queued.
+
+        Raises:
+            ConcurrencyLimitExceeded: If the queue is full.
+            ConcurrencyBackendError: If Redis cannot be used.
+        """
+
+    def withdraw(self) -> bool:
+        """Give up unless a wake-up is already on its way (trio's abort)."""
+
+    def cancel(self) -> None:
+        """Give up; a slot granted at that instant passes on."""
+
+    def tracer(self) -> Tracer:
+        """The tracer the wait span goes to."""
+
+    def span(self) -> tuple[str, dict[str, str | int]]:
+        """The wait span's name and attributes."""
+
+    def fail_open_error(self) -> str | None:
+        """Why the slot was granted without limiting, or `None`."""
 
 @final
 class LimiterContext:
@@ -493,6 +699,9 @@ def get_concurrency_context(
 
 def resolve_future(future: asyncio.Future[None]) -> None:
     """Set an asyncio waiter's future's result unless it is already done."""
+
+def before_exit() -> None:
+    """Stop wake-ups from ferrolimit's I/O threads before the interpreter exits (an `atexit` hook)."""
 
 def check_limits(max_running: int, max_queued: int | None = None) -> None:
     """Validate limits exactly as `ConcurrencyLimiter()` does (used by `ConcurrencyLimit`).

@@ -74,8 +74,10 @@ async def _next_trio(op: RedisAcquire) -> bool:
 
 
 def _record_fail_open(op: RedisAcquire, span: Span | None) -> None:
-    """Record on the wait span (one is opened if the caller did not wait) that the slot was
-    granted without limiting because Redis was unreachable."""
+    """Record that the slot was granted without limiting because Redis was unreachable.
+
+    It goes on the wait span; a caller that did not wait opens one for it.
+    """
     error = op.fail_open_error()
     if error is None:
         return

@@ -595,7 +595,6 @@ impl Inner {
     pub(crate) fn pooled_count(&self) -> usize {
         self.pool.lock().len()
     }
-
 }
 
 /// Gives up a queued (or just granted) token unless disarmed: the cancel path of `acquire_slot`.
@@ -727,7 +726,9 @@ impl RedisConcurrencyLimiter {
         let mut span = None;
         let admission = self
             .inner
-            .acquire_slot(self.inner.new_token(), |waiting| span = Some(WaitSpan::start(self.inner.wait_span_fields(source, waiting))))
+            .acquire_slot(self.inner.new_token(), |waiting| {
+                span = Some(WaitSpan::start(self.inner.wait_span_fields(source, waiting)));
+            })
             .await;
         drop(span);
         let admission = admission?;
