@@ -20,6 +20,13 @@
 //!
 //! A caller that has to wait opens one OpenTelemetry span on the global tracer provider, named
 //! `waiting for {name or source} concurrency`; a caller that finds a free slot opens none.
+//!
+//! # Features
+//!
+//! * `python` (default): the pyo3 extension module of the Python package; turns on `redis`.
+//! * `redis` (default): [`RedisConcurrencyLimiter`], one limit shared by every process that uses
+//!   the same Redis key, on the `redis` crate and a tokio runtime. Without default features the
+//!   crate has no I/O dependencies at all.
 
 mod error;
 mod limiter;
