@@ -232,8 +232,7 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     The same interface as `ConcurrencyLimiter` for pydantic-ai (`acquire(source)`, `release()`,
     `async with`, `get_concurrency_context`, the counts, `_max_queued`, `_get_tracer()` and the
     same wait span), so it works with `Agent(max_concurrency=...)` and `ConcurrencyLimitedModel`.
-    Guarantees, as long as every process passes the same `max_running` and Redis keeps its data
-    across restarts (RDB or AOF persistence):
+    Guarantees, as long as every process passes the same `max_running`:
 
     - never more than `max_running` slots are held across all processes sharing `key`;
     - waiters are admitted in arrival order across processes (FIFO, no barging);
@@ -243,7 +242,11 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
       as fast;
     - a release wakes the next waiter at once (Redis pub/sub; polling is only a fallback);
     - releases are fenced by the slot's token: a holder whose lease ran out (it was paused longer
-      than the lease) can never free the slot its successor holds.
+      than the lease) can never free the slot its successor holds;
+    - if Redis restarts and keeps its data (RDB or AOF persistence), nothing changes; if it loses
+      its data, nobody is admitted for one lease while the running processes re-register their
+      slots. (Only a process that first talks to Redis after the loss, before any process from
+      before it, can then be admitted beyond the limit.)
 
     Slots are not owned by tasks: `release()` gives back one of the slots this limiter object
     holds, from any task or thread, and returns at once (the Redis round trip runs in the

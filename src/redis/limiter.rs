@@ -27,7 +27,8 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 
 /// A concurrency limiter shared by every process that uses the same Redis `key`.
 ///
-/// Guarantees, as long as the processes agree on `max_running` and Redis keeps its data:
+/// Guarantees, as long as the processes agree on `max_running` (for a Redis that loses its data
+/// on a restart, see the module notes on recovery):
 ///
 /// * never more than `max_running` slots are held across the fleet;
 /// * waiters are admitted in arrival order across processes (FIFO, no barging);
@@ -175,6 +176,9 @@ impl RedisBuilder {
             queue: format!("{{{key}}}:queue"),
             waiters_key: format!("{{{key}}}:waiters"),
             seq: format!("{{{key}}}:seq"),
+            epoch_key: format!("{{{key}}}:epoch"),
+            recovering_key: format!("{{{key}}}:recovering"),
+            epoch: Mutex::new(Epoch::default()),
             channel: format!("{{{key}}}:wake"),
             key,
             max_running: self.max_running,
@@ -196,6 +200,7 @@ impl RedisBuilder {
             released: Notify::new(),
             orphans: Mutex::new(Vec::new()),
             renew_kick: Arc::new(Notify::new()),
+            renew_now: AtomicBool::new(false),
             _shutdown: shutdown,
         });
         inner
@@ -231,6 +236,13 @@ pub(crate) struct Admission {
     pub(crate) fail_open: Option<RedisLimiterError>,
 }
 
+/// The state's epoch as an instance last saw it.
+#[derive(Debug, Default)]
+struct Epoch {
+    known: String,
+    from_before_loss: bool,
+}
+
 /// A queued waiter of this process, woken by the subscriber.
 #[derive(Debug, Default)]
 struct WaiterSlot {
@@ -245,7 +257,12 @@ pub(crate) struct Inner {
     queue: String,
     waiters_key: String,
     seq: String,
+    epoch_key: String,
+    recovering_key: String,
     channel: String,
+    /// The state's epoch as last seen, and whether this instance held slots or places from
+    /// before the state was lost (it may then re-register them while the state recovers).
+    epoch: Mutex<Epoch>,
     max_running: usize,
     max_queued: Option<usize>,
     lease: Duration,
@@ -272,8 +289,9 @@ pub(crate) struct Inner {
     released: Notify,
     /// Tokens whose release failed because Redis was away: retried on reconnection.
     orphans: Mutex<Vec<String>>,
-    /// Wakes the renewer when the first slot is taken.
+    /// Wakes the renewer when the first slot is taken, or to renew at once (`renew_now`).
     renew_kick: Arc<Notify>,
+    renew_now: AtomicBool,
     /// Dropped with the limiter: the background tasks stop.
     _shutdown: watch::Sender<()>,
 }
@@ -296,15 +314,44 @@ fn millis(d: Duration) -> u64 {
 
 impl Inner {
     fn script<'a>(&'a self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let (known, from_before_loss) = {
+            let epoch = self.epoch.lock();
+            (epoch.known.clone(), epoch.from_before_loss)
+        };
         let mut invocation = script.key(&self.holders);
         invocation
             .key(&self.queue)
             .key(&self.waiters_key)
             .key(&self.seq)
+            .key(&self.epoch_key)
+            .key(&self.recovering_key)
             .arg(&self.channel)
             .arg(self.max_running)
-            .arg(millis(self.lease));
+            .arg(millis(self.lease))
+            .arg(known)
+            .arg(self.new_token())
+            .arg(if from_before_loss { "1" } else { "0" });
         invocation
+    }
+
+    /// Notes the state's epoch from a reply. A new epoch after a known one means Redis lost the
+    /// state: the slots this instance holds are re-registered at once (see `lua/prelude.lua`).
+    fn saw_epoch(&self, epoch: String) {
+        let lost = {
+            let mut state = self.epoch.lock();
+            if state.known == epoch {
+                return;
+            }
+            let lost = !state.known.is_empty();
+            state.known = epoch;
+            state.from_before_loss = lost;
+            lost
+        };
+        if lost {
+            self.renew_now.store(true, Ordering::Release);
+            self.renew_kick.notify_one();
+            self.poll_all();
+        }
     }
 
     fn heartbeat(&self) -> Duration {
@@ -337,9 +384,13 @@ impl Inner {
         invocation
             .arg(&token)
             .arg(self.max_queued.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX)));
-        let answer: redis::RedisResult<(i64, i64, i64, i64)> = invocation.invoke_async(&mut self.conn.clone()).await;
+        let answer: redis::RedisResult<(String, i64, i64, i64, i64)> =
+            invocation.invoke_async(&mut self.conn.clone()).await;
         let (status, _running, waiting, mut next_expiry) = match answer {
-            Ok(answer) => answer,
+            Ok((epoch, status, running, waiting, next_expiry)) => {
+                self.saw_epoch(epoch);
+                (status, running, waiting, next_expiry)
+            }
             Err(err) => return self.failed(err.into()),
         };
         let waiting = usize::try_from(waiting).unwrap_or(0);
@@ -372,7 +423,11 @@ impl Inner {
             }
             let mut invocation = self.script(&POLL);
             invocation.arg(&token);
-            let answer: redis::RedisResult<(i64, i64)> = invocation.invoke_async(&mut self.conn.clone()).await;
+            let answer: redis::RedisResult<(String, i64, i64)> = invocation.invoke_async(&mut self.conn.clone()).await;
+            let answer = answer.map(|(epoch, status, expiry)| {
+                self.saw_epoch(epoch);
+                (status, expiry)
+            });
             match answer {
                 Ok((1, _)) => return Ok(self.granted(token, &mut guard)),
                 Ok((0, expiry)) => next_expiry = expiry,
@@ -482,7 +537,8 @@ impl Inner {
     async fn leave(&self, token: &str) -> Result<bool, RedisLimiterError> {
         let mut invocation = self.script(&LEAVE);
         invocation.arg(token);
-        let held: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let (epoch, held): (String, i64) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        self.saw_epoch(epoch);
         Ok(held == 1)
     }
 
@@ -496,7 +552,8 @@ impl Inner {
         for token in &tokens {
             invocation.arg(token);
         }
-        let renewed: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let (epoch, renewed): (String, Vec<i64>) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        self.saw_epoch(epoch);
         for (token, renewed) in tokens.into_iter().zip(renewed) {
             if renewed == 0 && self.held.lock().remove(&token) {
                 self.lost.lock().insert(token);
@@ -526,7 +583,9 @@ impl Inner {
 
     pub(crate) async fn counts(&self) -> Result<RedisCounts, RedisLimiterError> {
         self.settle().await;
-        let (running, waiting): (usize, usize) = self.script(&COUNTS).invoke_async(&mut self.conn.clone()).await?;
+        let (epoch, running, waiting): (String, usize, usize) =
+            self.script(&COUNTS).invoke_async(&mut self.conn.clone()).await?;
+        self.saw_epoch(epoch);
         Ok(RedisCounts {
             running,
             waiting,
@@ -666,27 +725,25 @@ async fn subscriber(inner: Weak<Inner>, client: Client, mut shutdown: watch::Rec
     }
 }
 
-/// Renews the held leases every third of a lease while any slot is held.
+/// Renews the held leases every third of a lease while any slot is held, and at once when the
+/// state was found lost.
 async fn renewer(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
     loop {
         let Some(live) = inner.upgrade() else { return };
         let heartbeat = live.heartbeat();
         let idle = live.held.lock().is_empty();
-        if idle {
-            let kick = Arc::clone(&live.renew_kick);
-            drop(live);
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                () = kick.notified() => {}
-            }
-        } else {
-            drop(live);
-        }
-        tokio::select! {
+        let kick = Arc::clone(&live.renew_kick);
+        drop(live);
+        let kicked = tokio::select! {
             _ = shutdown.changed() => return,
-            () = tokio::time::sleep(heartbeat) => {}
-        }
+            () = kick.notified() => true,
+            () = tokio::time::sleep(heartbeat), if !idle => false,
+        };
         let Some(live) = inner.upgrade() else { return };
+        if kicked && !live.renew_now.swap(false, Ordering::AcqRel) {
+            // The first slot was taken: its lease is fresh, renew a beat from now.
+            continue;
+        }
         // A failure (Redis away) is retried at the next beat; a lease that runs out meanwhile is
         // reported lost by the first renewal that gets through.
         drop(live.renew().await);

@@ -10,7 +10,9 @@
 //! * `{key}:queue`, a sorted set of the waiters, token → arrival sequence (from `{key}:seq`);
 //! * `{key}:waiters`, a sorted set of the waiters' heartbeat expiries, so that the waiters of a
 //!   dead process drop out of the queue instead of blocking it;
-//! * `{key}:seq`, the arrival counter.
+//! * `{key}:seq`, the arrival counter;
+//! * `{key}:epoch`, the identity of the state, and `{key}:recovering`, set for one lease after the
+//!   state was found lost.
 //!
 //! Every step is one Lua script (`lua/`), hence atomic. Each starts by purging expired leases and
 //! dead waiters and then admits the head of the queue into every free slot ("admit"); so a slot
@@ -31,10 +33,16 @@
 //! in one script call. A lease found expired is "lost": it is never renewed again, and releasing
 //! it frees nothing.
 //!
-//! Limitation: the guarantees assume Redis keeps its data across a restart (RDB or AOF
-//! persistence, which a graceful restart with the default configuration does). A server that
-//! loses its data forgets the slots held; they are then counted as lost, and the limit holds
-//! again once their holders release.
+//! A server that loses its data (a restart without persistence, a flush) forgets the slots held.
+//! Every reply carries the state's epoch; an instance that sees a new epoch after a known one
+//! knows the state was lost. The first script to find the epoch missing creates a new one and,
+//! if its caller knew an older one, opens a recovery window of one lease in which nobody is
+//! admitted, while the instances re-register the slots they hold (each renews at once on seeing
+//! the new epoch) and put their queued waiters back in the queue. Limitation: if the first caller
+//! after the loss is an instance that never talked to the old state (a process started since),
+//! no window opens, and holders from before the loss may be over-admitted until they release.
+//! With persistence (RDB or AOF; a graceful restart of the default Debian configuration saves
+//! an RDB snapshot) nothing is lost and none of this applies.
 
 mod error;
 mod limiter;

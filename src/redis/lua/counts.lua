@@ -1,3 +1,3 @@
--- Fleet-wide counts, after expired leases and dead waiters are purged. Returns {running, waiting}.
+-- Fleet-wide counts, after expired leases and dead waiters are purged. Returns {epoch, running, waiting}.
 admit(now_ms())
-return {redis.call('ZCARD', HOLDERS), redis.call('ZCARD', QUEUE)}
+return {EPOCH, redis.call('ZCARD', HOLDERS), redis.call('ZCARD', QUEUE)}

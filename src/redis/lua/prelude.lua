@@ -3,9 +3,38 @@
 -- KEYS[2] queue    ZSET token -> arrival sequence
 -- KEYS[3] waiters  ZSET token -> waiter heartbeat expiry (ms, server clock)
 -- KEYS[4] seq      STRING counter for arrival sequences
--- ARGV[1] wake channel, ARGV[2] max_running, ARGV[3] lease (ms); the rest per script.
-local HOLDERS, QUEUE, WAITERS, SEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- KEYS[5] epoch    STRING identity of the state: a new one means the state was created or lost
+-- KEYS[6] recovering  STRING with a TTL of one lease after a loss: nobody is admitted meanwhile
+-- ARGV[1] wake channel, ARGV[2] max_running, ARGV[3] lease (ms), ARGV[4] the caller's known
+-- epoch ('' if none), ARGV[5] an epoch to use if there is none, ARGV[6] '1' if the caller held
+-- state from before the current epoch; the rest per script. Every script's reply starts with
+-- the current epoch.
+local HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, RECOVERING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHANNEL, MAX_RUNNING, LEASE = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local KNOWN_EPOCH, NEW_EPOCH = ARGV[4], ARGV[5]
+
+-- A missing epoch means the state is new, or was lost (a restart without persistence, a flush).
+-- If the caller knew an older epoch it was lost: for one lease nobody is admitted, while the
+-- holders of the old epoch re-register their slots through renewal.
+local function current_epoch()
+  local epoch = redis.call('GET', EPOCH_KEY)
+  if epoch then
+    return epoch
+  end
+  redis.call('SET', EPOCH_KEY, NEW_EPOCH)
+  if KNOWN_EPOCH ~= '' then
+    redis.call('SET', RECOVERING, '1', 'PX', LEASE)
+  end
+  return NEW_EPOCH
+end
+
+local EPOCH = current_epoch()
+-- Whether the caller's slots and places may predate a loss of the state.
+local FROM_BEFORE_LOSS = (KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= EPOCH) or ARGV[6] == '1'
+
+local function recovering()
+  return redis.call('EXISTS', RECOVERING) == 1
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -27,6 +56,9 @@ local function admit(now)
   if #dead > 0 then
     zrem_all(QUEUE, dead)
     zrem_all(WAITERS, dead)
+  end
+  if recovering() then
+    return
   end
   local free = MAX_RUNNING - redis.call('ZCARD', HOLDERS)
   if free <= 0 then
