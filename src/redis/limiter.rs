@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -196,7 +196,7 @@ impl RedisBuilder {
             pool: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
-            pending_releases: AtomicUsize::new(0),
+            pending_releases: Mutex::new(PendingReleases::default()),
             released: Notify::new(),
             orphans: Mutex::new(Vec::new()),
             renew_kick: Arc::new(Notify::new()),
@@ -234,6 +234,22 @@ pub(crate) enum Slot {
 pub(crate) struct Admission {
     pub(crate) slot: Slot,
     pub(crate) fail_open: Option<RedisLimiterError>,
+}
+
+/// Releases sent in the background, by ticket, oldest first.
+#[derive(Debug, Default)]
+struct PendingReleases {
+    next: u64,
+    in_flight: std::collections::BTreeSet<u64>,
+}
+
+impl PendingReleases {
+    fn start(&mut self) -> u64 {
+        let ticket = self.next;
+        self.next += 1;
+        self.in_flight.insert(ticket);
+        ticket
+    }
 }
 
 /// The state's epoch as an instance last saw it.
@@ -285,7 +301,7 @@ pub(crate) struct Inner {
     subscribed: AtomicBool,
     /// Releases sent in the background and not yet answered; counts wait for them, so that a
     /// process reads its own releases.
-    pending_releases: AtomicUsize,
+    pending_releases: Mutex<PendingReleases>,
     released: Notify,
     /// Tokens whose release failed because Redis was away: retried on reconnection.
     orphans: Mutex<Vec<String>>,
@@ -480,7 +496,7 @@ impl Inner {
     /// token found without a slot is counted as a lost lease.
     pub(crate) fn leave_in_background(self: &Arc<Self>, token: String, count_lost: bool) {
         let inner = Arc::clone(self);
-        self.pending_releases.fetch_add(1, Ordering::AcqRel);
+        let ticket = self.pending_releases.lock().start();
         self.runtime.spawn(async move {
             match inner.leave(&token).await {
                 Ok(false) if count_lost => {
@@ -489,7 +505,7 @@ impl Inner {
                 Err(err) if err.is_unavailable() => inner.orphans.lock().push(token),
                 _ => {}
             }
-            inner.pending_releases.fetch_sub(1, Ordering::AcqRel);
+            inner.pending_releases.lock().in_flight.remove(&ticket);
             inner.released.notify_waiters();
         });
     }
@@ -503,11 +519,20 @@ impl Inner {
         }
     }
 
-    /// Waits until every release this instance sent in the background was answered.
+    /// Waits until every release this instance sent in the background before the call was
+    /// answered.
     async fn settle(&self) {
+        // Only the releases sent before now: a steady stream of later ones must not starve us.
+        let upto = self.pending_releases.lock().next;
         loop {
             let released = self.released.notified();
-            if self.pending_releases.load(Ordering::Acquire) == 0 {
+            if self
+                .pending_releases
+                .lock()
+                .in_flight
+                .first()
+                .is_none_or(|&oldest| oldest >= upto)
+            {
                 return;
             }
             released.await;
