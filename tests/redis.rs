@@ -249,3 +249,23 @@ async fn many_tasks_never_exceed_max_running() {
     let counts = limiters[0].counts().await.expect("counts");
     assert_eq!((counts.running, counts.waiting), (0, 0));
 }
+
+#[test]
+fn bounds() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    fn permit_is_send_sync(permit: &ferrolimit::RedisPermit) {
+        send_sync(permit);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limiter = RedisConcurrencyLimiter::builder("redis://127.0.0.1:9", "bounds", 1)
+        .runtime(runtime.handle().clone())
+        .build()
+        .expect("limiter");
+    send_sync(&limiter);
+    send(&limiter.acquire("bounds"));
+    let _ = permit_is_send_sync;
+}
