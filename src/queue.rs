@@ -219,6 +219,8 @@ impl Semaphore {
 
     /// Leaves the queue if still queued (`true`); a waiter that was already handed a slot keeps
     /// its place and must take the slot (`false`). For runtimes whose cancellation can refuse.
+    // Only the pyo3 layer (trio's abort) calls it.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub(crate) fn withdraw(&self, id: WaiterId) -> bool {
         let mut locked = self.locked.lock();
         if locked.waiters.is_granted(id) {
