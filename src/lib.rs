@@ -22,6 +22,7 @@
 //! `waiting for {name or source} concurrency`; a caller that finds a free slot opens none.
 
 mod error;
+mod governor;
 mod limiter;
 mod queue;
 mod session;
@@ -42,9 +43,10 @@ mod tests;
 pub struct ReadmeDoctests;
 
 pub use error::{
-    AcquireError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError, check_max_queued,
-    check_max_running,
+    AcquireError, ConcurrencyError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError,
+    check_max_queued, check_max_running,
 };
+pub use governor::{ConcurrencyGovernor, ConcurrencyPermit};
 pub use limiter::{Acquire, Builder, ConcurrencyLimiter, Permit};
 pub use session::{SessionLimiter, SessionLimits, SessionStatus};
-pub use stats::LimiterStats;
+pub use stats::{GovernorStats, LimiterStats};
