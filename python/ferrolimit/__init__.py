@@ -1,6 +1,15 @@
 """ferrolimit: a Rust-backed, drop-in replacement for pydantic-ai's concurrency limiter."""
 
-from ._ferrolimit import ConcurrencyLimiter, LimiterStats, SessionLimiter, __version__, get_concurrency_context
+from ._ferrolimit import (
+    ConcurrencyGovernor,
+    ConcurrencyLimiter,
+    ConcurrencyPermit,
+    GovernorStats,
+    LimiterStats,
+    SessionLimiter,
+    __version__,
+    get_concurrency_context,
+)
 from ._install import install, installed, uninstall
 from ._limit import AbstractConcurrencyLimiter, AnyConcurrencyLimit, ConcurrencyLimit, normalize_to_limiter
 from ._session import SessionLimits, SessionStatus
@@ -9,9 +18,12 @@ from .exceptions import ConcurrencyLimitExceeded, MaxRunsExceeded, MaxSessionsEx
 __all__ = (
     'AbstractConcurrencyLimiter',
     'AnyConcurrencyLimit',
+    'ConcurrencyGovernor',
     'ConcurrencyLimit',
     'ConcurrencyLimitExceeded',
     'ConcurrencyLimiter',
+    'ConcurrencyPermit',
+    'GovernorStats',
     'LimiterStats',
     'MaxRunsExceeded',
     'MaxSessionsExceeded',
