@@ -20,6 +20,13 @@
 //!
 //! A caller that has to wait opens one OpenTelemetry span on the global tracer provider, named
 //! `waiting for {name or source} concurrency`; a caller that finds a free slot opens none.
+//!
+//! A limiter can be nested under another ([`Builder::parent`]): each of its slots is then also a
+//! slot of the parent, taken only once its own is held, so callers queued for the child never sit
+//! on the parent's slots. [`ConcurrencyGovernor`] is three such limiters: streams and tool
+//! executions, each bounded on its own and both under a global limit.
+//!
+//! [`SessionLimiter`] gives idempotent, never-waiting slots to sessions and their runs.
 
 mod error;
 mod governor;
