@@ -25,6 +25,8 @@ use crate::stats::GovernorStats;
 ///   its category's slot;
 /// * a caller that gives up (its future is dropped) at either level takes and loses nothing.
 ///
+/// The governor is a cheap handle: clones share the same slots, and it is `Send + Sync`.
+///
 /// Any `max_global` of at least 1 is accepted. Below `max_streams + max_tools` the categories
 /// share the global slots (FIFO); below `max_streams` or `max_tools` the global limit is the
 /// effective limit of that category too.
