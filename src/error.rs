@@ -28,6 +28,18 @@ pub enum LimitError {
     MaxParallelRunsTooSmall(i128),
     /// `max_parallel_runs` above [`MAX_SESSION_LIMIT`].
     MaxParallelRunsTooLarge(i128),
+    /// A [`ConcurrencyGovernor`](crate::ConcurrencyGovernor)'s `max_streams` below 1.
+    MaxStreamsTooSmall(i128),
+    /// A governor's `max_streams` above [`MAX_RUNNING_LIMIT`].
+    MaxStreamsTooLarge(i128),
+    /// A governor's `max_tools` below 1.
+    MaxToolsTooSmall(i128),
+    /// A governor's `max_tools` above [`MAX_RUNNING_LIMIT`].
+    MaxToolsTooLarge(i128),
+    /// A governor's `max_global` below 1.
+    MaxGlobalTooSmall(i128),
+    /// A governor's `max_global` above [`MAX_RUNNING_LIMIT`].
+    MaxGlobalTooLarge(i128),
 }
 
 impl LimitError {
@@ -41,6 +53,9 @@ impl LimitError {
                 | Self::MaxQueuedNegative(_)
                 | Self::MaxParallelSessionsTooSmall(_)
                 | Self::MaxParallelRunsTooSmall(_)
+                | Self::MaxStreamsTooSmall(_)
+                | Self::MaxToolsTooSmall(_)
+                | Self::MaxGlobalTooSmall(_)
         )
     }
 }
@@ -70,6 +85,12 @@ impl fmt::Display for LimitError {
                 write!(f, "max_parallel_runs must be >= 1, got {n}. Use None for unlimited.")
             }
             Self::MaxParallelRunsTooLarge(n) => write!(f, "max_parallel_runs must be <= {MAX_SESSION_LIMIT}, got {n}"),
+            Self::MaxStreamsTooSmall(n) => write!(f, "max_streams must be >= 1, got {n}"),
+            Self::MaxStreamsTooLarge(n) => write!(f, "max_streams must be <= {MAX_RUNNING_LIMIT}, got {n}"),
+            Self::MaxToolsTooSmall(n) => write!(f, "max_tools must be >= 1, got {n}"),
+            Self::MaxToolsTooLarge(n) => write!(f, "max_tools must be <= {MAX_RUNNING_LIMIT}, got {n}"),
+            Self::MaxGlobalTooSmall(n) => write!(f, "max_global must be >= 1, got {n}"),
+            Self::MaxGlobalTooLarge(n) => write!(f, "max_global must be <= {MAX_RUNNING_LIMIT}, got {n}"),
         }
     }
 }
@@ -89,6 +110,36 @@ pub fn check_max_running(max_running: i128) -> Result<u32, LimitError> {
         return Err(LimitError::MaxRunningTooLarge(max_running));
     }
     u32::try_from(max_running).map_err(|_| LimitError::MaxRunningTooLarge(max_running))
+}
+
+/// Checks a governor's three limits, in the order `max_streams`, `max_tools`, `max_global`.
+///
+/// Any `max_global` of at least 1 is accepted, even one below `max_streams` or `max_tools`:
+/// see [`ConcurrencyGovernor`](crate::ConcurrencyGovernor).
+///
+/// # Errors
+///
+/// [`LimitError`] for the first value below 1 or above [`MAX_RUNNING_LIMIT`].
+pub(crate) fn check_governor_limits(
+    max_streams: i128,
+    max_tools: i128,
+    max_global: i128,
+) -> Result<(u32, u32, u32), LimitError> {
+    let check = |value: i128, too_small: fn(i128) -> LimitError, too_large: fn(i128) -> LimitError| {
+        check_max_running(value).map_err(|err| match err {
+            LimitError::MaxRunningTooSmall(n) => too_small(n),
+            _ => too_large(value),
+        })
+    };
+    Ok((
+        check(
+            max_streams,
+            LimitError::MaxStreamsTooSmall,
+            LimitError::MaxStreamsTooLarge,
+        )?,
+        check(max_tools, LimitError::MaxToolsTooSmall, LimitError::MaxToolsTooLarge)?,
+        check(max_global, LimitError::MaxGlobalTooSmall, LimitError::MaxGlobalTooLarge)?,
+    ))
 }
 
 /// Checks a `max_queued` value.
@@ -260,3 +311,26 @@ impl fmt::Display for SessionError {
 }
 
 impl std::error::Error for SessionError {}
+
+/// Why a [`ConcurrencyGovernor`](crate::ConcurrencyGovernor) did not give a permit.
+///
+/// Kept from the governor's original API, where the `Result` guarded against a closed
+/// semaphore. ferrolimit's limiters are never closed and a governor's queues are unbounded, so
+/// a governor never returns this error today; the enum is `#[non_exhaustive]` so that queue
+/// bounds or closing can report through it later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConcurrencyError {
+    /// The limiter was closed. Never returned: ferrolimit's limiters cannot be closed.
+    SemaphoreClosed,
+}
+
+impl fmt::Display for ConcurrencyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SemaphoreClosed => f.write_str("concurrency semaphore was closed unexpectedly"),
+        }
+    }
+}
+
+impl std::error::Error for ConcurrencyError {}

@@ -21,6 +21,13 @@
 //! A caller that has to wait opens one OpenTelemetry span on the global tracer provider, named
 //! `waiting for {name or source} concurrency`; a caller that finds a free slot opens none.
 //!
+//! A limiter can be nested under another ([`Builder::parent`]): each of its slots is then also a
+//! slot of the parent, taken only once its own is held, so callers queued for the child never sit
+//! on the parent's slots. [`ConcurrencyGovernor`] is three such limiters: streams and tool
+//! executions, each bounded on its own and both under a global limit.
+//!
+//! [`SessionLimiter`] gives idempotent, never-waiting slots to sessions and their runs.
+//!
 //! # Features
 //!
 //! * `python` (default): the pyo3 extension module of the Python package; turns on `redis`.
@@ -29,6 +36,7 @@
 //!   crate has no I/O dependencies at all.
 
 mod error;
+mod governor;
 mod limiter;
 mod queue;
 mod session;
@@ -52,12 +60,13 @@ mod tests;
 pub struct ReadmeDoctests;
 
 pub use error::{
-    AcquireError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError, check_max_queued,
-    check_max_running,
+    AcquireError, ConcurrencyError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError,
+    check_max_queued, check_max_running,
 };
+pub use governor::{ConcurrencyGovernor, ConcurrencyPermit};
 pub use limiter::{Acquire, Builder, ConcurrencyLimiter, Permit};
 pub use session::{SessionLimiter, SessionLimits, SessionStatus};
-pub use stats::LimiterStats;
+pub use stats::{GovernorStats, LimiterStats};
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisLimiterError, RedisPermit};

@@ -8,8 +8,11 @@ from typing_extensions import assert_type
 import ferrolimit
 from ferrolimit import (
     AbstractConcurrencyLimiter,
+    ConcurrencyGovernor,
     ConcurrencyLimit,
     ConcurrencyLimiter,
+    ConcurrencyPermit,
+    GovernorStats,
     LimiterStats,
     RedisConcurrencyLimiter,
     SessionLimiter,
@@ -39,6 +42,31 @@ async def test_limiter_api_types() -> None:
     assert_type(stats, LimiterStats)
     assert_type(stats.max_queued, int | None)
     assert_type(ConcurrencyLimiter.from_limit(ConcurrencyLimit(1)), ConcurrencyLimiter)
+
+
+async def test_nested_limiter_types() -> None:
+    parent = ConcurrencyLimiter(2)
+    child = ConcurrencyLimiter(1, parent=parent)
+    assert_type(child.parent, ConcurrencyLimiter | None)
+    async with child('typed'):
+        pass
+
+
+async def test_governor_types() -> None:
+    gov = ConcurrencyGovernor(max_streams=1, max_tools=2, max_global=2)
+    async with gov.stream(), gov.tool('tool:typed'):
+        pass
+    permit = gov.try_tool()
+    assert_type(permit, ConcurrencyPermit | None)
+    assert permit is not None
+    with permit as held:
+        assert_type(held, ConcurrencyPermit)
+    assert_type(permit.released, bool)
+    assert_type(gov.try_stream(), ConcurrencyPermit | None)
+    stats = gov.stats()
+    assert_type(stats, GovernorStats)
+    assert_type(stats.global_available, int)
+    assert_type(gov.tool_limiter, ConcurrencyLimiter)
 
 
 def test_abstract_limiter_and_normalize() -> None:

@@ -1,7 +1,10 @@
 """ferrolimit: a Rust-backed, drop-in replacement for pydantic-ai's concurrency limiter."""
 
 from ._ferrolimit import (
+    ConcurrencyGovernor,
     ConcurrencyLimiter,
+    ConcurrencyPermit,
+    GovernorStats,
     LimiterStats,
     RedisConcurrencyLimiter,
     SessionLimiter,
@@ -23,9 +26,12 @@ __all__ = (
     'AbstractConcurrencyLimiter',
     'AnyConcurrencyLimit',
     'ConcurrencyBackendError',
+    'ConcurrencyGovernor',
     'ConcurrencyLimit',
     'ConcurrencyLimitExceeded',
     'ConcurrencyLimiter',
+    'ConcurrencyPermit',
+    'GovernorStats',
     'LimiterStats',
     'MaxRunsExceeded',
     'MaxSessionsExceeded',

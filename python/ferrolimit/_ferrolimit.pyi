@@ -1,4 +1,4 @@
-"""The native module: the Rust-backed limiter, its async context managers, and the session limiter."""
+"""The native module: the Rust-backed limiter, its async context managers, the governor and the session limiter."""
 
 import asyncio
 from collections.abc import Callable, Generator
@@ -15,8 +15,11 @@ from ._session import SessionLimits, SessionStatus
 
 __all__ = [
     'BlockingContext',
+    'ConcurrencyGovernor',
     'ConcurrencyLimiter',
+    'ConcurrencyPermit',
     'Counts',
+    'GovernorStats',
     'LimiterContext',
     'LimiterStats',
     'Ready',
@@ -50,6 +53,10 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     - slots are not owned by tasks: `release()` may run on any task or thread, and one limiter can
       be shared by any number of tasks, threads and event loops.
 
+    A limiter created with `parent=` nests under another: each of its slots is also a slot of the
+    parent, taken only once its own is held (a caller queued for it holds nothing of the parent,
+    so it never keeps a sibling from the parent's free slots) and released with it.
+
     Taking a free slot touches neither the event loop nor a lock. Only a caller that has to wait
     opens a span, `waiting for {name or source} concurrency`, with the attributes `source`,
     `waiting_count`, `max_running`, `limiter_name` (if named) and `max_queued` (if set).
@@ -74,6 +81,7 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         name: str | None = None,
         tracer: Tracer | None = None,
         meter: Meter | None = None,
+        parent: ConcurrencyLimiter | None = None,
     ) -> Self:
         """Create the limiter.
 
@@ -87,10 +95,16 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
             meter: OpenTelemetry meter for the limiter's metrics (`ferrolimit.running` and
                 `ferrolimit.waiting` gauges, `ferrolimit.wait_time` histogram, `ferrolimit.rejected`
                 counter, attributed with `limiter_name`); none are recorded without one.
+            parent: Another ferrolimit limiter to nest this one under. Every acquire then takes a
+                slot of this limiter and, once it holds it, one of `parent` (waiting in the
+                parent's own FIFO queue, in the parent's own span, with the same source); every
+                release gives back both. The parent keeps its own limits, name, tracer and meter,
+                and several limiters may share one parent. `running_count` counts callers holding
+                this limiter's slot, including those still waiting for the parent's.
 
         Raises:
             UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
-            TypeError: If a limit is not an int.
+            TypeError: If a limit is not an int, or `parent` is not a ferrolimit `ConcurrencyLimiter`.
             ValueError: If a limit is larger than ferrolimit can count.
         """
 
@@ -123,6 +137,10 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         """Name of the limiter for observability."""
 
     @property
+    def parent(self) -> ConcurrencyLimiter | None:
+        """The limiter this one is nested under (`parent=`), if any."""
+
+    @property
     def max_running(self) -> int:
         """Maximum concurrent operations allowed."""
 
@@ -136,7 +154,7 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
 
     @property
     def running_count(self) -> int:
-        """Number of slots held right now."""
+        """Number of slots held right now (with a parent: including callers waiting for the parent's)."""
 
     @property
     def available_count(self) -> int:
@@ -164,8 +182,10 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
             timeout: Give up after this many seconds; `None` (or infinity) waits as long as it takes.
 
         Raises:
-            ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
-            TimeoutError: If no slot came within `timeout`; nothing is taken or lost.
+            ConcurrencyLimitExceeded: If `max_queued` callers are already waiting (here or, with a
+                parent, at the parent: then this limiter's slot is given back).
+            TimeoutError: If no slot came within `timeout` (with a parent: no slot of both);
+                nothing is taken or lost.
             TypeError: If `source` is not a str, or `timeout` not a number.
             ValueError: If `timeout` is negative or NaN.
         """
@@ -198,6 +218,8 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     def try_acquire(self) -> bool:
         """Take a slot only if one is free and nobody is queued; never waits.
 
+        With a parent, takes a slot of both or of neither.
+
         Returns:
             Whether a slot was taken (pair it with one `release()`).
         """
@@ -205,10 +227,12 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     def release(self) -> None:
         """Release a slot, handing it to the oldest waiter if there is one.
 
-        May be called from any task or thread, not only the one that acquired.
+        May be called from any task or thread, not only the one that acquired. With a parent,
+        releases the parent's slot too.
 
         Raises:
-            ValueError: If no slot is held (`semaphore released too many times`); nothing changes.
+            ValueError: If no slot is held (`semaphore released too many times`; with a parent,
+                a caller still waiting for the parent's slot holds none); nothing changes.
         """
 
     def stats(self) -> LimiterStats:
@@ -460,6 +484,184 @@ class BlockingContext:
         """Release the slot; an exception in the block propagates unchanged."""
 
 @final
+class ConcurrencyGovernor:
+    """Bounds concurrent LLM streams, concurrent tool executions, and both together.
+
+    Three limiters: `stream_limiter` (`max_streams` slots, named `stream`) and `tool_limiter`
+    (`max_tools` slots, named `tool`), both nested under `global_limiter` (`max_global` slots,
+    named `global`). Each `stream()` or `tool()` holds a slot of its category and a global slot.
+
+    Guarantees:
+
+    - never more than `max_streams` streams, `max_tools` tool executions and `max_global` of both
+      together at once;
+    - a caller never holds a global slot while it waits for its category's slot: a burst of tool
+      calls beyond `max_tools`, however long its queue, never keeps a stream from starting while a
+      global slot is free (and the other way round);
+    - slots go to waiters in FIFO order, within a category and at the global level across both;
+    - a caller that is cancelled or times out at either level neither takes nor loses a slot.
+
+    Any `max_global` of at least 1 is accepted: below `max_streams + max_tools` the categories
+    share the global slots, and below either category's limit it is that category's effective
+    limit too.
+
+    Example:
+    ```python
+    from ferrolimit import ConcurrencyGovernor
+
+    governor = ConcurrencyGovernor(max_streams=4, max_tools=8, max_global=16)
+
+    async def stream_response() -> None:
+        async with governor.stream():
+            ...
+
+    async def run_tool() -> None:
+        async with governor.tool('tool:search'):
+            ...
+
+    def maybe_run_tool_now() -> bool:
+        permit = governor.try_tool()
+        if permit is None:
+            return False
+        with permit:
+            ...
+        return True
+    ```
+    """
+
+    def __new__(
+        cls,
+        max_streams: int = 4,
+        max_tools: int = 8,
+        max_global: int = 16,
+        *,
+        tracer: Tracer | None = None,
+        meter: Meter | None = None,
+    ) -> Self:
+        """Create the governor.
+
+        Args:
+            max_streams: Maximum concurrent streams. Must be >= 1 (and at most 2147483647).
+            max_tools: Maximum concurrent tool executions. Must be >= 1.
+            max_global: Maximum streams and tool executions together. Must be >= 1.
+            tracer: OpenTelemetry tracer for the wait spans of all three limiters.
+            meter: OpenTelemetry meter for the metrics of all three limiters (attributed with
+                `limiter_name` `stream`, `tool` and `global`).
+
+        Raises:
+            UserError: If a limit is less than 1 (`max_tools must be >= 1, got 0`).
+            TypeError: If a limit is not an int.
+            ValueError: If a limit is larger than 2147483647.
+        """
+
+    def stream(self, source: str = 'stream') -> LimiterContext:
+        """`async with governor.stream():` holds a stream slot and a global slot for the block.
+
+        A caller that waits opens `waiting for stream concurrency` while it waits for the stream
+        slot and `waiting for global concurrency` while it waits for the global one.
+
+        Args:
+            source: Identifier for observability (the spans' `source` attribute).
+        """
+
+    def tool(self, source: str = 'tool') -> LimiterContext:
+        """`async with governor.tool():` holds a tool slot and a global slot for the block.
+
+        Args:
+            source: Identifier for observability (the spans' `source` attribute).
+        """
+
+    def try_stream(self) -> ConcurrencyPermit | None:
+        """Take a stream slot and a global slot if both are free (and nobody is queued); never waits.
+
+        Returns:
+            A permit holding both, or `None` (holding nothing).
+        """
+
+    def try_tool(self) -> ConcurrencyPermit | None:
+        """Take a tool slot and a global slot if both are free (and nobody is queued); never waits.
+
+        Returns:
+            A permit holding both, or `None` (holding nothing).
+        """
+
+    def stats(self) -> GovernorStats:
+        """The free and total slots of each layer."""
+
+    @property
+    def stream_limiter(self) -> ConcurrencyLimiter:
+        """The stream limiter (its `parent` is `global_limiter`); usable wherever a limiter is."""
+
+    @property
+    def tool_limiter(self) -> ConcurrencyLimiter:
+        """The tool limiter (its `parent` is `global_limiter`); usable wherever a limiter is."""
+
+    @property
+    def global_limiter(self) -> ConcurrencyLimiter:
+        """The global limiter."""
+
+@final
+class ConcurrencyPermit:
+    """A stream or tool slot held together with a global slot, from `try_stream()` or `try_tool()`.
+
+    Release it with `release()` or by using it as a context manager (`with permit: ...`). A permit
+    that is garbage-collected while still held is released then, as a Rust permit is on drop.
+    """
+
+    def release(self) -> None:
+        """Release both slots; may be called from any task or thread.
+
+        Raises:
+            ValueError: If the permit was already released (`permit already released`); nothing
+                changes.
+        """
+
+    @property
+    def released(self) -> bool:
+        """Whether the permit has been released."""
+
+    def __enter__(self) -> Self:
+        """Return the permit, which holds its slots already."""
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Release the permit unless already released; an exception in the block propagates unchanged."""
+
+@final
+class GovernorStats:
+    """A snapshot of a governor's free and total slots per layer.
+
+    Each layer is read at its own instant. A caller holding a stream or tool slot while it waits
+    for a global slot uses the category slot but no global slot. Each limiter's `stats()` has the
+    rest (waiting callers, totals).
+    """
+
+    @property
+    def streams_available(self) -> int:
+        """Stream slots free."""
+
+    @property
+    def streams_max(self) -> int:
+        """The limit on concurrent streams."""
+
+    @property
+    def tools_available(self) -> int:
+        """Tool slots free."""
+
+    @property
+    def tools_max(self) -> int:
+        """The limit on concurrent tool executions."""
+
+    @property
+    def global_available(self) -> int:
+        """Global slots free."""
+
+    @property
+    def global_max(self) -> int:
+        """The limit on streams and tool executions together."""
+
+@final
 class LimiterStats:
     """A consistent snapshot of a limiter, taken at one instant."""
 
@@ -651,10 +853,10 @@ class Ready:
 
 @final
 class Waiter:
-    """A caller on the slow path (internal: used by `ferrolimit._wait`)."""
+    """A caller on the slow path, level by level up a limiter's parents (internal: used by `ferrolimit._wait`)."""
 
     def enqueue(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
-        """Queue the caller; `False` if a slot was free after all.
+        """Queue the caller at its current level; `False` if a slot was free after all.
 
         A release wakes it with `callback(arg)` on this thread, `schedule(callback, arg)` from another.
 
@@ -677,8 +879,11 @@ class Waiter:
     def finish(self) -> None:
         """Take the slot a release handed over."""
 
+    def climb(self) -> bool:
+        """Go on to the parent's level: `True` once every level is held, `False` to wait at the next one."""
+
     def cancel(self) -> None:
-        """Give up the wait; a slot handed over at that instant passes on."""
+        """Give up the wait and every slot held; a slot handed over at that instant passes on."""
 
 def get_concurrency_context(
     limiter: AbstractConcurrencyLimiter | ConcurrencyLimiter | None, source: str = 'unnamed'

@@ -5,6 +5,10 @@ itself in the Rust core with a way to wake it on its own event loop, opens the w
 parks. A release hands it the slot directly and wakes it: on the loop's thread at once, from any
 other thread through the loop's thread-safe call.
 
+A limiter with a parent is waited for level by level: first its own slot, then, holding it, the
+parent's (and so on up), each with its own wait span and within one time limit. Whatever goes
+wrong at any level, `waiter.cancel()` gives back every slot held so far.
+
 asyncio: the waiter parks on a future. Any exception while parked (cancellation, a timeout)
 gives the place up; if a slot was handed over at that very instant, it passes to the next waiter.
 
@@ -26,33 +30,39 @@ __all__ = ('close_span', 'open_span', 'wait')
 
 
 async def wait(waiter: Waiter, timeout: float | None = None) -> None:
-    """Wait for a slot in FIFO order, inside the OpenTelemetry wait span.
+    """Wait for a slot at each level in FIFO order, inside each level's OpenTelemetry wait span.
 
     Raises:
-        TimeoutError: If no slot came within `timeout` seconds.
+        TimeoutError: If the slots did not all come within `timeout` seconds.
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         await _wait_trio(waiter, timeout)
         return
-    future = loop.create_future()
-    if not waiter.enqueue(resolve_future, future, loop.call_soon_threadsafe):
-        return
-    expiry = None if timeout is None else loop.call_later(timeout, _expire, future, waiter)
-    span = open_span(waiter.tracer(), *waiter.span())
+    deadline = None if timeout is None else loop.time() + timeout
     try:
-        await future
-    except BaseException as e:
+        while True:
+            future = loop.create_future()
+            if waiter.enqueue(resolve_future, future, loop.call_soon_threadsafe):
+                expiry = None if deadline is None else loop.call_at(deadline, _expire, future, waiter)
+                span = open_span(waiter.tracer(), *waiter.span())
+                try:
+                    await future
+                except BaseException as e:
+                    close_span(span, e)
+                    raise
+                finally:
+                    if expiry is not None:
+                        expiry.cancel()
+                close_span(span, None)
+                # Only once the span is closed: if closing it raised, `cancel()` passes the slot on.
+                waiter.finish()
+            if waiter.climb():
+                return
+    except BaseException:
         waiter.cancel()
-        close_span(span, e)
         raise
-    finally:
-        if expiry is not None:
-            expiry.cancel()
-    close_span(span, None)
-    # Only once the span is closed: if closing it raised, dropping `waiter` passes the slot on.
-    waiter.finish()
 
 
 def _expire(future: asyncio.Future[None], waiter: Waiter) -> None:
@@ -61,27 +71,32 @@ def _expire(future: asyncio.Future[None], waiter: Waiter) -> None:
 
 
 async def _wait_trio(waiter: Waiter, timeout: float | None) -> None:
-    from trio import move_on_after
+    from trio import current_time, move_on_at
     from trio.lowlevel import Abort, current_task, current_trio_token, reschedule, wait_task_rescheduled
-
-    if not waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
-        return
 
     def abort(_raise_cancel: object) -> Abort:
         return Abort.SUCCEEDED if waiter.withdraw() else Abort.FAILED
 
-    span = open_span(waiter.tracer(), *waiter.span())
+    deadline = math.inf if timeout is None else current_time() + timeout
     try:
-        with move_on_after(math.inf if timeout is None else timeout) as scope:
-            await wait_task_rescheduled(abort)
-        if scope.cancelled_caught:
-            raise TimeoutError(waiter.timeout_message())
-    except BaseException as e:
+        while True:
+            if waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
+                span = open_span(waiter.tracer(), *waiter.span())
+                try:
+                    with move_on_at(deadline) as scope:
+                        await wait_task_rescheduled(abort)
+                    if scope.cancelled_caught:
+                        raise TimeoutError(waiter.timeout_message())
+                except BaseException as e:
+                    close_span(span, e)
+                    raise
+                close_span(span, None)
+                waiter.finish()
+            if waiter.climb():
+                return
+    except BaseException:
         waiter.cancel()
-        close_span(span, e)
         raise
-    close_span(span, None)
-    waiter.finish()
 
 
 def open_span(tracer: Tracer, name: str, attributes: dict[str, str | int]) -> Span:

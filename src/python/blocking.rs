@@ -4,9 +4,12 @@
 //! takes the GIL back just long enough to run Python's signal handlers, so Ctrl-C reaches it
 //! promptly. A release wakes it by unparking it. On an interrupt or a timeout the wait is given
 //! up like any other: a slot handed over at that instant passes to the next waiter.
+//!
+//! A limiter with a parent is acquired level by level, each with its own wait (and span), within
+//! one time limit; a wait given up at the parent's level gives back the slots held below it.
 
 use crate::python::awaitable::span_fields;
-use crate::python::errors::timeout_message;
+use crate::python::errors::{release_error, timeout_message};
 use crate::python::limiter::Handle;
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
@@ -39,19 +42,37 @@ enum Parked {
     Slice,
 }
 
-/// Waits for a slot on this thread, the GIL released; `timeout` bounds the wait.
+/// Waits for a slot of `handle`'s limiter and of its ancestors on this thread, the GIL
+/// released; `timeout` bounds the whole wait.
 pub(crate) fn acquire_blocking(
     py: Python<'_>,
     handle: &Handle,
     source: &str,
     timeout: Option<Duration>,
 ) -> PyResult<()> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut level = handle;
+    loop {
+        if let Err(err) = acquire_level(py, level, source, deadline) {
+            handle.release_below(level);
+            return Err(err);
+        }
+        match &level.parent {
+            Some(parent) => level = parent,
+            None => break,
+        }
+    }
+    handle.core.acquired_raw();
+    Ok(())
+}
+
+/// Waits for a slot of `handle`'s own level until `deadline`.
+fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option<Instant>) -> PyResult<()> {
     let semaphore = handle.core.semaphore();
     if semaphore.try_acquire() {
         return Ok(());
     }
     let arrived = Instant::now();
-    let deadline = timeout.map(|t| arrived + t);
     let waker = Arc::new(Unpark(std::thread::current())).into();
     let Some((id, waiting)) = handle.enqueue(py, &waker, source)? else {
         return Ok(());
@@ -101,7 +122,7 @@ pub(crate) fn acquire_blocking(
     let closed = exit_span(py, &span, outcome.as_ref().err());
     if outcome.is_ok() && closed.is_err() {
         // Raising means the caller never got the slot: give it back.
-        handle.release()?;
+        semaphore.release().map_err(release_error)?;
     }
     outcome.and(closed)
 }

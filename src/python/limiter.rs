@@ -15,13 +15,15 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-/// What a native limiter shares with its contexts and waiters: the core, the tracer and the
-/// metric instruments.
+/// What a native limiter shares with its contexts and waiters: the core, the tracer, the
+/// metric instruments and the parent's handle.
 pub(crate) struct Handle {
     pub(crate) core: ConcurrencyLimiter,
     tracer: Option<Py<PyAny>>,
     /// `ferrolimit._metrics.LimiterMetrics` when a meter was given.
     metrics: Option<Py<PyAny>>,
+    /// The handle of `core`'s parent: its own tracer and metrics serve its level of a wait.
+    pub(crate) parent: Option<Arc<Self>>,
 }
 
 impl Handle {
@@ -66,39 +68,91 @@ impl Handle {
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        if self.core.semaphore().try_acquire() {
-            return Ok(ready(py));
-        }
-        let waiter = PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned());
+        let waiter = if self.core.semaphore().try_acquire() {
+            // This level's slot is held: take the ancestors' free slots, or wait for the first
+            // ancestor that has none, holding what was taken.
+            let Some(level) = self.climb() else {
+                return Ok(ready(py));
+            };
+            PyWaiter::climbing(Arc::clone(self), level, source.to_str()?.to_owned())
+        } else {
+            PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned())
+        };
         Ok(WAIT
             .import(py, "ferrolimit._wait", "wait")?
             .call1((waiter, timeout))?
             .unbind())
     }
 
-    pub(crate) fn release(&self) -> PyResult<()> {
-        self.core.semaphore().release().map_err(release_error)
+    /// From holding this level's slot, takes the free slots of the ancestors in turn. Returns
+    /// the first ancestor with none free (the slots below it stay held); `None` when every
+    /// level is held, which is then recorded.
+    pub(crate) fn climb(&self) -> Option<Arc<Self>> {
+        self.climb_from(self)
     }
 
-    /// The configured tracer, else the global `ferrolimit` tracer. That one is fetched once: the
-    /// OpenTelemetry API hands out a proxy that follows whatever provider is set later.
-    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        static DEFAULT_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        if let Some(tracer) = &self.tracer {
-            return Ok(tracer.bind(py).clone());
+    /// [`climb`](Self::climb) for a caller that asked for `self` and holds the slots of every
+    /// level up to and including `held`.
+    pub(crate) fn climb_from(&self, held: &Self) -> Option<Arc<Self>> {
+        let mut level = held;
+        while let Some(parent) = &level.parent {
+            if !parent.core.semaphore().try_acquire() {
+                return Some(Arc::clone(parent));
+            }
+            level = parent;
         }
-        let tracer = DEFAULT_TRACER.get_or_try_init(py, || {
-            let get_tracer = py.import("opentelemetry.trace")?.getattr("get_tracer")?;
-            get_tracer.call1(("ferrolimit",)).map(Bound::unbind)
-        })?;
-        Ok(tracer.bind(py).clone())
+        self.core.acquired_raw();
+        None
     }
+
+    /// Gives back the slots a caller that asked for `self` holds below `level` (an ancestor of
+    /// `self`, or `self`: then nothing), after failing or giving up at `level`.
+    pub(crate) fn release_below(&self, level: &Self) {
+        let mut held = self;
+        while !std::ptr::eq(held, level) {
+            let released = held.core.semaphore().release();
+            debug_assert!(released.is_ok(), "a held slot's release found no holder");
+            let Some(parent) = &held.parent else { break };
+            held = parent;
+        }
+    }
+
+    /// Takes a slot of this limiter and its ancestors if all are free; never waits.
+    pub(crate) fn try_acquire(&self) -> bool {
+        self.core.try_acquire_raw()
+    }
+
+    /// Releases a slot of this limiter and of its ancestors.
+    pub(crate) fn release(&self) -> PyResult<()> {
+        self.core.release_raw().map_err(release_error)
+    }
+
+    /// The configured tracer, else the global `ferrolimit` tracer.
+    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        tracer_or_default(py, self.tracer.as_ref())
+    }
+}
+
+/// `tracer` if one was configured, else the global `ferrolimit` tracer. That one is fetched once:
+/// the OpenTelemetry API hands out a proxy that follows whatever provider is set later.
+pub(crate) fn tracer_or_default<'py>(py: Python<'py>, tracer: Option<&Py<PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    static DEFAULT_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if let Some(tracer) = tracer {
+        return Ok(tracer.bind(py).clone());
+    }
+    let tracer = DEFAULT_TRACER.get_or_try_init(py, || {
+        let get_tracer = py.import("opentelemetry.trace")?.getattr("get_tracer")?;
+        get_tracer.call1(("ferrolimit",)).map(Bound::unbind)
+    })?;
+    Ok(tracer.bind(py).clone())
 }
 
 /// The Rust-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, subclass, module = "ferrolimit._ferrolimit", name = "ConcurrencyLimiter")]
 pub(crate) struct PyConcurrencyLimiter {
-    handle: Arc<Handle>,
+    pub(crate) handle: Arc<Handle>,
+    /// The parent limiter's Python object, for the `parent` property.
+    parent: Option<Py<PyConcurrencyLimiter>>,
     /// The context manager for the first source this limiter was entered with, reused whenever
     /// callers name that source again (most limiters only ever see one): contexts hold no
     /// per-entry state, and reuse keeps an allocation and any lock off the fast path.
@@ -162,29 +216,15 @@ impl PyConcurrencyLimiter {
     fn core(&self) -> &ConcurrencyLimiter {
         &self.handle.core
     }
-}
 
-#[pymethods]
-impl PyConcurrencyLimiter {
-    #[new]
-    #[pyo3(signature = (max_running, *, max_queued = None, name = None, tracer = None, meter = None))]
-    fn new(
+    /// Wraps a core limiter; `parent` must be the limiter whose core is `core`'s parent.
+    pub(crate) fn wrap(
         py: Python<'_>,
-        max_running: &Bound<'_, PyAny>,
-        max_queued: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        core: ConcurrencyLimiter,
         tracer: Option<Py<PyAny>>,
         meter: Option<&Bound<'_, PyAny>>,
+        parent: Option<&Bound<'_, Self>>,
     ) -> PyResult<Self> {
-        let (max_running, max_queued) = limits(max_running, max_queued)?;
-        let mut builder = ConcurrencyLimiter::builder(max_running as usize);
-        if let Some(max_queued) = max_queued {
-            builder = builder.max_queued(max_queued);
-        }
-        if let Some(name) = name {
-            builder = builder.name(name);
-        }
-        let core = builder.build().map_err(|e| limit_error(&e))?;
         let metrics = match meter.filter(|m| !m.is_none()) {
             Some(meter) => {
                 static METRICS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -194,11 +234,66 @@ impl PyConcurrencyLimiter {
             }
             None => None,
         };
-        let handle = Arc::new(Handle { core, tracer, metrics });
+        let handle = Arc::new(Handle {
+            core,
+            tracer,
+            metrics,
+            parent: parent.map(|p| Arc::clone(&p.get().handle)),
+        });
         Ok(Self {
             handle,
+            parent: parent.map(|p| p.clone().unbind()),
             context: PyOnceLock::new(),
         })
+    }
+}
+
+/// The `parent` argument: `None`, or a ferrolimit limiter (a subclass too: its slots are taken
+/// natively, whatever its methods do).
+fn parent_arg<'a, 'py>(
+    parent: Option<&'a Bound<'py, PyAny>>,
+) -> PyResult<Option<&'a Bound<'py, PyConcurrencyLimiter>>> {
+    match parent.filter(|p| !p.is_none()) {
+        None => Ok(None),
+        Some(parent) => parent.cast::<PyConcurrencyLimiter>().map(Some).map_err(|_| {
+            let type_name = parent
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "parent must be a ferrolimit ConcurrencyLimiter or None, got {type_name}"
+            ))
+        }),
+    }
+}
+
+#[pymethods]
+impl PyConcurrencyLimiter {
+    #[new]
+    #[pyo3(signature = (max_running, *, max_queued = None, name = None, tracer = None, meter = None, parent = None))]
+    fn new(
+        py: Python<'_>,
+        max_running: &Bound<'_, PyAny>,
+        max_queued: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        tracer: Option<Py<PyAny>>,
+        meter: Option<&Bound<'_, PyAny>>,
+        parent: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let parent = parent_arg(parent)?;
+        let mut builder = ConcurrencyLimiter::builder(max_running as usize);
+        if let Some(max_queued) = max_queued {
+            builder = builder.max_queued(max_queued);
+        }
+        if let Some(name) = name {
+            builder = builder.name(name);
+        }
+        if let Some(parent) = parent {
+            builder = builder.parent(parent.get().core().clone());
+        }
+        let core = builder.build().map_err(|e| limit_error(&e))?;
+        Self::wrap(py, core, tracer, meter, parent)
     }
 
     #[classmethod]
@@ -236,6 +331,11 @@ impl PyConcurrencyLimiter {
     #[getter]
     fn name(&self) -> Option<&str> {
         self.core().name()
+    }
+
+    #[getter]
+    fn parent(&self, py: Python<'_>) -> Option<Py<Self>> {
+        self.parent.as_ref().map(|p| p.clone_ref(py))
     }
 
     #[getter]
@@ -312,7 +412,7 @@ impl PyConcurrencyLimiter {
     }
 
     fn try_acquire(&self) -> bool {
-        self.core().semaphore().try_acquire()
+        self.handle.try_acquire()
     }
 
     fn release(&self) -> PyResult<()> {

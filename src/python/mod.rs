@@ -5,6 +5,7 @@
 mod awaitable;
 mod blocking;
 mod errors;
+mod governor;
 mod limiter;
 mod redis;
 mod session;
@@ -18,6 +19,9 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<limiter::PyConcurrencyLimiter>()?;
     m.add_class::<limiter::PyLimiterStats>()?;
     m.add_class::<limiter::PyCounts>()?;
+    m.add_class::<governor::PyConcurrencyGovernor>()?;
+    m.add_class::<governor::PyConcurrencyPermit>()?;
+    m.add_class::<governor::PyGovernorStats>()?;
     m.add_class::<session::PySessionLimiter>()?;
     m.add_class::<awaitable::PyLimiterContext>()?;
     m.add_class::<awaitable::PyWaiter>()?;

@@ -14,7 +14,7 @@
 
 use crate::python::awaitable::{LoopWake, PyLimiterContext, ready, span_fields};
 use crate::python::errors::{check_str, redis_error, release_error};
-use crate::python::limiter::{limits, source_or_unnamed};
+use crate::python::limiter::{limits, source_or_unnamed, tracer_or_default};
 use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
 use crate::{RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
@@ -68,15 +68,7 @@ impl PyRedisConcurrencyLimiter {
     }
 
     fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        static DEFAULT_TRACER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        if let Some(tracer) = &self.tracer {
-            return Ok(tracer.bind(py).clone());
-        }
-        let tracer = DEFAULT_TRACER.get_or_try_init(py, || {
-            let get_tracer = py.import("opentelemetry.trace")?.getattr("get_tracer")?;
-            get_tracer.call1(("ferrolimit",)).map(Bound::unbind)
-        })?;
-        Ok(tracer.bind(py).clone())
+        tracer_or_default(py, self.tracer.as_ref())
     }
 
     /// Starts an acquire and returns the coroutine that waits for it.

@@ -1,4 +1,5 @@
 //! loom models of the admission core, one invariant each (run with `make loom`).
 
+mod loom_governor;
 mod loom_queue;
 mod loom_session;

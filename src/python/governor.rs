@@ -1,0 +1,253 @@
+//! `ferrolimit.ConcurrencyGovernor` and its `ConcurrencyPermit`: thin wrappers over the core
+//! governor, whose three limiters are exposed as native `ConcurrencyLimiter`s.
+
+use crate::error::check_governor_limits;
+use crate::python::awaitable::PyLimiterContext;
+use crate::python::errors::{extract_limit, limit_error};
+use crate::python::limiter::{Handle, PyConcurrencyLimiter, source_or_unnamed};
+use crate::{ConcurrencyGovernor, GovernorStats, MAX_RUNNING_LIMIT};
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A limit argument as the caller gave it: left out (the default), or any object, checked in the
+/// body so that errors name the argument.
+enum LimitArg<'py> {
+    Default,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for LimitArg<'py> {
+    type Error = Infallible;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
+        Ok(Self::Given(obj.to_owned()))
+    }
+}
+
+impl LimitArg<'_> {
+    fn resolve(&self, what: &str, default: usize) -> PyResult<i128> {
+        match self {
+            Self::Default => Ok(default as i128),
+            Self::Given(value) => extract_limit(value, what, MAX_RUNNING_LIMIT),
+        }
+    }
+}
+
+/// Stream, tool and global slots (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ConcurrencyGovernor")]
+pub(crate) struct PyConcurrencyGovernor {
+    core: ConcurrencyGovernor,
+    streams: Py<PyConcurrencyLimiter>,
+    tools: Py<PyConcurrencyLimiter>,
+    global: Py<PyConcurrencyLimiter>,
+}
+
+#[pymethods]
+impl PyConcurrencyGovernor {
+    #[new]
+    #[pyo3(
+        signature = (
+            max_streams = LimitArg::Default,
+            max_tools = LimitArg::Default,
+            max_global = LimitArg::Default,
+            *,
+            tracer = None,
+            meter = None,
+        ),
+        text_signature = "(max_streams=4, max_tools=8, max_global=16, *, tracer=None, meter=None)"
+    )]
+    fn new(
+        py: Python<'_>,
+        max_streams: LimitArg<'_>,
+        max_tools: LimitArg<'_>,
+        max_global: LimitArg<'_>,
+        tracer: Option<Py<PyAny>>,
+        meter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let (max_streams, max_tools, max_global) = check_governor_limits(
+            max_streams.resolve("max_streams", 4)?,
+            max_tools.resolve("max_tools", 8)?,
+            max_global.resolve("max_global", 16)?,
+        )
+        .map_err(|e| limit_error(&e))?;
+        let core = ConcurrencyGovernor::try_new(max_streams as usize, max_tools as usize, max_global as usize)
+            .map_err(|e| limit_error(&e))?;
+        let tracer = |py: Python<'_>| tracer.as_ref().map(|t| t.clone_ref(py));
+        let global = Bound::new(
+            py,
+            PyConcurrencyLimiter::wrap(py, core.global_limiter().clone(), tracer(py), meter, None)?,
+        )?;
+        let nested = |limiter: &crate::ConcurrencyLimiter| {
+            Py::new(
+                py,
+                PyConcurrencyLimiter::wrap(py, limiter.clone(), tracer(py), meter, Some(&global))?,
+            )
+        };
+        Ok(Self {
+            streams: nested(core.stream_limiter())?,
+            tools: nested(core.tool_limiter())?,
+            global: global.unbind(),
+            core,
+        })
+    }
+
+    #[pyo3(signature = (source = None), text_signature = "($self, source='stream')")]
+    fn stream(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
+        let source = source.map_or_else(|| Ok(intern!(py, "stream")), |s| source_or_unnamed(py, Some(s)))?;
+        self.streams.get().context(py, source)
+    }
+
+    #[pyo3(signature = (source = None), text_signature = "($self, source='tool')")]
+    fn tool(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
+        let source = source.map_or_else(|| Ok(intern!(py, "tool")), |s| source_or_unnamed(py, Some(s)))?;
+        self.tools.get().context(py, source)
+    }
+
+    fn try_stream(&self) -> Option<PyConcurrencyPermit> {
+        PyConcurrencyPermit::try_take(&self.streams.get().handle)
+    }
+
+    fn try_tool(&self) -> Option<PyConcurrencyPermit> {
+        PyConcurrencyPermit::try_take(&self.tools.get().handle)
+    }
+
+    fn stats(&self) -> PyGovernorStats {
+        PyGovernorStats(self.core.stats())
+    }
+
+    #[getter]
+    fn stream_limiter(&self, py: Python<'_>) -> Py<PyConcurrencyLimiter> {
+        self.streams.clone_ref(py)
+    }
+
+    #[getter]
+    fn tool_limiter(&self, py: Python<'_>) -> Py<PyConcurrencyLimiter> {
+        self.tools.clone_ref(py)
+    }
+
+    #[getter]
+    fn global_limiter(&self, py: Python<'_>) -> Py<PyConcurrencyLimiter> {
+        self.global.clone_ref(py)
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.core.stats();
+        format!(
+            "ConcurrencyGovernor(max_streams={}, max_tools={}, max_global={}, streams_available={}, \
+             tools_available={}, global_available={})",
+            s.streams_max, s.tools_max, s.global_max, s.streams_available, s.tools_available, s.global_available,
+        )
+    }
+}
+
+/// A held stream or tool slot and its global slot (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ConcurrencyPermit")]
+pub(crate) struct PyConcurrencyPermit {
+    handle: Arc<Handle>,
+    held: AtomicBool,
+}
+
+impl PyConcurrencyPermit {
+    /// A permit for a slot of `handle`'s limiter and its ancestors, if all are free.
+    fn try_take(handle: &Arc<Handle>) -> Option<Self> {
+        handle.try_acquire().then(|| Self {
+            handle: Arc::clone(handle),
+            held: AtomicBool::new(true),
+        })
+    }
+
+    /// Releases the slots unless already released; whether this call released them.
+    fn release_once(&self) -> PyResult<bool> {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.handle.release()?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+#[pymethods]
+impl PyConcurrencyPermit {
+    fn release(&self) -> PyResult<()> {
+        if self.release_once()? {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err("permit already released"))
+        }
+    }
+
+    #[getter]
+    fn released(&self) -> bool {
+        !self.held.load(Ordering::Acquire)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, _exc_type: &Bound<'_, PyAny>, _exc: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.release_once().map(drop)
+    }
+
+    fn __repr__(&self) -> String {
+        let name = self.handle.core.name().unwrap_or("unnamed");
+        let state = if self.released() { "released" } else { "held" };
+        format!("<ConcurrencyPermit {name} {state}>")
+    }
+}
+
+impl Drop for PyConcurrencyPermit {
+    fn drop(&mut self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            // A held permit always stands for one slot at each level: this cannot fail.
+            let released = self.handle.core.release_raw();
+            debug_assert!(released.is_ok(), "a permit's release found no holder");
+        }
+    }
+}
+
+/// A snapshot of a governor's free and total slots (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "GovernorStats")]
+pub(crate) struct PyGovernorStats(GovernorStats);
+
+#[pymethods]
+impl PyGovernorStats {
+    #[getter]
+    const fn streams_available(&self) -> usize {
+        self.0.streams_available
+    }
+    #[getter]
+    const fn streams_max(&self) -> usize {
+        self.0.streams_max
+    }
+    #[getter]
+    const fn tools_available(&self) -> usize {
+        self.0.tools_available
+    }
+    #[getter]
+    const fn tools_max(&self) -> usize {
+        self.0.tools_max
+    }
+    #[getter]
+    const fn global_available(&self) -> usize {
+        self.0.global_available
+    }
+    #[getter]
+    const fn global_max(&self) -> usize {
+        self.0.global_max
+    }
+
+    fn __repr__(&self) -> String {
+        let s = &self.0;
+        format!(
+            "GovernorStats(streams_available={}, streams_max={}, tools_available={}, tools_max={}, \
+             global_available={}, global_max={})",
+            s.streams_available, s.streams_max, s.tools_available, s.tools_max, s.global_available, s.global_max,
+        )
+    }
+}
