@@ -154,7 +154,7 @@ def main() -> None:
         'body releases the GIL (time.sleep(0))': bench_blocking(rounds, per_thread // 10, _yield_gil),
     }
     for title, rows in blocking.items():
-        print(f'Blocking acquire/release, {SLOTS} slots, {title}, median of {rounds} interleaved rounds')
+        print(f'Blocking acquire/release, {SLOTS} slots, {title}, median of {rounds} interleaved rounds\n')
         print('| threads | ferrolimit (acq/s) | threading.BoundedSemaphore (acq/s) | ratio | target >= 2x |')
         print('|---:|---:|---:|---:|:---:|')
         for row in rows:
@@ -165,7 +165,7 @@ def main() -> None:
             )
         print()
     loops = [bench_loops(n, 8, seconds) for n in (2, 4, 8)]
-    print(f'Event loops in threads (half asyncio, half uvloop) sharing one limiter of {SLOTS}, {seconds:g} s each')
+    print(f'Event loops in threads (half asyncio, half uvloop) sharing one limiter of {SLOTS}, {seconds:g} s each\n')
     print('| loops | tasks/loop | acquisitions/s | peak holders | invariant held |')
     print('|---:|---:|---:|---:|:---:|')
     for row in loops:
