@@ -217,3 +217,39 @@ async def test_a_waiter_whose_task_is_garbage_collected_passes_its_slot_on() -> 
     assert limiter.waiting_count == 0
     limiter.release()
     assert limiter.available_count == 1
+
+
+@pytest.mark.parametrize('anyio_backend', ['asyncio'])
+@pytest.mark.parametrize('order', ['releasefirst', 'throwfirst'])
+async def test_exception_thrown_into_a_parked_native_waiter(order: str) -> None:
+    """On asyncio a waiter without a time limit waits in a native awaitable; an exception thrown
+    into it (as a task does on cancellation) gives its place up and passes a handed-over slot on."""
+    from ferrolimit._ferrolimit import AsyncioWait
+
+    limiter = ConcurrencyLimiter(1)
+    await limiter.acquire('holder')
+    awaitable = limiter.acquire('parked')
+    assert type(awaitable) is AsyncioWait
+    future = awaitable.send(None)
+    assert isinstance(future, asyncio.Future)
+    assert limiter.waiting_count == 1
+    if order == 'releasefirst':
+        limiter.release()  # handed to the parked waiter
+    with pytest.raises(KeyError, match='boom'):
+        awaitable.throw(KeyError('boom'))
+    if order == 'throwfirst':
+        limiter.release()
+    assert (limiter.running_count, limiter.available_count, limiter.waiting_count) == (0, 1, 0)
+    with pytest.raises(RuntimeError, match='cannot reuse already awaited'):
+        awaitable.send(None)
+
+
+@pytest.mark.parametrize('anyio_backend', ['asyncio'])
+async def test_a_wait_with_a_time_limit_takes_the_python_path() -> None:
+    limiter = ConcurrencyLimiter(1)
+    await limiter.acquire('holder')
+    awaitable = limiter.acquire('timed', timeout=5)
+    assert asyncio.iscoroutine(awaitable)
+    awaitable.close()
+    limiter.release()
+    assert limiter.available_count == 1

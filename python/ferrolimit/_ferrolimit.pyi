@@ -14,6 +14,7 @@ from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
 from ._session import SessionLimits, SessionStatus
 
 __all__ = [
+    'AsyncioWait',
     'BlockingContext',
     'ConcurrencyGovernor',
     'ConcurrencyLimiter',
@@ -819,6 +820,28 @@ class SessionLimiter:
             `max_parallel_runs`, `available_session_slots` and `available_run_slots` (the last
             four `None` when unlimited). It never shows a run without its session.
         """
+
+@final
+class AsyncioWait:
+    """The awaitable of a caller that waits on an asyncio loop (internal: the native slow path)."""
+
+    def __await__(self) -> Generator[Any, Any]:
+        """Return itself."""
+
+    def __iter__(self) -> Self:
+        """Return itself."""
+
+    def __next__(self) -> Any:
+        """Queue or resume the wait: the loop's future to park on, or `StopIteration` once held."""
+
+    def send(self, _value: Any) -> Any:
+        """Resume the wait, as `__next__`."""
+
+    def throw(self, typ: Any, val: Any = None, _tb: Any = None) -> Any:
+        """Give the wait up (a cancellation): every slot held so far is returned, then `typ` is raised."""
+
+    def close(self) -> None:
+        """Give the wait up quietly."""
 
 @final
 class Counts:

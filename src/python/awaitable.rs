@@ -322,7 +322,13 @@ impl PyWaiter {
     /// Queues the caller at its current level, to be woken by `callback(arg)` on this thread or
     /// `schedule(callback, arg)` from another. Returns `False` if a slot was free after all (the
     /// caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full.
-    fn enqueue(&self, py: Python<'_>, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
+    pub(crate) fn enqueue(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        arg: Py<PyAny>,
+        schedule: Py<PyAny>,
+    ) -> PyResult<bool> {
         let wake = LoopWake {
             thread: std::thread::current().id(),
             callback,
@@ -346,12 +352,12 @@ impl PyWaiter {
     }
 
     /// The tracer the current level's wait span goes to.
-    fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.level().tracer(py)
     }
 
     /// The current level's wait span's name and attributes.
-    fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
+    pub(crate) fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
         let (level, waiting) = {
             let state = self.state.lock();
             let waiting = match state.stage {
@@ -369,7 +375,7 @@ impl PyWaiter {
     }
 
     /// Takes the slot a release handed over; only called once the waiter's future resolved.
-    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn finish(&self, py: Python<'_>) -> PyResult<()> {
         let mut state = self.state.lock();
         match state.stage {
             Stage::Queued(id, _) if state.level.core.semaphore().take_granted(id) => {
@@ -386,7 +392,7 @@ impl PyWaiter {
     /// Goes on from holding the current level's slot: takes the free slots of the ancestors in
     /// turn. `True` when the caller holds every level (the waiter is finished); `False` when it
     /// must wait at the next ancestor, which is now its current level.
-    fn climb(&self) -> PyResult<bool> {
+    pub(crate) fn climb(&self) -> PyResult<bool> {
         let mut state = self.state.lock();
         if !matches!(state.stage, Stage::Holding) {
             return Err(misuse("a waiter climbed without a slot"));
@@ -423,7 +429,7 @@ impl PyWaiter {
 
     /// Gives up: leaves the queue (a slot handed over at the same instant passes to the next
     /// waiter) and gives back every slot held. Does nothing once finished.
-    fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         let (level, stage) = {
             let mut state = self.state.lock();
             (

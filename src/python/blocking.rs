@@ -11,9 +11,9 @@
 use crate::python::awaitable::span_fields;
 use crate::python::errors::{release_error, timeout_message};
 use crate::python::limiter::Handle;
+use crate::python::span::{close_span, open_span};
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use std::sync::Arc;
 use std::task::Wake;
 use std::thread::Thread;
@@ -119,7 +119,7 @@ fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option
     if outcome.is_err() {
         semaphore.cancel(id);
     }
-    let closed = exit_span(py, &span, outcome.as_ref().err());
+    let closed = close_span(py, &span, outcome.as_ref().err());
     if outcome.is_ok() && closed.is_err() {
         // Raising means the caller never got the slot: give it back.
         semaphore.release().map_err(release_error)?;
@@ -127,23 +127,10 @@ fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option
     outcome.and(closed)
 }
 
-/// Opens the wait span of a blocking waiter (`ferrolimit._wait.open_span`, as on the async path).
+/// Opens the wait span of a blocking waiter.
 fn enter_span<'py>(py: Python<'py>, handle: &Handle, source: &str, waiting: usize) -> PyResult<Bound<'py, PyAny>> {
-    static OPEN_SPAN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let (name, attributes) = span_fields(py, handle.core.wait_span_fields(source, waiting))?;
-    OPEN_SPAN
-        .import(py, "ferrolimit._wait", "open_span")?
-        .call1((handle.tracer(py)?, name, attributes))
-}
-
-/// Ends the span (`ferrolimit._wait.close_span`), recording the error the wait ended on, if any.
-fn exit_span(py: Python<'_>, span: &Bound<'_, PyAny>, error: Option<&PyErr>) -> PyResult<()> {
-    static CLOSE_SPAN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let error = error.map(|err| err.value(py).clone().into_any());
-    CLOSE_SPAN
-        .import(py, "ferrolimit._wait", "close_span")?
-        .call1((span, error))
-        .map(drop)
+    open_span(py, &handle.tracer(py)?, name, &attributes)
 }
 
 /// `with limiter.blocking(source):` holds one slot for the block, on a plain thread.

@@ -1,5 +1,6 @@
 //! `ferrolimit.ConcurrencyLimiter`: the native class, a thin wrapper over the core limiter.
 
+use crate::python::asyncio_wait::{PyAsyncioWait, running_loop};
 use crate::python::awaitable::{PyLimiterContext, PyWaiter, ready};
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::errors::{acquire_error, check_source, check_timeout, extract_limit, limit_error, release_error};
@@ -78,6 +79,13 @@ impl Handle {
         } else {
             PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned())
         };
+        // On asyncio without a time limit the wait needs no Python frame; trio, and a wait with a
+        // time limit, go through `ferrolimit._wait.wait`.
+        if timeout.is_none()
+            && let Some(event_loop) = running_loop(py)?
+        {
+            return Ok(Py::new(py, PyAsyncioWait::new(waiter, event_loop))?.into_any());
+        }
         Ok(WAIT
             .import(py, "ferrolimit._wait", "wait")?
             .call1((waiter, timeout))?

@@ -2,6 +2,7 @@
 //! the core and maps errors; the limiter logic lives in the core.
 #![allow(clippy::needless_pass_by_value, clippy::unused_self, clippy::unnecessary_wraps)]
 
+mod asyncio_wait;
 mod awaitable;
 mod blocking;
 mod errors;
@@ -9,6 +10,7 @@ mod governor;
 mod limiter;
 mod redis;
 mod session;
+mod span;
 
 use pyo3::prelude::*;
 
@@ -26,6 +28,7 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<awaitable::PyLimiterContext>()?;
     m.add_class::<awaitable::PyWaiter>()?;
     m.add_class::<awaitable::PyReady>()?;
+    m.add_class::<asyncio_wait::PyAsyncioWait>()?;
     m.add_class::<blocking::PyBlockingContext>()?;
     m.add_class::<redis::PyRedisConcurrencyLimiter>()?;
     m.add_class::<redis::PyRedisAcquire>()?;

@@ -1,0 +1,175 @@
+//! The slow path on asyncio without a Python frame: a native awaitable that drives a
+//! [`PyWaiter`] and yields its loop's future to the task, as `asyncio.Future.__await__` does.
+//!
+//! It is the same state machine as `ferrolimit._wait.wait` (which still serves trio and waits
+//! with a timeout): queue at the current level, open the wait span, park on a fresh future; once
+//! woken, close the span, take the slot and climb to the parent's level, until every level is
+//! held. The task resumes it with `send(None)` when the future resolves, or `throw()`s into it
+//! when it is cancelled; either way an exception gives the place up (a slot handed over at that
+//! instant passes on) and returns every slot held so far, as the Python path does.
+
+use crate::python::awaitable::{PyWaiter, resolve_future};
+use crate::python::span::{close_span, open_span};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCFunction, PyType};
+
+enum Step {
+    /// About to queue at the waiter's current level.
+    Arrive,
+    /// Parked on `future`, inside the wait span `span`.
+    Parked {
+        future: Py<PyAny>,
+        span: Py<PyAny>,
+    },
+    Done,
+}
+
+/// The awaitable of a caller that waits on an asyncio (or uvloop) event loop.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "AsyncioWait")]
+pub(crate) struct PyAsyncioWait {
+    waiter: PyWaiter,
+    event_loop: Py<PyAny>,
+    step: Mutex<Step>,
+}
+
+/// The running asyncio loop of this thread, if any (`asyncio._get_running_loop()`).
+pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "_get_running_loop")?.call0()?;
+    Ok((!event_loop.is_none()).then_some(event_loop))
+}
+
+fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
+    static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    Ok(RESOLVE
+        .get_or_try_init(py, || wrap_pyfunction!(resolve_future, py).map(Bound::unbind))?
+        .bind(py))
+}
+
+impl PyAsyncioWait {
+    pub(crate) fn new(waiter: PyWaiter, event_loop: Bound<'_, PyAny>) -> Self {
+        Self {
+            waiter,
+            event_loop: event_loop.unbind(),
+            step: Mutex::new(Step::Arrive),
+        }
+    }
+
+    /// Runs the state machine until it must park (returns the future to yield) or is done.
+    fn advance(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut step = self.step.lock();
+        loop {
+            match std::mem::replace(&mut *step, Step::Done) {
+                Step::Arrive => {
+                    let event_loop = self.event_loop.bind(py);
+                    let future = event_loop.call_method0(intern!(py, "create_future"))?;
+                    let schedule = event_loop.getattr(intern!(py, "call_soon_threadsafe"))?;
+                    let resolve = resolve_function(py)?.clone().into_any().unbind();
+                    if self
+                        .waiter
+                        .enqueue(py, resolve, future.clone().unbind(), schedule.unbind())?
+                    {
+                        let (name, attributes) = self.waiter.span(py)?;
+                        let span = open_span(py, &self.waiter.tracer(py)?, name, &attributes)?;
+                        future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
+                        *step = Step::Parked {
+                            future: future.clone().unbind(),
+                            span: span.unbind(),
+                        };
+                        return Ok(Some(future.unbind()));
+                    }
+                    if self.waiter.climb()? {
+                        return Ok(None);
+                    }
+                    *step = Step::Arrive;
+                }
+                Step::Parked { future, span } => {
+                    // Resumed: the future is done; `result()` raises if it was cancelled.
+                    if let Err(err) = future.call_method0(py, intern!(py, "result")) {
+                        return Err(self.give_up(py, &span, err));
+                    }
+                    close_span(py, span.bind(py), None)?;
+                    self.waiter.finish(py)?;
+                    if self.waiter.climb()? {
+                        return Ok(None);
+                    }
+                    *step = Step::Arrive;
+                }
+                Step::Done => return Err(PyRuntimeError::new_err("cannot reuse already awaited wait")),
+            }
+        }
+    }
+
+    /// Leaves the queue and gives every slot back; records `err` on the span and returns it.
+    fn give_up(&self, py: Python<'_>, span: &Py<PyAny>, err: PyErr) -> PyErr {
+        self.waiter.cancel();
+        match close_span(py, span.bind(py), Some(&err)) {
+            Ok(()) => err,
+            Err(close_err) => close_err,
+        }
+    }
+}
+
+#[pymethods]
+impl PyAsyncioWait {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.advance(py)
+    }
+
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        self.advance(py)
+    }
+
+    /// Called by the task when it is cancelled (or another exception is thrown in) while parked.
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let err = match val.filter(|v| !v.is_none()) {
+            Some(value) => PyErr::from_value(value.clone()),
+            None if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
+            None => PyErr::from_value(typ.clone()),
+        };
+        let step = std::mem::replace(&mut *self.step.lock(), Step::Done);
+        Err(if let Step::Parked { span, .. } = step {
+            self.give_up(py, &span, err)
+        } else {
+            self.waiter.cancel();
+            err
+        })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let step = std::mem::replace(&mut *self.step.lock(), Step::Done);
+        self.waiter.cancel();
+        if let Step::Parked { span, .. } = step {
+            close_span(py, span.bind(py), None)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PyAsyncioWait {
+    fn drop(&mut self) {
+        if let Step::Parked { span, .. } = std::mem::replace(self.step.get_mut(), Step::Done) {
+            Python::attach(|py| drop(close_span(py, span.bind(py), None)));
+        }
+        // The waiter's own drop gives back its place and its slots.
+    }
+}
