@@ -220,3 +220,7 @@ def test_stats_snapshot_fields_and_repr() -> None:
 def test_version() -> None:
     assert isinstance(ferrolimit.__version__, str)
     assert ferrolimit.__version__.count('.') == 2
+
+
+def test_supports_trio() -> None:
+    assert ferrolimit.SUPPORTS_TRIO is True

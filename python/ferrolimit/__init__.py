@@ -14,6 +14,7 @@ from ._ferrolimit import (
 from ._install import install, installed, uninstall
 from ._limit import AbstractConcurrencyLimiter, AnyConcurrencyLimit, ConcurrencyLimit, normalize_to_limiter
 from ._session import SessionLimits, SessionStatus
+from ._wait import SUPPORTS_TRIO
 from .exceptions import (
     ConcurrencyBackendError,
     ConcurrencyLimitExceeded,
@@ -23,6 +24,7 @@ from .exceptions import (
 )
 
 __all__ = (
+    'SUPPORTS_TRIO',
     'AbstractConcurrencyLimiter',
     'AnyConcurrencyLimit',
     'ConcurrencyBackendError',

@@ -21,12 +21,16 @@ from __future__ import annotations as _annotations
 
 import asyncio
 import math
+from typing import Final
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from ._ferrolimit import Waiter, resolve_future
 
-__all__ = ('close_span', 'open_span', 'wait')
+__all__ = ('SUPPORTS_TRIO', 'close_span', 'open_span', 'wait')
+
+SUPPORTS_TRIO: Final = True
+"""Limiters work under trio (and anyio on trio) with the same semantics as on asyncio."""
 
 
 async def wait(waiter: Waiter, timeout: float | None = None) -> None:
