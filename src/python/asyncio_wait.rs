@@ -20,9 +20,8 @@ use pyo3::types::{PyCFunction, PyType};
 enum Step {
     /// About to queue at the waiter's current level.
     Arrive,
-    /// Parked on `future`, inside the wait span `span`.
+    /// Parked on the loop's future (the task holds it), inside the wait span `span`.
     Parked {
-        future: Py<PyAny>,
         span: Py<PyAny>,
     },
     Done,
@@ -76,10 +75,7 @@ impl PyAsyncioWait {
                         let (name, attributes) = self.waiter.span(py)?;
                         let span = open_span(py, &self.waiter.tracer(py)?, name, &attributes)?;
                         future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-                        *step = Step::Parked {
-                            future: future.clone().unbind(),
-                            span: span.unbind(),
-                        };
+                        *step = Step::Parked { span: span.unbind() };
                         return Ok(Some(future.unbind()));
                     }
                     if self.waiter.climb()? {
@@ -87,11 +83,9 @@ impl PyAsyncioWait {
                     }
                     *step = Step::Arrive;
                 }
-                Step::Parked { future, span } => {
-                    // Resumed: the future is done; `result()` raises if it was cancelled.
-                    if let Err(err) = future.call_method0(py, intern!(py, "result")) {
-                        return Err(self.give_up(py, &span, err));
-                    }
+                Step::Parked { span } => {
+                    // Resumed with `send(None)`: the task only does that once the future has its
+                    // result (a cancelled future makes it `throw()` instead).
                     close_span(py, span.bind(py), None)?;
                     self.waiter.finish(py)?;
                     if self.waiter.climb()? {

@@ -1,6 +1,8 @@
-//! Opening and closing a wait span from Rust, through `ferrolimit._wait.open_span` and
-//! `close_span`: the one definition of the span, shared with the Python slow path.
+//! Opening and closing a wait span from Rust, as `ferrolimit._wait.open_span` and `close_span`
+//! do on the Python slow path; an error is recorded by `close_span` itself, the one place that
+//! knows how.
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
@@ -12,18 +14,19 @@ pub(crate) fn open_span<'py>(
     name: String,
     attributes: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    static OPEN_SPAN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    OPEN_SPAN
-        .import(py, "ferrolimit._wait", "open_span")?
-        .call1((tracer, name, attributes))
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "attributes"), attributes)?;
+    tracer.call_method(intern!(py, "start_span"), (name,), Some(&kwargs))
 }
 
 /// Ends a wait span, recording the error the wait ended on, if any.
 pub(crate) fn close_span(py: Python<'_>, span: &Bound<'_, PyAny>, error: Option<&PyErr>) -> PyResult<()> {
     static CLOSE_SPAN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let error = error.map(|err| err.value(py).clone().into_any());
-    CLOSE_SPAN
-        .import(py, "ferrolimit._wait", "close_span")?
-        .call1((span, error))
-        .map(drop)
+    match error {
+        None => span.call_method0(intern!(py, "end")).map(drop),
+        Some(err) => CLOSE_SPAN
+            .import(py, "ferrolimit._wait", "close_span")?
+            .call1((span, err.value(py)))
+            .map(drop),
+    }
 }
