@@ -192,3 +192,37 @@ def test_ferrolimit_does_not_import_pydantic_ai() -> None:
     code = 'import sys, ferrolimit; assert not any(m.startswith("pydantic_ai") for m in sys.modules); print("ok")'
     result = subprocess.run([sys.executable, '-c', code], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+WITHOUT_PYDANTIC_AI = """
+import asyncio, sys
+sys.modules['pydantic_ai'] = None  # as if it were not installed: any import of it fails
+import ferrolimit
+
+async def main():
+    limiter = ferrolimit.ConcurrencyLimiter(1, max_queued=0, name='solo')
+    async with ferrolimit.get_concurrency_context(limiter, 'x'):
+        try:
+            await limiter.acquire('y')
+        except ferrolimit.ConcurrencyLimitExceeded as e:
+            assert str(e) == 'Concurrency queue depth (1) exceeds max_queued (0) for solo', e
+    try:
+        ferrolimit.ConcurrencyLimit(0)
+    except ferrolimit.UserError as e:
+        assert e.message.startswith('max_running must be >= 1'), e
+    try:
+        ferrolimit.install()
+    except ImportError as e:
+        assert 'pydantic-ai' in str(e), e
+    else:
+        raise AssertionError('install() worked without pydantic-ai')
+asyncio.run(main())
+print('ok')
+"""
+
+
+def test_ferrolimit_works_without_pydantic_ai() -> None:
+    code = textwrap.dedent(WITHOUT_PYDANTIC_AI)
+    result = subprocess.run([sys.executable, '-c', code], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'ok'

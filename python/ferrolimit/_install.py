@@ -17,7 +17,7 @@ def _targets() -> list[tuple[ModuleType, str, Any]]:
         import pydantic_ai
         import pydantic_ai.concurrency
         import pydantic_ai.models.concurrency
-    except ImportError as e:  # pragma: no cover - exercised only without pydantic-ai
+    except ImportError as e:
         raise ImportError('ferrolimit.install() needs pydantic-ai: pip install pydantic-ai-slim') from e
     return [
         (pydantic_ai, 'ConcurrencyLimiter', ConcurrencyLimiter),
