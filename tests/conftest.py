@@ -6,8 +6,13 @@ import os
 import socket
 import time
 import urllib.parse
+from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
 
 
 @pytest.fixture(params=[pytest.param('asyncio', id='asyncio'), pytest.param('trio', id='trio')])
@@ -48,3 +53,18 @@ def _host_port(url: str) -> tuple[str, int]:
 def redis_key(request: pytest.FixtureRequest) -> str:
     """A key no other test or earlier run uses."""
     return f'ferrolimit-test:{request.node.name}:{os.getpid()}:{time.time_ns()}'
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    """Collects the spans that `tracer` finishes."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
+    """A tracer of its own (not the global provider) whose spans go to `exporter`."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer('test')
+    provider.shutdown()

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Iterator
 
 import anyio
 import anyio.lowlevel
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
@@ -358,19 +355,6 @@ async def test_a_timeout_at_the_global_level_gives_the_tool_slot_back() -> None:
             await gov.tool_limiter.acquire('late', timeout=0.01)
         assert layers(gov) == [(1, 0), (0, 0), (1, 0)]
     assert_idle(gov)
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider.get_tracer('test')
-    provider.shutdown()
 
 
 async def test_spans_name_the_layer_waited_at(tracer: Tracer, exporter: InMemorySpanExporter) -> None:

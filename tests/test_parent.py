@@ -8,13 +8,11 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
@@ -338,19 +336,6 @@ def test_resizing_the_child_leaves_the_parent_alone() -> None:
     assert (counts(child), counts(parent)) == ((2, 0, 1), (2, 0, 0))
     child.release()
     child.release()
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider.get_tracer('test')
-    provider.shutdown()
 
 
 async def test_a_wait_at_each_level_opens_that_levels_span(tracer: Tracer, exporter: InMemorySpanExporter) -> None:

@@ -6,12 +6,8 @@ Multi-process and fault tests are in `test_redis_fleet.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
@@ -28,19 +24,6 @@ pytestmark = pytest.mark.anyio
 
 # Nothing listens on the discard port of the loopback interface.
 UNREACHABLE = 'redis://127.0.0.1:9'
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider.get_tracer('test')
-    provider.shutdown()
 
 
 async def until_waiting(limiter: RedisConcurrencyLimiter, n: int) -> None:
