@@ -4,6 +4,7 @@ Ctrl-C, resizing, and a many-thread stress run."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -183,56 +184,84 @@ def test_release_in_one_thread_wakes_a_waiter_on_another_loop(kind: str) -> None
     assert (limiter.running_count, limiter.available_count) == (0, 1)
 
 
-def test_loops_in_threads_and_blocking_threads_share_one_limiter() -> None:
-    """16 loops (half asyncio, half uvloop) and 4 blocking threads through one limiter of 5."""
-    limiter = ConcurrencyLimiter(5, name='shared')
-    lock = threading.Lock()
-    inside = 0
-    peak = 0
+class Gauge:
+    """Holders of a limiter, counted across threads, with the peak."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = self.peak = self.entries = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.inside += 1
+            self.entries += 1
+            self.peak = max(self.peak, self.inside)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inside -= 1
+
+
+async def loop_workload(limiter: ConcurrencyLimiter, gauge: Gauge, deadline: float, waited: list[int]) -> None:
+    """8 tasks entering `limiter` until `deadline`; `waited` gets the arrival tickets of the tasks
+    that had to wait, in the order they entered.
+
+    A task's ticket is its arrival (nothing yields between taking it and queueing); it waited if
+    another task of the loop entered meanwhile. Tasks that took a free slot at once are not
+    recorded: one can enter while a waiter that was already handed its slot has not resumed.
+    """
+    tickets = itertools.count()
     entries = 0
+
+    async def task() -> None:
+        nonlocal entries
+        while time.monotonic() < deadline:
+            ticket, before = next(tickets), entries
+            async with limiter('loop'):
+                if entries != before:
+                    waited.append(ticket)
+                entries += 1
+                gauge.enter()
+                await asyncio.sleep(0)
+                gauge.leave()
+
+    await asyncio.gather(*(task() for _ in range(8)))
+
+
+def test_loops_in_threads_and_blocking_threads_share_one_limiter() -> None:
+    """16 loops (half asyncio, half uvloop) and 4 blocking threads through one limiter of 5: never
+    more than 5 holders, FIFO within each loop, every count back to zero."""
+    limiter = ConcurrencyLimiter(5, name='shared')
+    gauge = Gauge()
     deadline = time.monotonic() + 2.0
-
-    def enter() -> None:
-        nonlocal inside, peak, entries
-        with lock:
-            inside += 1
-            entries += 1
-            peak = max(peak, inside)
-
-    def leave() -> None:
-        nonlocal inside
-        with lock:
-            inside -= 1
-
-    async def loop_worker() -> None:
-        async def task() -> None:
-            while time.monotonic() < deadline:
-                async with limiter('loop'):
-                    enter()
-                    await asyncio.sleep(0)
-                    leave()
-
-        await asyncio.gather(*(task() for _ in range(8)))
+    waited_orders: list[list[int]] = [[] for _ in range(16)]
 
     def blocking_worker() -> None:
         while time.monotonic() < deadline:
             with limiter.blocking('thread'):
-                enter()
+                gauge.enter()
                 time.sleep(0)
-                leave()
+                gauge.leave()
 
-    threads = [run_in_loop('uvloop' if i % 2 else 'asyncio', loop_worker) for i in range(16)]
+    threads = [
+        run_in_loop(
+            'uvloop' if i % 2 else 'asyncio', lambda i=i: loop_workload(limiter, gauge, deadline, waited_orders[i])
+        )
+        for i in range(16)
+    ]
     threads += [threading.Thread(target=blocking_worker) for _ in range(4)]
     for thread in threads[16:]:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
-    assert peak <= 5
-    assert entries > 100
+    assert gauge.peak <= 5
+    assert gauge.entries > 100
+    assert sum(len(waited) for waited in waited_orders) > 100
+    assert all(waited == sorted(waited) for waited in waited_orders), 'a later arrival overtook an earlier waiter'
     stats = limiter.stats()
     assert (stats.running, stats.waiting, stats.available) == (0, 0, 5)
-    assert stats.acquired_total == entries
+    assert stats.acquired_total == gauge.entries
 
 
 def test_resize_up_wakes_waiters_at_once_and_down_waits_for_holders() -> None:

@@ -26,6 +26,7 @@ __all__ = [
     'Ready',
     'RedisAcquire',
     'RedisConcurrencyLimiter',
+    'ScheduledWake',
     'SessionLimiter',
     'Waiter',
     '__version__',
@@ -47,6 +48,8 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
 
     - never more than `max_running` slots are held;
     - a released slot goes to the oldest waiter (FIFO), and a newcomer never overtakes a waiter;
+      waiters on one event loop resume in the order their slots were handed over, wherever the
+      releases came from;
     - `max_queued` is exact: N simultaneous arrivals admit exactly the free queue places, and
       `waiting_count` counts every queued caller at once;
     - a waiter that is cancelled or times out neither takes nor loses a slot, even if a slot was
@@ -842,6 +845,13 @@ class AsyncioWait:
 
     def close(self) -> None:
         """Give the wait up quietly."""
+
+@final
+class ScheduledWake:
+    """A wake-up scheduled on a waiter's event loop (internal): keeps wake-ups in hand-over order."""
+
+    def __call__(self, arg: Any, /) -> None:
+        """Run the wake-up."""
 
 @final
 class Counts:

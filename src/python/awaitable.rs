@@ -180,11 +180,22 @@ pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
 ///
 /// asyncio: `resolve_future(future)` and `loop.call_soon_threadsafe`; trio:
 /// `trio.lowlevel.reschedule(task)` and `TrioToken.run_sync_soon`.
+///
+/// Wake-ups reach a loop in the order they were made, which is the order the slots were handed
+/// over: a wake-up scheduled from another thread runs one loop step later than a direct one, so
+/// while any scheduled wake-up of a loop is still pending, the loop's own releases schedule theirs
+/// too instead of resolving directly (`pending` counts them, per loop thread).
 pub(crate) struct LoopWake {
     thread: ThreadId,
+    pending: Arc<AtomicUsize>,
     callback: Py<PyAny>,
     arg: Py<PyAny>,
     schedule: Py<PyAny>,
+}
+
+thread_local! {
+    /// Scheduled, not yet run wake-ups for the event loop of this thread.
+    static PENDING_WAKES: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
 }
 
 impl LoopWake {
@@ -192,10 +203,44 @@ impl LoopWake {
     pub(crate) fn new(callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> Self {
         Self {
             thread: std::thread::current().id(),
+            pending: PENDING_WAKES.with(Arc::clone),
             callback,
             arg,
             schedule,
         }
+    }
+
+    fn wake_with(&self, py: Python<'_>) -> PyResult<()> {
+        if std::thread::current().id() == self.thread && self.pending.load(Ordering::Acquire) == 0 {
+            return self.callback.call1(py, (&self.arg,)).map(drop);
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let scheduled = PyScheduledWake {
+            callback: self.callback.clone_ref(py),
+            pending: Arc::clone(&self.pending),
+        };
+        let result = self.schedule.call1(py, (scheduled, &self.arg)).map(drop);
+        if result.is_err() {
+            // Never scheduled (a closed loop): nothing will run it.
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+}
+
+/// A wake-up scheduled on a loop: runs the callback, then counts itself done.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ScheduledWake")]
+pub(crate) struct PyScheduledWake {
+    callback: Py<PyAny>,
+    pending: Arc<AtomicUsize>,
+}
+
+#[pymethods]
+impl PyScheduledWake {
+    fn __call__(&self, py: Python<'_>, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+        let result = self.callback.call1(py, (arg,)).map(drop);
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        result
     }
 }
 
@@ -210,14 +255,9 @@ impl Wake for LoopWake {
         WAKES_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         if !EXITING.load(Ordering::SeqCst) {
             Python::try_attach(|py| {
-                let woken = if std::thread::current().id() == self.thread {
-                    self.callback.call1(py, (&self.arg,))
-                } else {
-                    self.schedule.call1(py, (&self.callback, &self.arg))
-                };
                 // Only a closed loop fails here: its task is being torn down, and the waiter's
                 // cleanup (or its Waiter's drop) passes the handed-over slot on.
-                drop(woken);
+                drop(self.wake_with(py));
             });
         }
         WAKES_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
@@ -329,12 +369,7 @@ impl PyWaiter {
         arg: Py<PyAny>,
         schedule: Py<PyAny>,
     ) -> PyResult<bool> {
-        let wake = LoopWake {
-            thread: std::thread::current().id(),
-            callback,
-            arg,
-            schedule,
-        };
+        let wake = LoopWake::new(callback, arg, schedule);
         let level = {
             let state = self.state.lock();
             if !matches!(state.stage, Stage::Arriving) {

@@ -28,6 +28,7 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<awaitable::PyLimiterContext>()?;
     m.add_class::<awaitable::PyWaiter>()?;
     m.add_class::<awaitable::PyReady>()?;
+    m.add_class::<awaitable::PyScheduledWake>()?;
     m.add_class::<asyncio_wait::PyAsyncioWait>()?;
     m.add_class::<blocking::PyBlockingContext>()?;
     m.add_class::<redis::PyRedisConcurrencyLimiter>()?;
