@@ -20,9 +20,9 @@ use pyo3::types::{PyCFunction, PyType};
 enum Step {
     /// About to queue at the waiter's current level.
     Arrive,
-    /// Parked on the loop's future (the task holds it), inside the wait span `span`.
+    /// Parked on the loop's future (the task holds it), inside the wait span `span` (if any).
     Parked {
-        span: Py<PyAny>,
+        span: Option<Py<PyAny>>,
     },
     Done,
 }
@@ -72,10 +72,15 @@ impl PyAsyncioWait {
                         .waiter
                         .enqueue(py, resolve, future.clone().unbind(), schedule.unbind())?
                     {
-                        let (name, attributes) = self.waiter.span(py)?;
-                        let span = open_span(py, &self.waiter.tracer(py)?, name, &attributes)?;
+                        let span = match self.waiter.recording_tracer(py)? {
+                            Some(tracer) => {
+                                let (name, attributes) = self.waiter.span(py)?;
+                                Some(open_span(py, &tracer, name, &attributes)?.unbind())
+                            }
+                            None => None,
+                        };
                         future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-                        *step = Step::Parked { span: span.unbind() };
+                        *step = Step::Parked { span };
                         return Ok(Some(future.unbind()));
                     }
                     if self.waiter.climb()? {
@@ -86,7 +91,9 @@ impl PyAsyncioWait {
                 Step::Parked { span } => {
                     // Resumed with `send(None)`: the task only does that once the future has its
                     // result (a cancelled future makes it `throw()` instead).
-                    close_span(py, span.bind(py), None)?;
+                    if let Some(span) = span {
+                        close_span(py, span.bind(py), None)?;
+                    }
                     self.waiter.finish(py)?;
                     if self.waiter.climb()? {
                         return Ok(None);
@@ -99,9 +106,9 @@ impl PyAsyncioWait {
     }
 
     /// Leaves the queue and gives every slot back; records `err` on the span and returns it.
-    fn give_up(&self, py: Python<'_>, span: &Py<PyAny>, err: PyErr) -> PyErr {
+    fn give_up(&self, py: Python<'_>, span: Option<&Py<PyAny>>, err: PyErr) -> PyErr {
         self.waiter.cancel();
-        match close_span(py, span.bind(py), Some(&err)) {
+        match span.map_or(Ok(()), |span| close_span(py, span.bind(py), Some(&err))) {
             Ok(()) => err,
             Err(close_err) => close_err,
         }
@@ -142,7 +149,7 @@ impl PyAsyncioWait {
         };
         let step = std::mem::replace(&mut *self.step.lock(), Step::Done);
         Err(if let Step::Parked { span, .. } = step {
-            self.give_up(py, &span, err)
+            self.give_up(py, span.as_ref(), err)
         } else {
             self.waiter.cancel();
             err
@@ -152,7 +159,7 @@ impl PyAsyncioWait {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let step = std::mem::replace(&mut *self.step.lock(), Step::Done);
         self.waiter.cancel();
-        if let Step::Parked { span, .. } = step {
+        if let Step::Parked { span: Some(span) } = step {
             close_span(py, span.bind(py), None)?;
         }
         Ok(())
@@ -161,7 +168,7 @@ impl PyAsyncioWait {
 
 impl Drop for PyAsyncioWait {
     fn drop(&mut self) {
-        if let Step::Parked { span, .. } = std::mem::replace(self.step.get_mut(), Step::Done) {
+        if let Step::Parked { span: Some(span) } = std::mem::replace(self.step.get_mut(), Step::Done) {
             Python::attach(|py| drop(close_span(py, span.bind(py), None)));
         }
         // The waiter's own drop gives back its place and its slots.

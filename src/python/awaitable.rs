@@ -391,6 +391,11 @@ impl PyWaiter {
         self.level().tracer(py)
     }
 
+    /// The current level's tracer, `None` when its span would certainly be dropped.
+    pub(crate) fn recording_tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.level().recording_tracer(py)
+    }
+
     /// The current level's wait span's name and attributes.
     pub(crate) fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
         let (level, waiting) = {

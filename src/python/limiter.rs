@@ -11,7 +11,7 @@ use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_queue
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyType};
+use pyo3::types::{PyDict, PyModule, PyString, PyType};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
@@ -138,6 +138,25 @@ impl Handle {
     /// The configured tracer, else the global `ferrolimit` tracer.
     pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         tracer_or_default(py, self.tracer.as_ref())
+    }
+
+    /// The tracer, or `None` when a span would certainly be dropped: no tracer was configured and
+    /// no global tracer provider is set, so the default tracer is OpenTelemetry's no-op proxy.
+    /// Skipping such a span changes nothing anyone can observe and keeps it off the wait path.
+    pub(crate) fn recording_tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        static TRACE_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+        if self.tracer.is_none() {
+            let module = TRACE_MODULE.get_or_try_init(py, || py.import("opentelemetry.trace").map(Bound::unbind))?;
+            // A private attribute of the OpenTelemetry API; should it ever go, spans are kept.
+            if module
+                .bind(py)
+                .getattr(intern!(py, "_TRACER_PROVIDER"))
+                .is_ok_and(|p| p.is_none())
+            {
+                return Ok(None);
+            }
+        }
+        self.tracer(py).map(Some)
     }
 }
 
