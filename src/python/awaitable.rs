@@ -351,6 +351,11 @@ impl PyWaiter {
     fn level(&self) -> Arc<Handle> {
         Arc::clone(&self.state.lock().level)
     }
+
+    /// The current level's tracer, `None` when its span would certainly be dropped.
+    pub(crate) fn recording_tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.level().recording_tracer(py)
+    }
 }
 
 fn misuse(what: &str) -> PyErr {
@@ -389,11 +394,6 @@ impl PyWaiter {
     /// The tracer the current level's wait span goes to.
     pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.level().tracer(py)
-    }
-
-    /// The current level's tracer, `None` when its span would certainly be dropped.
-    pub(crate) fn recording_tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.level().recording_tracer(py)
     }
 
     /// The current level's wait span's name and attributes.
