@@ -348,6 +348,16 @@ impl ConcurrencyLimiter {
         parent.release_raw()
     }
 
+    /// [`release_raw`](Self::release_raw) when it needs no lock and wakes nobody: a limiter
+    /// without a parent and nobody queued. `None` otherwise; then nothing has changed.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn release_raw_uncontended(&self) -> Option<Result<(), ReleaseError>> {
+        if self.parent().is_some() {
+            return None;
+        }
+        self.semaphore().release_uncontended()
+    }
+
     /// The wait span of a caller that was queued with `waiting` callers in the queue.
     pub(crate) fn wait_span_fields<'a>(&'a self, source: &'a str, waiting: usize) -> WaitSpanFields<'a> {
         wait_span_fields(self.name(), source, waiting, self.max_running(), self.max_queued())

@@ -249,16 +249,14 @@ impl Semaphore {
         true
     }
 
-    /// Gives a held slot back: to the oldest waiter if there is one, else to the free pool.
-    ///
-    /// # Errors
-    ///
-    /// [`ReleaseError`] when nobody holds a slot; nothing changes then.
-    pub(crate) fn release(&self) -> Result<(), ReleaseError> {
+    /// The lock-free part of [`release`](Self::release): `None` when someone is queued (or a
+    /// slot is to be retired), which needs the queue lock; then nothing has changed. Touches no
+    /// waker, so it can run where no waker may be called.
+    pub(crate) fn release_uncontended(&self) -> Option<Result<(), ReleaseError>> {
         let mut state = self.state.load(Ordering::Acquire);
         while state & CONTENDED == 0 {
             if running_of(state) == 0 {
-                return Err(ReleaseError);
+                return Some(Err(ReleaseError));
             }
             // Nobody queued, no debt: the slot becomes free, in one step with the holder count.
             match self
@@ -267,10 +265,22 @@ impl Semaphore {
             {
                 Ok(_) => {
                     self.released_total.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Some(Ok(()));
                 }
                 Err(actual) => state = actual,
             }
+        }
+        None
+    }
+
+    /// Gives a held slot back: to the oldest waiter if there is one, else to the free pool.
+    ///
+    /// # Errors
+    ///
+    /// [`ReleaseError`] when nobody holds a slot; nothing changes then.
+    pub(crate) fn release(&self) -> Result<(), ReleaseError> {
+        if let Some(released) = self.release_uncontended() {
+            return released;
         }
         let mut locked = self.locked.lock();
         // Holders only ever decrease through a release, so the check stays true until ours.

@@ -471,7 +471,7 @@ class LimiterContext:
         """Acquire the slot, waiting if necessary."""
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
     ) -> None:
         """Release the slot; an exception in the block propagates unchanged."""
 
@@ -880,7 +880,7 @@ class Ready:
         """Do nothing."""
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
     ) -> None:
         """Do nothing; an exception in the block propagates unchanged."""
 

@@ -1,169 +1,24 @@
-//! The awaitable path: the shared finished awaitable of the fast path, the async context manager
-//! returned by `get_concurrency_context`, and the waiter's ticket and waker of the slow path.
+//! The slow path of the awaitable path: the waiter's ticket ([`PyWaiter`]) and the waker that
+//! resolves its future ([`LoopWake`]).
 //!
-//! A free slot is taken inside `__aenter__` itself, which returns [`PyReady`]: an awaitable that
-//! finishes on its first step without touching the event loop. Only a caller that must wait gets
-//! the coroutine of `ferrolimit._wait.wait`, which parks on a future of its own loop and is woken
-//! by [`LoopWake`] when a release hands it a slot.
+//! A free slot is taken inside `__aenter__` itself (see [`context`](crate::python::context)),
+//! which returns the finished awaitable. Only a caller that must wait gets an awaitable of its
+//! own, which parks on a future of its own loop and is woken by [`LoopWake`] when a release hands
+//! it a slot.
 
-use crate::python::errors::{check_source, timeout_message};
-use crate::python::limiter::{Handle, PyConcurrencyLimiter};
+use crate::python::errors::timeout_message;
+use crate::python::limiter::Handle;
 use crate::telemetry::{AttrValue, WaitSpanFields};
 use crate::waiters::WaiterId;
 use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyDict;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Wake;
 use std::thread::ThreadId;
 use std::time::Instant;
-
-/// An awaitable that is already finished (its value is `None`); also a no-op async context
-/// manager. One instance serves every fast-path call.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Ready")]
-pub(crate) struct PyReady;
-
-#[pymethods]
-impl PyReady {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Finishes at once: `None` ends the iteration without raising `StopIteration`.
-    fn __next__(&self) -> Option<()> {
-        None
-    }
-
-    fn __aenter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __aexit__(
-        slf: Py<Self>,
-        _exc_type: &Bound<'_, PyAny>,
-        _exc: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> Py<Self> {
-        slf
-    }
-}
-
-/// The shared finished awaitable.
-pub(crate) fn ready(py: Python<'_>) -> Py<PyAny> {
-    static READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    READY
-        .get_or_init(py, || {
-            Py::new(py, PyReady).expect("allocating a unit pyclass").into_any()
-        })
-        .clone_ref(py)
-}
-
-/// What a context manager acquires: a native limiter (fast path) or any object with
-/// `acquire(source)` and `release()`, such as a pydantic-ai `AbstractConcurrencyLimiter`.
-enum Target {
-    Native(Arc<Handle>),
-    Generic(Py<PyAny>),
-}
-
-/// `async with` one slot of a limiter, for one source.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "LimiterContext")]
-pub(crate) struct PyLimiterContext {
-    target: Target,
-    source: Py<PyString>,
-}
-
-impl PyLimiterContext {
-    pub(crate) fn native(handle: Arc<Handle>, source: Py<PyString>) -> Self {
-        Self {
-            target: Target::Native(handle),
-            source,
-        }
-    }
-
-    /// A context for any limiter with `acquire(source)` and `release()`.
-    pub(crate) fn generic(limiter: Py<PyAny>, source: Py<PyString>) -> Self {
-        Self {
-            target: Target::Generic(limiter),
-            source,
-        }
-    }
-
-    /// Whether this context is for `source` (the same object, or an equal string).
-    pub(crate) fn has_source(&self, source: &Bound<'_, PyString>) -> PyResult<bool> {
-        let own = self.source.bind(source.py());
-        Ok(own.is(source) || own.as_any().eq(source)?)
-    }
-}
-
-#[pymethods]
-impl PyLimiterContext {
-    fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match &self.target {
-            Target::Native(handle) => handle.enter(py, self.source.bind(py)),
-            Target::Generic(limiter) => Ok(limiter.call_method1(py, intern!(py, "acquire"), (&self.source,))?),
-        }
-    }
-
-    fn __aexit__(
-        &self,
-        py: Python<'_>,
-        _exc_type: &Bound<'_, PyAny>,
-        _exc: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<Py<PyAny>> {
-        match &self.target {
-            Target::Native(handle) => handle.release()?,
-            Target::Generic(limiter) => drop(limiter.call_method0(py, intern!(py, "release"))?),
-        }
-        Ok(ready(py))
-    }
-}
-
-/// Returns an async context manager that holds one slot of `limiter` for its body; a no-op for
-/// `None`.
-#[pyfunction]
-#[pyo3(signature = (limiter, source = None), text_signature = "(limiter, source='unnamed')")]
-pub(crate) fn get_concurrency_context(
-    py: Python<'_>,
-    limiter: &Bound<'_, PyAny>,
-    source: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Py<PyAny>> {
-    if limiter.is_none() {
-        return Ok(ready(py));
-    }
-    let source = if let Some(source) = source {
-        check_source(source)?
-    } else {
-        intern!(py, "unnamed")
-    };
-    // Only the exact native class takes the fast path: a subclass may override `acquire`.
-    if let Ok(native) = limiter.cast_exact::<PyConcurrencyLimiter>() {
-        return Ok(native.get().context(py, source)?.into_any());
-    }
-    let target = if limiter.hasattr(intern!(py, "acquire"))? && limiter.hasattr(intern!(py, "release"))? {
-        Target::Generic(limiter.clone().unbind())
-    } else {
-        let type_name = limiter.get_type().name()?;
-        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-            "limiter must be an AbstractConcurrencyLimiter or None, got {type_name}"
-        )));
-    };
-    Ok(Py::new(
-        py,
-        PyLimiterContext {
-            target,
-            source: source.clone().unbind(),
-        },
-    )?
-    .into_any())
-}
 
 /// Sets an asyncio waiter's future's result unless it was cancelled meanwhile.
 #[pyfunction]

@@ -2,7 +2,6 @@
 //! governor, whose three limiters are exposed as native `ConcurrencyLimiter`s.
 
 use crate::error::check_governor_limits;
-use crate::python::awaitable::PyLimiterContext;
 use crate::python::errors::{extract_limit, limit_error};
 use crate::python::limiter::{Handle, PyConcurrencyLimiter, source_or_unnamed};
 use crate::{ConcurrencyGovernor, GovernorStats, MAX_RUNNING_LIMIT};
@@ -96,15 +95,15 @@ impl PyConcurrencyGovernor {
     }
 
     #[pyo3(signature = (source = None), text_signature = "($self, source='stream')")]
-    fn stream(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
+    fn stream(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let source = source.map_or_else(|| Ok(intern!(py, "stream")), |s| source_or_unnamed(py, Some(s)))?;
-        self.streams.get().context(py, source)
+        Ok(self.streams.get().context(py, source)?.into_any())
     }
 
     #[pyo3(signature = (source = None), text_signature = "($self, source='tool')")]
-    fn tool(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
+    fn tool(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let source = source.map_or_else(|| Ok(intern!(py, "tool")), |s| source_or_unnamed(py, Some(s)))?;
-        self.tools.get().context(py, source)
+        Ok(self.tools.get().context(py, source)?.into_any())
     }
 
     fn try_stream(&self) -> Option<PyConcurrencyPermit> {

@@ -1,9 +1,11 @@
 //! `ferrolimit.ConcurrencyLimiter`: the native class, a thin wrapper over the core limiter.
 
 use crate::python::asyncio_wait::{PyAsyncioWait, running_loop};
-use crate::python::awaitable::{PyLimiterContext, PyWaiter, ready};
+use crate::python::awaitable::PyWaiter;
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
+use crate::python::context::Context;
 use crate::python::errors::{acquire_error, check_source, check_timeout, extract_limit, limit_error, release_error};
+use crate::python::ready::ready;
 use crate::queue::Enqueued;
 use crate::telemetry::display_name;
 use crate::waiters::WaiterId;
@@ -15,6 +17,16 @@ use pyo3::types::{PyDict, PyModule, PyString, PyType};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
+
+/// How far the lock-free first step of an entry got.
+pub(crate) enum Start {
+    /// Every level's slot is held: the caller is in.
+    Held,
+    /// The slots below this ancestor are held; it has none free.
+    Climb(Arc<Handle>),
+    /// This limiter has no free slot: the caller queues.
+    Queue,
+}
 
 /// What a native limiter shares with its contexts and waiters: the core, the tracer, the
 /// metric instruments and the parent's handle.
@@ -68,16 +80,39 @@ impl Handle {
         source: &Bound<'_, PyString>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
+        match self.start() {
+            Start::Held => Ok(ready(py)),
+            start => self.wait(py, start, source, timeout),
+        }
+    }
+
+    /// The first step of an entry, lock-free and without Python: takes this level's slot and
+    /// the ancestors' free ones.
+    pub(crate) fn start(&self) -> Start {
+        if !self.core.semaphore().try_acquire() {
+            return Start::Queue;
+        }
+        // This level's slot is held: take the ancestors' free slots, or wait for the first
+        // ancestor that has none, holding what was taken.
+        match self.climb() {
+            None => Start::Held,
+            Some(level) => Start::Climb(level),
+        }
+    }
+
+    /// The rest of an entry that [`start`](Self::start) could not finish: the waiting awaitable.
+    pub(crate) fn wait(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        start: Start,
+        source: &Bound<'_, PyString>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let waiter = if self.core.semaphore().try_acquire() {
-            // This level's slot is held: take the ancestors' free slots, or wait for the first
-            // ancestor that has none, holding what was taken.
-            let Some(level) = self.climb() else {
-                return Ok(ready(py));
-            };
-            PyWaiter::climbing(Arc::clone(self), level, source.to_str()?.to_owned())
-        } else {
-            PyWaiter::new(Arc::clone(self), source.to_str()?.to_owned())
+        let waiter = match start {
+            Start::Held => return Ok(ready(py)),
+            Start::Climb(level) => PyWaiter::climbing(Arc::clone(self), level, source.to_string_lossy().into_owned()),
+            Start::Queue => PyWaiter::new(Arc::clone(self), source.to_string_lossy().into_owned()),
         };
         // On asyncio without a time limit the wait needs no Python frame; trio, and a wait with a
         // time limit, go through `ferrolimit._wait.wait`.
@@ -183,7 +218,7 @@ pub(crate) struct PyConcurrencyLimiter {
     /// The context manager for the first source this limiter was entered with, reused whenever
     /// callers name that source again (most limiters only ever see one): contexts hold no
     /// per-entry state, and reuse keeps an allocation and any lock off the fast path.
-    context: PyOnceLock<Py<PyLimiterContext>>,
+    context: PyOnceLock<Context>,
 }
 
 /// The `source` argument, `'unnamed'` when not given.
@@ -225,19 +260,19 @@ pub(crate) fn check_limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&B
 
 impl PyConcurrencyLimiter {
     /// The context manager for `source`: the cached one when it is for the same source.
-    pub(crate) fn context(&self, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyLimiterContext>> {
-        let new = || {
-            Py::new(
-                py,
-                PyLimiterContext::native(Arc::clone(&self.handle), source.clone().unbind()),
-            )
-        };
+    pub(crate) fn context(&self, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Context> {
+        let new = || Context::native(py, Arc::clone(&self.handle), source);
         let cached = self.context.get_or_try_init(py, new)?;
-        if cached.get().has_source(source)? {
+        if cached.is_for(source)? {
             Ok(cached.clone_ref(py))
         } else {
             new()
         }
+    }
+
+    /// The context manager cached for the first source this limiter was entered with, if any.
+    pub(crate) fn cached_context(&self, py: Python<'_>) -> Option<&Context> {
+        self.context.get(py)
     }
 
     fn core(&self) -> &ConcurrencyLimiter {
@@ -451,8 +486,8 @@ impl PyConcurrencyLimiter {
     }
 
     #[pyo3(signature = (source = None))]
-    fn __call__(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyLimiterContext>> {
-        self.context(py, source_or_unnamed(py, source)?)
+    fn __call__(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        Ok(self.context(py, source_or_unnamed(py, source)?)?.into_any())
     }
 
     fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

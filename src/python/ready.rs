@@ -1,0 +1,90 @@
+//! The shared finished awaitable of the fast path: `Ready`, an awaitable whose value is `None`
+//! and which finishes on its first step; also a no-op async context manager. One instance serves
+//! every call that did not have to wait.
+//!
+//! Every uncontended `async with` awaits it twice (`__await__`, then `__next__`, once for
+//! `__aenter__` and once for `__aexit__`), and none of its slots can fail, so they are plain C
+//! functions (see [`raw`](crate::python::raw)).
+
+#![allow(unsafe_code)]
+
+use crate::python::raw::{self, method_fast, method_noargs, slot};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+use std::ffi::c_void;
+use std::ptr;
+
+/// `__await__`, `__iter__` and `__aenter__`: the object itself.
+unsafe extern "C" fn itself(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython passes a live object and takes a new reference back.
+    unsafe { ffi::Py_INCREF(slf) };
+    slf
+}
+
+/// `__next__`: finished at once. NULL with no error set ends the iteration with the value `None`,
+/// without creating a `StopIteration`.
+unsafe extern "C" fn finished(_slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn aenter(slf: *mut ffi::PyObject, _args: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: as for `itself`.
+    unsafe { itself(slf) }
+}
+
+unsafe extern "C" fn aexit(
+    slf: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs == 3 {
+        // SAFETY: as for `itself`.
+        unsafe { itself(slf) }
+    } else {
+        raw::type_error(c"Ready.__aexit__() takes exactly 3 arguments")
+    }
+}
+
+/// The type and its one instance. The type has no constructor: Python code cannot create more
+/// instances, and this one lives as long as the process.
+fn build(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let ty = raw::new_type(
+        py,
+        c"ferrolimit._ferrolimit.Ready",
+        c"An awaitable that is already finished (its value is None); also a no-op async context manager.",
+        size_of::<ffi::PyObject>(),
+        vec![
+            method_noargs(c"__aenter__", aenter, c"Returns this object, which finishes at once when awaited."),
+            method_fast(
+                c"__aexit__",
+                aexit,
+                c"__aexit__($self, exc_type, exc, tb, /)\n--\n\nReturns this object, which finishes at once when awaited.",
+            ),
+        ],
+        &[
+            slot(ffi::Py_am_await, itself as *mut c_void),
+            slot(ffi::Py_tp_iter, itself as *mut c_void),
+            slot(ffi::Py_tp_iternext, finished as *mut c_void),
+        ],
+    )?;
+    // SAFETY: a new reference or NULL with an error set; a bare `PyObject` needs no filling in.
+    Ok(unsafe { Bound::from_owned_ptr(py, raw::alloc(&ty)?) }.unbind())
+}
+
+static READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Creates the `Ready` type and its instance (once), and returns the type for the module's
+/// namespace.
+pub(crate) fn init(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(READY.get_or_try_init(py, || build(py))?.bind(py).get_type())
+}
+
+/// The shared finished awaitable.
+pub(crate) fn ready(py: Python<'_>) -> Py<PyAny> {
+    READY
+        .get(py)
+        .expect("the module's initialisation created Ready")
+        .clone_ref(py)
+}
