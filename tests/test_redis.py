@@ -6,6 +6,12 @@ Multi-process and fault tests are in `test_redis_fleet.py`.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
+import traceback
+
 import anyio
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -251,3 +257,45 @@ async def test_pydantic_ai_agent_and_model(redis_url: str, redis_key: str) -> No
             tg.start_soon(model_agent.run, 'hi')
     assert limiter.running_count == 0
     assert limiter.held_count == 0
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+@pytest.mark.parametrize('used_before_fork', [True, False])
+def test_a_forked_child_uses_its_own_connections(redis_url: str, redis_key: str, used_before_fork: bool) -> None:
+    # As with a limiter created at import time under `gunicorn --preload`: the child must not use
+    # the parent's connections or I/O threads (it has none of the threads), nor its slots.
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 2, lease_seconds=5)
+    if used_before_fork:
+        asyncio.run(limiter.acquire('parent'))
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 1
+        try:
+
+            async def child() -> None:
+                assert limiter.held_count == 0
+                assert limiter.running_count == int(used_before_fork)
+                async with limiter('child'):
+                    assert (limiter.held_count, limiter.running_count) == (1, 1 + int(used_before_fork))
+                assert limiter.running_count == int(used_before_fork)
+                with pytest.raises(ValueError, match='released too many times'):
+                    limiter.release()  # the parent's slot is not the child's to release
+
+            asyncio.run(asyncio.wait_for(child(), 20))
+            code = 0
+        except BaseException:  # noqa: BLE001 (reported through the exit code)
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail('the forked child hung')
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert limiter.held_count == int(used_before_fork)
+    if used_before_fork:
+        limiter.release()
+    assert limiter.running_count == 0

@@ -273,13 +273,20 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
       than the lease) can never free the slot its successor holds;
     - if Redis restarts and keeps its data (RDB or AOF persistence), nothing changes; if it loses
       its data, nobody is admitted for one lease while the running processes re-register their
-      slots. (Only a process that first talks to Redis after the loss, before any process from
-      before it, can then be admitted beyond the limit.)
+      slots. Only a process that first talks to Redis after the loss, before any process from
+      before it, can then be admitted beyond the limit (nothing left in Redis tells it that
+      slots were held): turn persistence on, or, as Redlock advises, keep a Redis that lost its
+      data unreachable for one lease before it serves again.
 
     Slots are not owned by tasks: `release()` gives back one of the slots this limiter object
     holds, from any task or thread, and returns at once (the Redis round trip runs in the
     background; this object's own counts and acquires wait for it). The counts are fleet-wide and
     read from Redis: each one is a blocking round trip (the GIL is released meanwhile).
+
+    After `os.fork()` (`gunicorn --preload`, `multiprocessing` with the fork start method), a
+    limiter created in the parent opens its own connections and I/O threads in the child on first
+    use there, as redis-py's connection pool does; the slots the parent holds stay the parent's
+    (`held_count` starts at 0 in the child).
 
     Redis I/O runs on a small tokio runtime shared by the process (two threads). If Redis is
     unreachable, `acquire` raises `ConcurrencyBackendError` at once rather than hanging, or, with

@@ -19,7 +19,7 @@ use crate::python::limiter::{limits, source_or_unnamed, tracer_or_default};
 use crate::python::ready::ready;
 use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
-use crate::{RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
+use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -27,15 +27,21 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
-/// The process's runtime for Redis I/O: two worker threads, started on first use.
+/// The process's runtime for Redis I/O: two worker threads, started on first use. A child made
+/// by `os.fork()` inherits the runtime but not its threads, so it starts one of its own (the
+/// parent's is leaked: its threads exist only in the parent).
 fn runtime() -> PyResult<&'static Runtime> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    if let Some(runtime) = RUNTIME.get() {
+    static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut current = RUNTIME.lock();
+    if let Some((owner, runtime)) = *current
+        && owner == pid
+    {
         return Ok(runtime);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -44,29 +50,76 @@ fn runtime() -> PyResult<&'static Runtime> {
         .enable_all()
         .build()
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the Redis I/O runtime: {e}")))?;
-    Ok(RUNTIME.get_or_init(|| runtime))
+    let runtime: &'static Runtime = Box::leak(Box::new(runtime));
+    *current = Some((pid, runtime));
+    Ok(runtime)
+}
+
+/// The core limiter of one process. After `os.fork()` the child rebuilds it from the same
+/// settings on its own runtime (as redis-py's connection pool resets itself): the parent's
+/// connections and I/O threads stay with the parent, and so do the slots it holds.
+struct ProcessLimiter {
+    pid: u32,
+    limiter: Option<Arc<RedisConcurrencyLimiter>>,
+}
+
+impl Drop for ProcessLimiter {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // Built in the parent: its locks may be held by threads the child does not have, and
+            // its tasks run on a runtime without threads here. Leave it alone.
+            std::mem::forget(self.limiter.take());
+        }
+    }
 }
 
 /// The Redis-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisConcurrencyLimiter")]
 pub(crate) struct PyRedisConcurrencyLimiter {
-    limiter: RedisConcurrencyLimiter,
+    /// The settings, without a runtime: `limiter()` builds from them in a forked child.
+    builder: RedisBuilder,
+    current: Mutex<ProcessLimiter>,
     key: String,
+    name: Option<String>,
+    max_running: usize,
+    max_queued: Option<usize>,
     lease_seconds: f64,
     fail_open: bool,
     tracer: Option<Py<PyAny>>,
 }
 
+/// Builds a limiter on this process's runtime.
+fn build(builder: &RedisBuilder) -> PyResult<Arc<RedisConcurrencyLimiter>> {
+    let limiter = builder
+        .clone()
+        .runtime(runtime()?.handle().clone())
+        .build()
+        .map_err(|e| redis_error(&e, ""))?;
+    Ok(Arc::new(limiter))
+}
+
 impl PyRedisConcurrencyLimiter {
-    fn inner(&self) -> &Arc<Inner> {
-        self.limiter.inner()
+    /// This process's core limiter (built anew in a forked child).
+    fn limiter(&self) -> PyResult<Arc<RedisConcurrencyLimiter>> {
+        let pid = std::process::id();
+        let mut current = self.current.lock();
+        if current.pid != pid {
+            let fresh = build(&self.builder)?;
+            std::mem::forget(current.limiter.replace(fresh));
+            current.pid = pid;
+        }
+        Ok(Arc::clone(current.limiter.as_ref().expect("a limiter is always set")))
+    }
+
+    fn inner(&self) -> PyResult<Arc<Inner>> {
+        Ok(Arc::clone(self.limiter()?.inner()))
     }
 
     /// Reads the fleet-wide counts, blocking this thread (not the GIL) for one round trip.
     fn counts(&self, py: Python<'_>) -> PyResult<crate::RedisCounts> {
-        let runtime = runtime()?;
-        py.detach(|| runtime.block_on(self.limiter.counts()))
-            .map_err(|e| redis_error(&e, self.limiter.name().unwrap_or("")))
+        let (runtime, limiter) = (runtime()?, self.limiter()?);
+        py.detach(|| runtime.block_on(limiter.counts()))
+            .map_err(|e| redis_error(&e, self.name.as_deref().unwrap_or("")))
     }
 
     fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -81,7 +134,7 @@ impl PyRedisConcurrencyLimiter {
         let tracer = this.tracer(py)?.unbind();
         let op = Py::new(
             py,
-            PyRedisAcquire::start(runtime()?, this.inner(), source.to_str()?.to_owned(), tracer),
+            PyRedisAcquire::start(runtime()?, &this.inner()?, source.to_str()?.to_owned(), tracer),
         )?;
         Ok(ACQUIRE
             .import(py, "ferrolimit._redis", "acquire")?
@@ -117,18 +170,24 @@ impl PyRedisConcurrencyLimiter {
         };
         let mut builder = RedisConcurrencyLimiter::builder(redis_url, key.clone(), max_running as usize)
             .lease(lease)
-            .fail_open(fail_open)
-            .runtime(runtime()?.handle().clone());
+            .fail_open(fail_open);
         if let Some(max_queued) = max_queued {
             builder = builder.max_queued(max_queued);
         }
-        if let Some(name) = name {
-            builder = builder.name(name);
+        if let Some(name) = &name {
+            builder = builder.name(name.clone());
         }
-        let limiter = builder.build().map_err(|e| redis_error(&e, ""))?;
+        let limiter = build(&builder)?;
         Ok(Self {
-            limiter,
+            builder,
+            current: Mutex::new(ProcessLimiter {
+                pid: std::process::id(),
+                limiter: Some(limiter),
+            }),
             key,
+            name,
+            max_running: max_running as usize,
+            max_queued,
             lease_seconds: lease.as_secs_f64(),
             fail_open,
             tracer,
@@ -137,7 +196,7 @@ impl PyRedisConcurrencyLimiter {
 
     #[getter]
     fn name(&self) -> Option<&str> {
-        self.limiter.name()
+        self.name.as_deref()
     }
 
     #[getter]
@@ -156,13 +215,13 @@ impl PyRedisConcurrencyLimiter {
     }
 
     #[getter]
-    fn max_running(&self) -> usize {
-        self.limiter.max_running()
+    const fn max_running(&self) -> usize {
+        self.max_running
     }
 
     #[getter]
-    fn _max_queued(&self) -> Option<usize> {
-        self.limiter.max_queued()
+    const fn _max_queued(&self) -> Option<usize> {
+        self.max_queued
     }
 
     #[getter]
@@ -181,13 +240,13 @@ impl PyRedisConcurrencyLimiter {
     }
 
     #[getter]
-    fn held_count(&self) -> usize {
-        self.inner().pooled_count()
+    fn held_count(&self) -> PyResult<usize> {
+        Ok(self.inner()?.pooled_count())
     }
 
     #[getter]
-    fn lost_count(&self) -> u64 {
-        self.limiter.lost_total()
+    fn lost_count(&self) -> PyResult<u64> {
+        Ok(self.limiter()?.lost_total())
     }
 
     fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -200,7 +259,7 @@ impl PyRedisConcurrencyLimiter {
     }
 
     fn release(&self) -> PyResult<()> {
-        if self.inner().release_pooled() {
+        if self.inner()?.release_pooled() {
             Ok(())
         } else {
             Err(release_error(ReleaseError))
@@ -229,18 +288,16 @@ impl PyRedisConcurrencyLimiter {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let name = match self.limiter.name() {
+        let name = match &self.name {
             Some(name) => PyString::new(py, name).repr()?.to_string(),
             None => "None".to_owned(),
         };
         Ok(format!(
             "RedisConcurrencyLimiter(key={}, max_running={}, max_queued={}, name={name}, held={})",
             PyString::new(py, &self.key).repr()?,
-            self.limiter.max_running(),
-            self.limiter
-                .max_queued()
-                .map_or_else(|| "None".to_owned(), |q| q.to_string()),
-            self.inner().pooled_count(),
+            self.max_running,
+            self.max_queued.map_or_else(|| "None".to_owned(), |q| q.to_string()),
+            self.held_count()?,
         ))
     }
 }
@@ -312,6 +369,8 @@ pub(crate) struct PyRedisAcquire {
     /// Why the slot was granted without limiting, once admitted that way.
     fail_open: Mutex<Option<String>>,
     tracer: Py<PyAny>,
+    /// The process the operation started in (see [`ProcessLimiter`]).
+    pid: u32,
 }
 
 impl PyRedisAcquire {
@@ -350,6 +409,7 @@ impl PyRedisAcquire {
             waiting: Mutex::new(0),
             fail_open: Mutex::new(None),
             tracer,
+            pid: std::process::id(),
         }
     }
 
@@ -444,6 +504,10 @@ impl PyRedisAcquire {
 
 impl Drop for PyRedisAcquire {
     fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // Started in the parent of this forked child: the parent's runtime gives its slot back.
+            return;
+        }
         let mut state = self.state.lock();
         self.cancel_locked(&mut state);
     }
