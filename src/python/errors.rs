@@ -6,6 +6,7 @@ use crate::{AcquireError, ConcurrencyLimiter, LimitError, ReleaseError, SessionE
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
+use std::convert::Infallible;
 
 pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyLimitExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, UserError);
@@ -112,4 +113,19 @@ pub(crate) fn check_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Opti
     std::time::Duration::try_from_secs_f64(seconds)
         .map(Some)
         .map_err(|_| PyValueError::new_err(format!("timeout must be a non-negative number, got {timeout}")))
+}
+
+/// A limit argument as the caller gave it: left out (the default), or any object, checked in the
+/// body so that errors name the argument and keep their own messages.
+pub(crate) enum LimitArg<'py> {
+    Default,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for LimitArg<'py> {
+    type Error = Infallible;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
+        Ok(Self::Given(obj.to_owned()))
+    }
 }

@@ -2,37 +2,20 @@
 //! governor, whose three limiters are exposed as native `ConcurrencyLimiter`s.
 
 use crate::error::check_governor_limits;
-use crate::python::errors::{extract_limit, limit_error};
+use crate::python::errors::{LimitArg, extract_limit, limit_error};
 use crate::python::limiter::{Handle, PyConcurrencyLimiter, source_or_unnamed};
 use crate::{ConcurrencyGovernor, GovernorStats, MAX_RUNNING_LIMIT};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A limit argument as the caller gave it: left out (the default), or any object, checked in the
-/// body so that errors name the argument.
-enum LimitArg<'py> {
-    Default,
-    Given(Bound<'py, PyAny>),
-}
-
-impl<'a, 'py> FromPyObject<'a, 'py> for LimitArg<'py> {
-    type Error = Infallible;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
-        Ok(Self::Given(obj.to_owned()))
-    }
-}
-
-impl LimitArg<'_> {
-    fn resolve(&self, what: &str, default: usize) -> PyResult<i128> {
-        match self {
-            Self::Default => Ok(default as i128),
-            Self::Given(value) => extract_limit(value, what, MAX_RUNNING_LIMIT),
-        }
+/// The limit `arg` gives, `default` if left out.
+fn resolve(arg: &LimitArg<'_>, what: &str, default: usize) -> PyResult<i128> {
+    match arg {
+        LimitArg::Default => Ok(default as i128),
+        LimitArg::Given(value) => extract_limit(value, what, MAX_RUNNING_LIMIT),
     }
 }
 
@@ -68,9 +51,9 @@ impl PyConcurrencyGovernor {
         meter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (max_streams, max_tools, max_global) = check_governor_limits(
-            max_streams.resolve("max_streams", 4)?,
-            max_tools.resolve("max_tools", 8)?,
-            max_global.resolve("max_global", 16)?,
+            resolve(&max_streams, "max_streams", 4)?,
+            resolve(&max_tools, "max_tools", 8)?,
+            resolve(&max_global, "max_global", 16)?,
         )
         .map_err(|e| limit_error(&e))?;
         let core = ConcurrencyGovernor::try_new(max_streams as usize, max_tools as usize, max_global as usize)

@@ -1,50 +1,32 @@
 //! `ferrolimit.SessionLimiter`: the native class, a thin wrapper over the core session limiter.
 
 use crate::error::{check_max_parallel_runs, check_max_parallel_sessions};
-use crate::python::errors::{check_str, extract_limit, limit_error, session_error};
+use crate::python::errors::{LimitArg, check_str, extract_limit, limit_error, session_error};
 use crate::{LimitError, MAX_SESSION_LIMIT, SessionLimiter, SessionLimits};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
-use std::convert::Infallible;
 
-/// A limit argument as the caller gave it: left out (the seed's default), or any object,
-/// `None` meaning unlimited. Checked in the body so that errors keep their own messages.
-enum LimitArg<'py> {
-    Default,
-    Given(Bound<'py, PyAny>),
-}
-
-impl<'a, 'py> FromPyObject<'a, 'py> for LimitArg<'py> {
-    type Error = Infallible;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
-        Ok(Self::Given(obj.to_owned()))
+/// The checked limit `arg` gives: `default` if left out, `None` for unlimited.
+fn resolve(
+    arg: &LimitArg<'_>,
+    what: &str,
+    default: usize,
+    check: fn(i128) -> Result<usize, LimitError>,
+) -> PyResult<Option<usize>> {
+    let value = match arg {
+        LimitArg::Default => return Ok(Some(default)),
+        LimitArg::Given(value) if value.is_none() => return Ok(None),
+        LimitArg::Given(value) => value,
+    };
+    if !value.is_instance_of::<PyInt>() {
+        let type_name = value.get_type().name()?;
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int or None, got {type_name}"
+        )));
     }
-}
-
-impl LimitArg<'_> {
-    /// The checked limit: `None` for unlimited.
-    fn resolve(
-        &self,
-        what: &str,
-        default: usize,
-        check: fn(i128) -> Result<usize, LimitError>,
-    ) -> PyResult<Option<usize>> {
-        let value = match self {
-            Self::Default => return Ok(Some(default)),
-            Self::Given(value) if value.is_none() => return Ok(None),
-            Self::Given(value) => value,
-        };
-        if !value.is_instance_of::<PyInt>() {
-            let type_name = value.get_type().name()?;
-            return Err(PyTypeError::new_err(format!(
-                "{what} must be an int or None, got {type_name}"
-            )));
-        }
-        let value = extract_limit(value, what, MAX_SESSION_LIMIT)?;
-        check(value).map(Some).map_err(|e| limit_error(&e))
-    }
+    let value = extract_limit(value, what, MAX_SESSION_LIMIT)?;
+    check(value).map(Some).map_err(|e| limit_error(&e))
 }
 
 /// Session and run slots (documented in `_ferrolimit.pyi`).
@@ -66,12 +48,14 @@ impl PySessionLimiter {
         text_signature = "(*, max_parallel_sessions=100, max_parallel_runs=50)"
     )]
     fn new(max_parallel_sessions: LimitArg<'_>, max_parallel_runs: LimitArg<'_>) -> PyResult<Self> {
-        let max_parallel_sessions = max_parallel_sessions.resolve(
+        let max_parallel_sessions = resolve(
+            &max_parallel_sessions,
             "max_parallel_sessions",
             SessionLimiter::DEFAULT_MAX_PARALLEL_SESSIONS,
             check_max_parallel_sessions,
         )?;
-        let max_parallel_runs = max_parallel_runs.resolve(
+        let max_parallel_runs = resolve(
+            &max_parallel_runs,
             "max_parallel_runs",
             SessionLimiter::DEFAULT_MAX_PARALLEL_RUNS,
             check_max_parallel_runs,
