@@ -4,7 +4,10 @@ references exactly, and the paths they hand over to (waiting, parents, errors) k
 
 from __future__ import annotations
 
+import inspect
+import subprocess
 import sys
+import textwrap
 from typing import Any
 
 import anyio
@@ -55,11 +58,15 @@ async def test_every_calling_convention(args: tuple[Any, ...], kwargs: dict[str,
 @pytest.mark.parametrize(
     ('args', 'kwargs', 'message'),
     [
-        ((), {}, "missing 1 required positional argument: 'limiter'"),
-        (('L', 'a', 'b'), {}, 'takes from 1 to 2 positional arguments but 3 were given'),
-        (('L',), {'sauce': 'a'}, "got an unexpected keyword argument 'sauce'"),
-        (('L', 'a'), {'source': 'a'}, "got multiple values for argument 'source'"),
-        ((None, 'a', 'b'), {}, 'takes from 1 to 2 positional arguments but 3 were given'),
+        ((), {}, r"^get_concurrency_context\(\) missing 1 required positional argument: 'limiter'$"),
+        (('L', 'a', 'b'), {}, r'^get_concurrency_context\(\) takes from 1 to 2 positional arguments but 3 were given$'),
+        (('L',), {'sauce': 'a'}, r"^get_concurrency_context\(\) got an unexpected keyword argument 'sauce'$"),
+        (('L', 'a'), {'source': 'a'}, r"^get_concurrency_context\(\) got multiple values for argument 'source'$"),
+        (
+            (None, 'a', 'b'),
+            {},
+            r'^get_concurrency_context\(\) takes from 1 to 2 positional arguments but 3 were given$',
+        ),
     ],
 )
 def test_bad_calls_raise_type_error(args: tuple[Any, ...], kwargs: dict[str, Any], message: str) -> None:
@@ -84,7 +91,12 @@ def test_cached_context_serves_the_first_source_only() -> None:
 
 def test_signature_and_type_are_documented() -> None:
     assert str(get_concurrency_context.__text_signature__) == "(limiter, source='unnamed')"
+    assert str(inspect.signature(get_concurrency_context)) == "(limiter, source='unnamed')"
     assert get_concurrency_context.__module__ == 'ferrolimit._ferrolimit'
+    assert get_concurrency_context.__self__ is sys.modules['ferrolimit._ferrolimit']
+    ready = type(get_concurrency_context(None))
+    assert str(inspect.signature(ready.__aenter__)) == '(self, /)'
+    assert str(inspect.signature(ready.__aexit__)) == '(self, exc_type, exc, tb, /)'
     assert get_concurrency_context.__doc__
     context = get_concurrency_context(ConcurrencyLimiter(1), 'a')
     assert type(context).__name__ == 'LimiterContext'
@@ -97,6 +109,34 @@ def test_types_cannot_be_created_or_subclassed_from_python() -> None:
             type(obj)()
         with pytest.raises(TypeError):
             type('Sub', (type(obj),), {})
+
+
+def test_types_are_immutable() -> None:
+    for obj in (get_concurrency_context(ConcurrencyLimiter(1), 'a'), get_concurrency_context(None)):
+        with pytest.raises(TypeError):
+            type(obj).__aenter__ = lambda self: None  # type: ignore[method-assign]
+        with pytest.raises(AttributeError):
+            obj.extra = 1  # type: ignore[attr-defined]
+
+
+def test_references_go_at_interpreter_exit() -> None:
+    # A context that lives until the interpreter finalizes still lets go of its limiter then.
+    code = textwrap.dedent(
+        """
+        import os
+        import sys
+        from ferrolimit import get_concurrency_context
+
+        class Limiter:
+            async def acquire(self, source): pass
+            def release(self): pass
+            def __del__(self, write=os.write): write(1, b'limiter collected')
+
+        sys.kept = get_concurrency_context(Limiter(), 'x')
+        """
+    )
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout == 'limiter collected'
 
 
 async def test_aexit_takes_exactly_three_arguments() -> None:

@@ -147,9 +147,18 @@ unsafe extern "C" fn aexit(
 }
 
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
-    // SAFETY: CPython deallocates an instance once; its fields were written by `Context::new`.
-    raw::attached_drop(|| unsafe { ptr::drop_in_place(&raw mut (*obj.cast::<Object>()).fields) });
-    // SAFETY: as above; the fields are dropped.
+    // SAFETY: CPython deallocates an instance once; its fields were written by `Context::new`
+    // and are moved out here, never to be read again.
+    let Fields { target, source } = unsafe { ptr::read(&raw const (*obj.cast::<Object>()).fields) };
+    // SAFETY: a C slot. The references go at once (`drop_ref`), even while the interpreter
+    // finalizes, when pyo3 would not attach and would defer a plain drop forever.
+    let py = unsafe { raw::attached() };
+    source.drop_ref(py);
+    match target {
+        Target::Generic(limiter) => limiter.drop_ref(py),
+        Target::Native(handle) => raw::attached_drop(|| drop(handle)),
+    }
+    // SAFETY: as above; the fields are gone.
     unsafe { raw::free(obj) };
 }
 

@@ -16,7 +16,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
-use std::ptr;
 
 /// The full implementation as a pyo3 function, for every call the fast path does not answer.
 static FULL: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
@@ -24,7 +23,7 @@ static FULL: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
 /// Returns an async context manager that holds one slot of `limiter` for its body; a no-op for
 /// `None`.
 #[pyfunction]
-#[pyo3(signature = (limiter, source = None))]
+#[pyo3(name = "get_concurrency_context", signature = (limiter, source = None))]
 fn full(py: Python<'_>, limiter: &Bound<'_, PyAny>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
     if limiter.is_none() {
         return Ok(ready(py));
@@ -148,7 +147,7 @@ pub(crate) fn add(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let function = unsafe {
         Bound::from_owned_ptr_or_err(
             py,
-            ffi::PyCFunction_NewEx(def, ptr::null_mut(), module.name()?.as_ptr()),
+            ffi::PyCFunction_NewEx(def, module.as_ptr(), module.name()?.as_ptr()),
         )?
     };
     module.add("get_concurrency_context", function)

@@ -78,8 +78,9 @@ pub(crate) fn new_type<'py>(
         basicsize: c_int::try_from(basicsize)
             .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("type too large"))?,
         itemsize: 0,
-        // Not a base type, and no instances from Python: `type(obj)()` raises `TypeError`.
-        flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION)
+        // Not a base type, no instances from Python (`type(obj)()` raises `TypeError`), and no
+        // attributes to set or replace: as a built-in type.
+        flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION | ffi::Py_TPFLAGS_IMMUTABLETYPE)
             .try_into()
             .unwrap_or_default(),
         slots: slots.as_mut_ptr(),

@@ -56,7 +56,11 @@ fn build(py: Python<'_>) -> PyResult<Py<PyAny>> {
         c"An awaitable that is already finished (its value is None); also a no-op async context manager.",
         size_of::<ffi::PyObject>(),
         vec![
-            method_noargs(c"__aenter__", aenter, c"Returns this object, which finishes at once when awaited."),
+            method_noargs(
+                c"__aenter__",
+                aenter,
+                c"__aenter__($self, /)\n--\n\nReturns this object, which finishes at once when awaited.",
+            ),
             method_fast(
                 c"__aexit__",
                 aexit,
