@@ -4,10 +4,12 @@ references exactly, and the paths they hand over to (waiting, parents, errors) k
 
 from __future__ import annotations
 
+import gc
 import inspect
 import subprocess
 import sys
 import textwrap
+import weakref
 from typing import Any
 
 import anyio
@@ -199,6 +201,15 @@ async def test_contexts_drop_their_references() -> None:
     python_limiter.sources.clear()
     assert (sys.getrefcount(python_limiter), sys.getrefcount(source)) == before
     assert native.stats().acquired_total == 2000
+
+
+def test_a_cycle_through_a_context_is_collected() -> None:
+    limiter = PythonLimiter()
+    limiter.context = get_concurrency_context(limiter, 'x')  # type: ignore[attr-defined]
+    gone = weakref.ref(limiter)
+    del limiter
+    gc.collect()
+    assert gone() is None
 
 
 async def test_python_limiter_errors_propagate() -> None:

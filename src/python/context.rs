@@ -17,7 +17,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::sync::Arc;
 
@@ -60,12 +60,14 @@ impl Context {
         let ty = TYPE
             .get(py)
             .expect("the module's initialisation created LimiterContext");
-        let obj = raw::alloc(ty.bind(py))?;
         let fields = Fields {
             target,
             source: source.clone().unbind(),
         };
-        // SAFETY: `obj` is a new, zeroed instance of the type, whose layout is `Object`.
+        let obj = raw::alloc(ty.bind(py))?;
+        // SAFETY: `obj` is a new, zeroed instance of the type, whose layout is `Object`. It is
+        // already tracked by the garbage collector, which cannot run before the fields are
+        // written: nothing in between allocates or runs Python code.
         unsafe {
             ptr::write(&raw mut (*obj.cast::<Object>()).fields, fields);
             Ok(Self(Bound::from_owned_ptr(py, obj).unbind()))
@@ -146,7 +148,27 @@ unsafe extern "C" fn aexit(
     }
 }
 
+/// The garbage collector's view: a context refers to its type and to a limiter that is a Python
+/// object (which may refer back to the context, as in `limiter.context = limiter('x')`). The
+/// source is a `str`, which takes no part in cycles; a native limiter's handle is Rust's.
+unsafe extern "C" fn traverse(obj: *mut ffi::PyObject, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
+    // SAFETY: CPython traverses live instances of the type, whose fields are written (see
+    // `Context::new`).
+    unsafe {
+        let own_type = visit(ffi::Py_TYPE(obj).cast(), arg);
+        if own_type != 0 {
+            return own_type;
+        }
+        match &fields(obj).target {
+            Target::Generic(limiter) => visit(limiter.as_ptr(), arg),
+            Target::Native(_) => 0,
+        }
+    }
+}
+
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: the object is dying: the collector must not see it again.
+    unsafe { ffi::PyObject_GC_UnTrack(obj.cast()) };
     // SAFETY: CPython deallocates an instance once; its fields were written by `Context::new`
     // and are moved out here, never to be read again.
     let Fields { target, source } = unsafe { ptr::read(&raw const (*obj.cast::<Object>()).fields) };
@@ -182,7 +204,11 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
                     c"__aexit__($self, exc_type, exc, tb, /)\n--\n\nReleases the slot; an exception in the block propagates unchanged.",
                 ),
             ],
-            &[slot(ffi::Py_tp_dealloc, dealloc as *mut c_void)],
+            &[
+                slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
+                slot(ffi::Py_tp_traverse, traverse as *mut c_void),
+            ],
+            true,
         )
         .map(Bound::unbind)
     })?;

@@ -52,7 +52,8 @@ pub(crate) fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
 /// Creates a final type with no constructor: instances come only from Rust.
 ///
 /// `name` is the qualified name (`module.Type`); `basicsize` the size of an instance's struct,
-/// which must start with a `PyObject`; `slots` should not include `Py_tp_doc` or `Py_tp_methods`.
+/// which must start with a `PyObject`; `slots` should not include `Py_tp_doc` or `Py_tp_methods`;
+/// `gc`: instances take part in garbage collection (`slots` then has `Py_tp_traverse`).
 pub(crate) fn new_type<'py>(
     py: Python<'py>,
     name: &'static CStr,
@@ -60,6 +61,7 @@ pub(crate) fn new_type<'py>(
     basicsize: usize,
     methods: Vec<ffi::PyMethodDef>,
     slots: &[ffi::PyType_Slot],
+    gc: bool,
 ) -> PyResult<Bound<'py, PyType>> {
     // CPython keeps pointers to the method table, as it does to the name: both must be static.
     let methods: &'static mut [ffi::PyMethodDef] =
@@ -80,9 +82,12 @@ pub(crate) fn new_type<'py>(
         itemsize: 0,
         // Not a base type, no instances from Python (`type(obj)()` raises `TypeError`), and no
         // attributes to set or replace: as a built-in type.
-        flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION | ffi::Py_TPFLAGS_IMMUTABLETYPE)
-            .try_into()
-            .unwrap_or_default(),
+        flags: (ffi::Py_TPFLAGS_DEFAULT
+            | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION
+            | ffi::Py_TPFLAGS_IMMUTABLETYPE
+            | if gc { ffi::Py_TPFLAGS_HAVE_GC } else { 0 })
+        .try_into()
+        .unwrap_or_default(),
         slots: slots.as_mut_ptr(),
     };
     // SAFETY: the spec and its slots are valid for the call; the name, the doc and the methods

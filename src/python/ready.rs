@@ -72,6 +72,7 @@ fn build(py: Python<'_>) -> PyResult<Py<PyAny>> {
             slot(ffi::Py_tp_iter, itself as *mut c_void),
             slot(ffi::Py_tp_iternext, finished as *mut c_void),
         ],
+        false,
     )?;
     // SAFETY: a new reference or NULL with an error set; a bare `PyObject` needs no filling in.
     Ok(unsafe { Bound::from_owned_ptr(py, raw::alloc(&ty)?) }.unbind())
