@@ -109,6 +109,10 @@ bench: build-prod
 demo: build-prod
 	$(PY) examples/demo.py
 
+.PHONY: demo-fleet  ## Worker processes sharing one limit through Redis (starts a throwaway server)
+demo-fleet: build-prod
+	@$(call with_redis,$(PY) examples/redis_fleet.py --redis-url $(REDIS_URL))
+
 .PHONY: clean  ## Remove build products and the virtualenv
 clean:
 	cargo clean
