@@ -69,6 +69,26 @@ async fn admits_up_to_max_running_then_serves_waiters_in_order() {
 }
 
 #[tokio::test]
+async fn a_different_max_running_on_the_same_key_is_reported() {
+    let Some(url) = url() else { return };
+    let key = fresh_key("max-running");
+    let build = |max| {
+        RedisConcurrencyLimiter::builder(&url, key.clone(), max)
+            .build()
+            .expect("limiter")
+    };
+    let (small, large, same) = (build(2), build(3), build(3));
+    drop(small.acquire("a").await.expect("free slot"));
+    assert_eq!(small.other_max_running(), None);
+    drop(large.acquire("b").await.expect("free slot"));
+    assert_eq!(large.other_max_running(), Some(2));
+    drop(same.acquire("c").await.expect("free slot"));
+    assert_eq!(same.other_max_running(), None);
+    drop(small.acquire("a").await.expect("free slot"));
+    assert_eq!(small.other_max_running(), Some(3));
+}
+
+#[tokio::test]
 async fn max_queued_rejects_with_the_local_limiters_message() {
     let Some(url) = url() else { return };
     let limiter = RedisConcurrencyLimiter::builder(&url, fresh_key("maxq"), 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 import traceback
@@ -299,3 +300,31 @@ def test_a_forked_child_uses_its_own_connections(redis_url: str, redis_key: str,
     if used_before_fork:
         limiter.release()
     assert limiter.running_count == 0
+
+
+async def test_a_different_max_running_on_the_same_key_is_reported(redis_url: str, redis_key: str) -> None:
+    small = RedisConcurrencyLimiter(redis_url, redis_key, 2)
+    large = RedisConcurrencyLimiter(redis_url, redis_key, 3)  # another process, as far as Redis knows
+    same = RedisConcurrencyLimiter(redis_url, redis_key, 3)
+    await small.acquire('a')
+    small.release()
+    assert small.other_max_running is None  # the first acquire on the key meets nobody
+    await large.acquire('b')
+    assert large.other_max_running == 2
+    message = (
+        rf"^RedisConcurrencyLimiter\(key='{re.escape(redis_key)}'\): another process used max_running=2 for this key "
+        r'within the last lease; this one uses 3\. Processes sharing a key must agree on max_running: '
+        r'each admits up to its own\.$'
+    )
+    with pytest.warns(RuntimeWarning, match=message):
+        large.release()
+    assert large.running_count == 0  # released before the warning
+    await large.acquire('b')
+    large.release()  # once per value: no second warning (warnings are errors in this suite)
+    await same.acquire('c')
+    same.release()
+    assert same.other_max_running is None  # agrees with the last user of the key
+    await small.acquire('a')
+    assert small.other_max_running == 3
+    with pytest.warns(RuntimeWarning, match='max_running=3'):
+        small.release()

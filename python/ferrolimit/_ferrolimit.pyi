@@ -260,7 +260,8 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     The same interface as `ConcurrencyLimiter` for pydantic-ai (`acquire(source)`, `release()`,
     `async with`, `get_concurrency_context`, the counts, `_max_queued`, `_get_tracer()` and the
     same wait span), so it works with `Agent(max_concurrency=...)` and `ConcurrencyLimitedModel`.
-    Guarantees, as long as every process passes the same `max_running`:
+    Guarantees, as long as every process passes the same `max_running` (a limiter that finds
+    another value in use warns once, see `other_max_running`):
 
     - never more than `max_running` slots are held across all processes sharing `key`;
     - waiters are admitted in arrival order across processes (FIFO, no barging);
@@ -394,6 +395,15 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
 
         That happens when the process was paused, or Redis was unreachable, for longer than a
         lease. Releasing such a slot frees nothing.
+        """
+
+    @property
+    def other_max_running(self) -> int | None:
+        """Another process's `max_running` for this key, when it differs from this one's.
+
+        Set when one of this object's acquires found that the last acquire on the key (within a
+        lease) used another value; `None` while they agree. Processes that disagree each admit up to their own value. The first `release()` after
+        such a finding warns (`RuntimeWarning`), once per value.
         """
 
     @property

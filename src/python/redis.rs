@@ -21,7 +21,7 @@ use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
 use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -249,6 +249,11 @@ impl PyRedisConcurrencyLimiter {
         Ok(self.limiter()?.lost_total())
     }
 
+    #[getter]
+    fn other_max_running(&self) -> PyResult<Option<usize>> {
+        Ok(self.limiter()?.other_max_running())
+    }
+
     fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.tracer(py)
     }
@@ -258,12 +263,25 @@ impl PyRedisConcurrencyLimiter {
         Self::start_acquire(slf, source_or_unnamed(slf.py(), source)?)
     }
 
-    fn release(&self) -> PyResult<()> {
-        if self.inner()?.release_pooled() {
-            Ok(())
-        } else {
-            Err(release_error(ReleaseError))
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner()?;
+        if !inner.release_pooled() {
+            return Err(release_error(ReleaseError));
         }
+        // Reported here, with the slot already given back, so that a warning turned into an
+        // error cannot cost a slot.
+        if let Some(other) = inner.unreported_max_running() {
+            let message = format!(
+                "RedisConcurrencyLimiter(key={}): another process used max_running={other} for this key \
+                 within the last lease; this one uses {}. Processes sharing a key must agree on \
+                 max_running: each admits up to its own.",
+                PyString::new(py, &self.key).repr()?,
+                self.max_running
+            );
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;
+        }
+        Ok(())
     }
 
     #[pyo3(signature = (source = None))]
@@ -283,7 +301,7 @@ impl PyRedisConcurrencyLimiter {
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.release()?;
+        self.release(py)?;
         Ok(ready(py))
     }
 

@@ -178,6 +178,7 @@ impl RedisBuilder {
             seq: format!("{{{key}}}:seq"),
             epoch_key: format!("{{{key}}}:epoch"),
             recovering_key: format!("{{{key}}}:recovering"),
+            max_running_key: format!("{{{key}}}:max_running"),
             epoch: Mutex::new(Epoch::default()),
             channel: format!("{{{key}}}:wake"),
             key,
@@ -192,6 +193,9 @@ impl RedisBuilder {
             held: Mutex::new(HashSet::new()),
             lost: Mutex::new(HashSet::new()),
             lost_total: AtomicU64::new(0),
+            other_max_running: AtomicU64::new(0),
+            #[cfg(feature = "python")]
+            warned_max_running: AtomicU64::new(0),
             #[cfg(feature = "python")]
             pool: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
@@ -275,6 +279,7 @@ pub(crate) struct Inner {
     seq: String,
     epoch_key: String,
     recovering_key: String,
+    max_running_key: String,
     channel: String,
     /// The state's epoch as last seen, and whether this instance held slots or places from
     /// before the state was lost (it may then re-register them while the state recovers).
@@ -292,6 +297,12 @@ pub(crate) struct Inner {
     /// Tokens whose lease ran out while held; releasing one frees nothing.
     lost: Mutex<HashSet<String>>,
     lost_total: AtomicU64,
+    /// The `max_running` another process used for this key, when an acquire found one different
+    /// from this instance's (0: none found).
+    other_max_running: AtomicU64,
+    /// The last such value the Python layer warned about (0: none).
+    #[cfg(feature = "python")]
+    warned_max_running: AtomicU64,
     /// Slots held without a permit (the Python API's `acquire`/`release`).
     #[cfg(feature = "python")]
     pool: Mutex<Vec<Slot>>,
@@ -341,6 +352,7 @@ impl Inner {
             .key(&self.seq)
             .key(&self.epoch_key)
             .key(&self.recovering_key)
+            .key(&self.max_running_key)
             .arg(&self.channel)
             .arg(self.max_running)
             .arg(millis(self.lease))
@@ -368,6 +380,33 @@ impl Inner {
             self.renew_kick.notify_one();
             self.poll_all();
         }
+    }
+
+    /// Notes the `max_running` the last acquire of another process used for this key, if any
+    /// (`-1`: none within the last lease).
+    fn saw_max_running(&self, other: i64) {
+        if let Ok(other) = u64::try_from(other)
+            && other != 0
+            && other != self.max_running as u64
+        {
+            self.other_max_running.store(other, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn other_max_running(&self) -> Option<usize> {
+        match self.other_max_running.load(Ordering::Relaxed) {
+            0 => None,
+            n => usize::try_from(n).ok(),
+        }
+    }
+
+    /// [`other_max_running`](Self::other_max_running) if it was not reported yet; then it is.
+    #[cfg(feature = "python")]
+    pub(crate) fn unreported_max_running(&self) -> Option<usize> {
+        let other = self.other_max_running.load(Ordering::Relaxed);
+        (other != 0 && self.warned_max_running.swap(other, Ordering::Relaxed) != other)
+            .then(|| usize::try_from(other).ok())
+            .flatten()
     }
 
     fn heartbeat(&self) -> Duration {
@@ -400,11 +439,12 @@ impl Inner {
         invocation
             .arg(&token)
             .arg(self.max_queued.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX)));
-        let answer: redis::RedisResult<(String, i64, i64, i64, i64)> =
+        let answer: redis::RedisResult<(String, i64, i64, i64, i64, i64)> =
             invocation.invoke_async(&mut self.conn.clone()).await;
         let (status, _running, waiting, mut next_expiry) = match answer {
-            Ok((epoch, status, running, waiting, next_expiry)) => {
+            Ok((epoch, status, running, waiting, next_expiry, other_max_running)) => {
                 self.saw_epoch(epoch);
+                self.saw_max_running(other_max_running);
                 (status, running, waiting, next_expiry)
             }
             Err(err) => return self.failed(err.into()),
@@ -857,6 +897,14 @@ impl RedisConcurrencyLimiter {
     #[must_use]
     pub fn lost_total(&self) -> u64 {
         self.inner.lost_total()
+    }
+
+    /// A `max_running` that another process sharing this key used within the last lease, if
+    /// one of this limiter's acquires found it different from its own: the processes disagree on
+    /// the limit, and each admits up to its own value. `None` while they agree.
+    #[must_use]
+    pub fn other_max_running(&self) -> Option<usize> {
+        self.inner.other_max_running()
     }
 
     #[cfg(feature = "python")]

@@ -3,7 +3,7 @@
 //!
 //! # Implementation details
 //!
-//! The state lives in four Redis keys with the hash tag `{key}`, so they share a cluster slot:
+//! The state lives in Redis keys with the hash tag `{key}`, so they share a cluster slot:
 //!
 //! * `{key}:holders`, a sorted set of the slots held, token → lease expiry (milliseconds on the
 //!   server's clock, from `TIME`, so process clocks never matter);
@@ -12,7 +12,11 @@
 //!   dead process drop out of the queue instead of blocking it;
 //! * `{key}:seq`, the arrival counter;
 //! * `{key}:epoch`, the identity of the state, and `{key}:recovering`, set for one lease after the
-//!   state was found lost.
+//!   state was found lost;
+//! * `{key}:max_running`, the `max_running` of the last acquire, kept for one lease: an acquire
+//!   that finds another value there reports it
+//!   ([`RedisConcurrencyLimiter::other_max_running`]), since processes that disagree on the limit
+//!   each admit up to their own.
 //!
 //! Every step is one Lua script (`lua/`), hence atomic. Each starts by purging expired leases and
 //! dead waiters and then admits the head of the queue into every free slot ("admit"); so a slot

@@ -5,11 +5,13 @@
 -- KEYS[4] seq      STRING counter for arrival sequences
 -- KEYS[5] epoch    STRING identity of the state: a new one means the state was created or lost
 -- KEYS[6] recovering  STRING with a TTL of one lease after a loss: nobody is admitted meanwhile
+-- KEYS[7] max_running  STRING the max_running of the last acquire, kept for one lease
 -- ARGV[1] wake channel, ARGV[2] max_running, ARGV[3] lease (ms), ARGV[4] the caller's known
 -- epoch ('' if none), ARGV[5] an epoch to use if there is none, ARGV[6] '1' if the caller held
 -- state from before the current epoch; the rest per script. Every script's reply starts with
 -- the current epoch.
 local HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, RECOVERING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local MAX_RUNNING_KEY = KEYS[7]
 local CHANNEL, MAX_RUNNING, LEASE = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local KNOWN_EPOCH, NEW_EPOCH = ARGV[4], ARGV[5]
 
