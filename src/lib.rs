@@ -69,4 +69,6 @@ pub use session::{SessionLimiter, SessionLimits, SessionStatus};
 pub use stats::{GovernorStats, LimiterStats};
 
 #[cfg(feature = "redis")]
-pub use crate::redis::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisLimiterError, RedisPermit};
+pub use crate::redis::{
+    RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisCounts, RedisLimiterError, RedisPermit,
+};

@@ -1,7 +1,7 @@
 //! `RedisConcurrencyLimiter` against a real Redis server at `FERROLIMIT_REDIS_URL` (`make test`
 //! starts one); without that variable the tests return at once.
 
-use ferrolimit::{RedisConcurrencyLimiter, RedisLimiterError};
+use ferrolimit::{RedisConcurrencyLimiter, RedisConnections, RedisLimiterError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -86,6 +86,39 @@ async fn a_different_max_running_on_the_same_key_is_reported() {
     assert_eq!(same.other_max_running(), None);
     drop(small.acquire("a").await.expect("free slot"));
     assert_eq!(small.other_max_running(), Some(3));
+}
+
+#[tokio::test]
+async fn limiters_can_share_connections() {
+    let Some(url) = url() else { return };
+    let connections = RedisConnections::new(&url).expect("connections");
+    let build = |key: &str| {
+        RedisConcurrencyLimiter::builder(&url, fresh_key(key), 1)
+            .connections(connections.clone())
+            .build()
+            .expect("limiter")
+    };
+    let (a, b) = (build("shared-a"), build("shared-b"));
+    let held = (a.acquire("a").await.expect("slot"), b.acquire("b").await.expect("slot"));
+    // A waiter on each key is woken by the one subscription, routed by key: within a second,
+    // where its own heartbeat poll would come only after 10 s (a third of the default lease).
+    let waiters = [a.clone(), b.clone()].map(|limiter| tokio::spawn(async move { limiter.acquire("w").await }));
+    until_queued(&a, 1).await;
+    until_queued(&b, 1).await;
+    drop(held);
+    for waiter in waiters {
+        let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the subscription")
+            .expect("task")
+            .expect("slot");
+        assert!(permit.release().await.expect("release"));
+    }
+
+    let other = RedisConcurrencyLimiter::builder("redis://127.0.0.1:1/0", fresh_key("shared-c"), 1)
+        .connections(connections)
+        .build();
+    assert!(matches!(other, Err(RedisLimiterError::Config(msg)) if msg.contains("the connections are to")));
 }
 
 #[tokio::test]

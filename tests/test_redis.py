@@ -10,8 +10,10 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 import traceback
+import urllib.parse
 
 import anyio
 import pytest
@@ -328,3 +330,52 @@ async def test_a_different_max_running_on_the_same_key_is_reported(redis_url: st
     assert small.other_max_running == 3
     with pytest.warns(RuntimeWarning, match='max_running=3'):
         small.release()
+
+
+def connected_clients(redis_url: str) -> int:
+    """The server's count of client connections (this query's own included)."""
+    url = urllib.parse.urlparse(redis_url)
+    with socket.create_connection((url.hostname or '127.0.0.1', url.port or 6379), timeout=5) as conn:
+        conn.sendall(b'*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n')
+        reply = b''
+        while b'connected_clients:' not in reply or not reply.endswith(b'\r\n'):
+            reply += conn.recv(4096)
+    return int(reply.split(b'connected_clients:')[1].split(b'\r\n')[0])
+
+
+async def test_limiters_on_one_server_share_two_connections(redis_url: str, redis_key: str) -> None:
+    limiters = [RedisConcurrencyLimiter(redis_url, f'{redis_key}:{i}', 1) for i in range(2)]
+    for limiter in limiters:  # this process's connections to the server are open from here on
+        async with limiter:
+            pass
+    before = connected_clients(redis_url)
+    limiters += [RedisConcurrencyLimiter(redis_url, f'{redis_key}:{i}', 1) for i in range(2, 20)]
+    for limiter in limiters:
+        async with limiter:
+            pass
+    assert connected_clients(redis_url) == before  # 20 limiters, no new connection
+
+    # Every limiter still gets its own wake-ups: the shared subscription routes them by key.
+    entered: list[int] = []
+    all_in = anyio.Event()
+
+    async def wait_on(i: int) -> None:
+        async with limiters[i]:
+            entered.append(i)
+            if len(entered) == len(limiters):
+                all_in.set()
+
+    for limiter in limiters:
+        await limiter.acquire('holder')
+    async with anyio.create_task_group() as tg:
+        for i in range(len(limiters)):
+            tg.start_soon(wait_on, i)
+        for limiter in limiters:
+            await until_waiting(limiter, 1)
+        # The default lease is 30 s, so a waiter's own poll comes only every 10 s: entering well
+        # within that is the wake-up message, delivered to the right limiter.
+        with anyio.fail_after(5):
+            for limiter in limiters:
+                limiter.release()
+            await all_in.wait()
+    assert sorted(entered) == list(range(len(limiters)))

@@ -289,7 +289,9 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     use there, as redis-py's connection pool does; the slots the parent holds stay the parent's
     (`held_count` starts at 0 in the child).
 
-    Redis I/O runs on a small tokio runtime shared by the process (two threads). If Redis is
+    Redis I/O runs on a small tokio runtime shared by the process (two threads), and every
+    limiter of the process on one server URL shares one command connection and one pub/sub
+    subscription, whatever the number of keys. If Redis is
     unreachable, `acquire` raises `ConcurrencyBackendError` at once rather than hanging, or, with
     `fail_open=True`, proceeds without limiting and records that on the wait span (attribute
     `fail_open`, and the error as an exception event). The connection comes back on its own.

@@ -19,14 +19,14 @@ use crate::python::limiter::{limits, source_or_unnamed, tracer_or_default};
 use crate::python::ready::ready;
 use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
-use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisLimiterError, ReleaseError};
+use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisLimiterError, ReleaseError};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -88,14 +88,38 @@ pub(crate) struct PyRedisConcurrencyLimiter {
     tracer: Option<Py<PyAny>>,
 }
 
-/// Builds a limiter on this process's runtime.
+/// Builds a limiter on this process's runtime and on this process's connections to its server.
 fn build(builder: &RedisBuilder) -> PyResult<Arc<RedisConcurrencyLimiter>> {
+    let runtime = runtime()?;
     let limiter = builder
         .clone()
-        .runtime(runtime()?.handle().clone())
+        .runtime(runtime.handle().clone())
+        .connections(connections(builder.url(), runtime)?)
         .build()
         .map_err(|e| redis_error(&e, ""))?;
     Ok(Arc::new(limiter))
+}
+
+/// The connections this process's limiters share with one server: one command connection and
+/// one subscription per URL, however many limiters and keys. A forked child opens its own.
+fn connections(url: &str, runtime: &Runtime) -> PyResult<RedisConnections> {
+    static SHARED: Mutex<Option<(u32, HashMap<String, RedisConnections>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut shared = SHARED.lock();
+    let by_url = match &mut *shared {
+        Some((owner, by_url)) if *owner == pid => by_url,
+        other => {
+            // The parent's connections belong to the parent: leave them alone (see `runtime`).
+            std::mem::forget(other.take());
+            &mut other.insert((pid, HashMap::new())).1
+        }
+    };
+    if let Some(connections) = by_url.get(url) {
+        return Ok(connections.clone());
+    }
+    let connections = RedisConnections::with_runtime(url, runtime.handle().clone()).map_err(|e| redis_error(&e, ""))?;
+    by_url.insert(url.to_owned(), connections.clone());
+    Ok(connections)
 }
 
 impl PyRedisConcurrencyLimiter {

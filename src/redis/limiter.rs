@@ -1,13 +1,13 @@
 //! [`RedisConcurrencyLimiter`], its builder and its RAII [`RedisPermit`].
 
+use super::connections::RedisConnections;
 use super::error::RedisLimiterError;
 use super::scripts::{ACQUIRE, COUNTS, LEAVE, POLL, RENEW};
 use crate::error::check_max_running;
 use crate::telemetry::{WaitSpan, WaitSpanFields, wait_span_fields};
-use futures_util::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::Script;
+use redis::aio::ConnectionManager;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,10 +16,6 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
-/// How long connecting to Redis may take before the attempt counts as a failure.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one command may wait for its answer.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiter polls while the wake-up channel is down (a fallback only).
 const FALLBACK_POLL: Duration = Duration::from_millis(100);
 /// The shortest lease accepted.
@@ -92,6 +88,7 @@ pub struct RedisBuilder {
     name: Option<String>,
     fail_open: bool,
     runtime: Option<Handle>,
+    connections: Option<RedisConnections>,
 }
 
 impl RedisBuilder {
@@ -127,13 +124,27 @@ impl RedisBuilder {
         self
     }
 
+    /// The server's URL, as given.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Uses `connections` (to the same URL) instead of opening a connection and a subscription
+    /// of its own: any number of limiters can share them.
+    pub fn connections(mut self, connections: RedisConnections) -> Self {
+        self.connections = Some(connections);
+        self
+    }
+
     /// Creates the limiter. It connects lazily: an unreachable server is reported by the first
     /// operation, not here.
     ///
     /// # Errors
     ///
     /// [`RedisLimiterError::Config`] for an invalid URL, an empty key, a limit out of range, a
-    /// lease shorter than 30 ms, or no tokio runtime.
+    /// lease shorter than 30 ms, no tokio runtime, or [`connections`](Self::connections) to
+    /// another URL.
     pub fn build(self) -> Result<RedisConcurrencyLimiter, RedisLimiterError> {
         let config = |msg: String| RedisLimiterError::Config(msg);
         let max_running = i128::try_from(self.max_running).unwrap_or(i128::MAX);
@@ -148,30 +159,27 @@ impl RedisBuilder {
                 self.lease
             )));
         }
-        let client =
-            Client::open(self.url.as_str()).map_err(|e| config(format!("invalid Redis URL {:?}: {e}", self.url)))?;
         let runtime = match self.runtime {
             Some(runtime) => runtime,
             None => {
                 Handle::try_current().map_err(|_| config("RedisConcurrencyLimiter needs a tokio runtime".to_owned()))?
             }
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200));
-        let conn = {
-            let _entered = runtime.enter();
-            client
-                .get_connection_manager_lazy(manager_config)
-                .map_err(|e| config(format!("invalid Redis URL {:?}: {e}", self.url)))?
+        let connections = match self.connections {
+            Some(connections) if connections.url() == self.url => connections,
+            Some(connections) => {
+                return Err(config(format!(
+                    "the connections are to {:?}, the limiter's URL is {:?}",
+                    connections.url(),
+                    self.url
+                )));
+            }
+            None => RedisConnections::with_runtime(&self.url, runtime.clone())?,
         };
         let (shutdown, shutdown_rx) = watch::channel(());
         let key = self.key;
         let inner = Arc::new(Inner {
-            conn,
+            conn: connections.conn(),
             holders: format!("{{{key}}}:holders"),
             queue: format!("{{{key}}}:queue"),
             waiters_key: format!("{{{key}}}:waiters"),
@@ -206,10 +214,9 @@ impl RedisBuilder {
             renew_kick: Arc::new(Notify::new()),
             renew_now: AtomicBool::new(false),
             _shutdown: shutdown,
+            _connections: connections.clone(),
         });
-        inner
-            .runtime
-            .spawn(subscriber(Arc::downgrade(&inner), client, shutdown_rx.clone()));
+        connections.register(&inner);
         inner.runtime.spawn(renewer(Arc::downgrade(&inner), shutdown_rx));
         Ok(RedisConcurrencyLimiter { inner })
     }
@@ -319,8 +326,10 @@ pub(crate) struct Inner {
     /// Wakes the renewer when the first slot is taken, or to renew at once (`renew_now`).
     renew_kick: Arc<Notify>,
     renew_now: AtomicBool,
-    /// Dropped with the limiter: the background tasks stop.
+    /// Dropped with the limiter: the renewer stops.
     _shutdown: watch::Sender<()>,
+    /// Kept open while the limiter lives.
+    _connections: RedisConnections,
 }
 
 impl std::fmt::Debug for Inner {
@@ -407,6 +416,16 @@ impl Inner {
         (other != 0 && self.warned_max_running.swap(other, Ordering::Relaxed) != other)
             .then(|| usize::try_from(other).ok())
             .flatten()
+    }
+
+    /// The wake-up channel of this limiter's key.
+    pub(super) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Whether the wake-up subscription carries this limiter's channel.
+    pub(super) const fn subscribed(&self) -> &AtomicBool {
+        &self.subscribed
     }
 
     fn heartbeat(&self) -> Duration {
@@ -552,7 +571,7 @@ impl Inner {
 
     /// Retries the releases that failed while Redis was away, so that their slots and queue
     /// places come back at once rather than when their leases or heartbeats run out.
-    fn retry_orphans(self: &Arc<Self>) {
+    pub(super) fn retry_orphans(self: &Arc<Self>) {
         let orphans = std::mem::take(&mut *self.orphans.lock());
         for token in orphans {
             self.leave_in_background(token, false);
@@ -629,7 +648,7 @@ impl Inner {
     }
 
     /// A wake-up message: the comma-separated tokens just admitted.
-    fn on_wake(&self, payload: &str) {
+    pub(super) fn on_wake(&self, payload: &str) {
         let waiters = self.waiters.lock();
         for token in payload.split(',') {
             if let Some(waiter) = waiters.get(token) {
@@ -640,7 +659,7 @@ impl Inner {
     }
 
     /// Makes every local waiter poll once (after the subscription was re-established).
-    fn poll_all(&self) {
+    pub(super) fn poll_all(&self) {
         for waiter in self.waiters.lock().values() {
             waiter.notify.notify_one();
         }
@@ -744,52 +763,6 @@ impl Drop for LeaveGuard {
     }
 }
 
-/// Listens on the wake-up channel, reconnecting with a growing delay while Redis is away.
-async fn subscriber(inner: Weak<Inner>, client: Client, mut shutdown: watch::Receiver<()>) {
-    let Some(channel) = inner.upgrade().map(|i| i.channel.clone()) else {
-        return;
-    };
-    let mut delay = Duration::from_millis(20);
-    loop {
-        let listen = async {
-            let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-                .await
-                .ok()?
-                .ok()?;
-            pubsub.subscribe(&channel).await.ok()?;
-            let mut messages = pubsub.into_on_message();
-            {
-                let inner = inner.upgrade()?;
-                inner.subscribed.store(true, Ordering::Release);
-                // Anything published while unsubscribed was missed: every waiter checks once.
-                inner.poll_all();
-                inner.retry_orphans();
-            }
-            delay = Duration::from_millis(20);
-            while let Some(message) = messages.next().await {
-                let inner = inner.upgrade()?;
-                if let Ok(payload) = message.get_payload::<String>() {
-                    inner.on_wake(&payload);
-                }
-            }
-            Some(())
-        };
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = listen => {}
-        }
-        let Some(live) = inner.upgrade() else { return };
-        live.subscribed.store(false, Ordering::Release);
-        live.poll_all();
-        drop(live);
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
 /// Renews the held leases every third of a lease while any slot is held, and at once when the
 /// state was found lost.
 async fn renewer(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
@@ -828,6 +801,7 @@ impl RedisConcurrencyLimiter {
             name: None,
             fail_open: false,
             runtime: None,
+            connections: None,
         }
     }
 

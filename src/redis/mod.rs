@@ -27,9 +27,10 @@
 //! are `{random instance id}-{counter}`, chosen by the client before the acquire script runs so
 //! that a waiter is registered for its wake-up before anyone can admit it.
 //!
-//! Admitted tokens are published on the channel `{key}:wake`. Each limiter instance keeps one
-//! subscription and wakes its local waiter for each token at once; this is the main path, with no
-//! polling. Waiters also poll, as a heartbeat every third of a lease, when the earliest lease runs
+//! Admitted tokens are published on the channel `{key}:wake`. The limiter's [`RedisConnections`]
+//! (its own, or shared with other limiters on the same server) keep one subscription, which
+//! routes each message to the limiters on its channel; each wakes its local waiter for each token
+//! at once. This is the main path, with no polling. Waiters also poll, as a heartbeat every third of a lease, when the earliest lease runs
 //! out (the slot of a dead holder is reclaimed without a release), and every 100 ms while the
 //! subscription is down (after it is re-established, every waiter polls once).
 //!
@@ -48,10 +49,12 @@
 //! With persistence (RDB or AOF; a graceful restart of the default Debian configuration saves
 //! an RDB snapshot) nothing is lost and none of this applies.
 
+mod connections;
 mod error;
 mod limiter;
 mod scripts;
 
+pub use connections::RedisConnections;
 pub use error::RedisLimiterError;
 #[cfg(feature = "python")]
 pub(crate) use limiter::{Inner, Slot};

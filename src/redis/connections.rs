@@ -1,0 +1,273 @@
+//! [`RedisConnections`]: the connections to one Redis server that limiters share, whatever the
+//! number of keys: one command connection (multiplexed) and one wake-up subscription.
+//!
+//! The subscription task routes each wake-up message to the limiters listening on its channel,
+//! and reconnects with a growing delay while Redis is away. While it is down, every limiter's
+//! waiters poll (see `limiter.rs`); once it is back, every channel is subscribed again and every
+//! waiter checks once, since anything published meanwhile was missed.
+
+use super::error::RedisLimiterError;
+use super::limiter::Inner;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::Client;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+/// How long connecting to Redis may take before the attempt counts as a failure.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one command may wait for its answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to one Redis server, for any number of [`RedisConcurrencyLimiter`]s: one
+/// multiplexed command connection and one wake-up subscription, however many keys and limiters
+/// use them. Cloning shares them.
+///
+/// A limiter built without [`RedisBuilder::connections`] opens its own pair. The Python API
+/// shares one `RedisConnections` per server URL in each process.
+///
+/// [`RedisConcurrencyLimiter`]: super::RedisConcurrencyLimiter
+/// [`RedisBuilder::connections`]: super::RedisBuilder::connections
+///
+/// # Examples
+///
+/// ```no_run
+/// use ferrolimit::{RedisConcurrencyLimiter, RedisConnections};
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let connections = RedisConnections::new("redis://127.0.0.1:6379")?;
+/// let openai = RedisConcurrencyLimiter::builder("redis://127.0.0.1:6379", "llm:openai", 8)
+///     .connections(connections.clone())
+///     .build()?;
+/// let anthropic = RedisConcurrencyLimiter::builder("redis://127.0.0.1:6379", "llm:anthropic", 4)
+///     .connections(connections)
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisConnections {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    url: String,
+    conn: ConnectionManager,
+    runtime: Handle,
+    hub: Mutex<Hub>,
+    /// Dropped with the last clone: the subscription task stops.
+    _shutdown: watch::Sender<()>,
+}
+
+#[derive(Default)]
+struct Hub {
+    /// The limiters listening on each wake-up channel.
+    routes: HashMap<String, Vec<Weak<Inner>>>,
+    /// Subscribes more channels while the subscription is up; `None` while it is down.
+    sink: Option<PubSubSink>,
+}
+
+impl Hub {
+    /// Every live limiter, and the channels that have one; forgets the dead.
+    fn live(&mut self) -> (Vec<String>, Vec<Arc<Inner>>) {
+        let mut inners = Vec::new();
+        self.routes.retain(|_, routes| {
+            routes.retain(|inner| inner.strong_count() > 0);
+            inners.extend(routes.iter().filter_map(Weak::upgrade));
+            !routes.is_empty()
+        });
+        (self.routes.keys().cloned().collect(), inners)
+    }
+
+    /// The live limiters on `channel`.
+    fn on(&mut self, channel: &str) -> Vec<Arc<Inner>> {
+        let Some(routes) = self.routes.get_mut(channel) else {
+            return Vec::new();
+        };
+        routes.retain(|inner| inner.strong_count() > 0);
+        let inners: Vec<_> = routes.iter().filter_map(Weak::upgrade).collect();
+        if routes.is_empty() {
+            self.routes.remove(channel);
+        }
+        inners
+    }
+}
+
+impl std::fmt::Debug for RedisConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnections")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnections {
+    /// Connections to `url` (`redis://host:port/db`), with their background work on the tokio
+    /// runtime this is called in. They connect lazily: an unreachable server is reported by the
+    /// first operation of a limiter, not here.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisLimiterError::Config`] for an invalid URL, or when called outside a tokio runtime.
+    pub fn new(url: &str) -> Result<Self, RedisLimiterError> {
+        let runtime = Handle::try_current()
+            .map_err(|_| RedisLimiterError::Config("RedisConnections needs a tokio runtime".to_owned()))?;
+        Self::with_runtime(url, runtime)
+    }
+
+    /// [`new`](Self::new), with the background work on `runtime`.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisLimiterError::Config`] for an invalid URL.
+    pub fn with_runtime(url: &str, runtime: Handle) -> Result<Self, RedisLimiterError> {
+        let invalid = |e: redis::RedisError| RedisLimiterError::Config(format!("invalid Redis URL {url:?}: {e}"));
+        let client = Client::open(url).map_err(invalid)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = {
+            let _entered = runtime.enter();
+            client.get_connection_manager_lazy(config).map_err(invalid)?
+        };
+        let (shutdown, shutdown_rx) = watch::channel(());
+        let shared = Arc::new(Shared {
+            url: url.to_owned(),
+            conn,
+            runtime,
+            hub: Mutex::new(Hub::default()),
+            _shutdown: shutdown,
+        });
+        shared
+            .runtime
+            .spawn(subscriber(Arc::downgrade(&shared), client, shutdown_rx));
+        Ok(Self { shared })
+    }
+
+    /// The server's URL, as given.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.shared.url
+    }
+
+    /// The command connection (a cheap handle).
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    /// Routes the wake-ups of `inner`'s channel to it, subscribing the channel now if the
+    /// subscription is up (else it is subscribed when the subscription comes back).
+    pub(super) fn register(&self, inner: &Arc<Inner>) {
+        let channel = inner.channel().to_owned();
+        let sink = {
+            let mut hub = self.shared.hub.lock();
+            hub.routes
+                .entry(channel.clone())
+                .or_default()
+                .push(Arc::downgrade(inner));
+            hub.sink.clone()
+        };
+        if let Some(mut sink) = sink {
+            let inner = Arc::downgrade(inner);
+            self.shared.runtime.spawn(async move {
+                if sink.subscribe(&channel).await.is_ok()
+                    && let Some(inner) = inner.upgrade()
+                {
+                    inner.subscription_up();
+                }
+            });
+        }
+    }
+}
+
+/// The subscription: routes wake-up messages to the limiters on their channel, reconnecting with
+/// a growing delay while Redis is away.
+async fn subscriber(shared: Weak<Shared>, client: Client, mut shutdown: watch::Receiver<()>) {
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let listen = async {
+            let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                .await
+                .ok()?
+                .ok()?;
+            let (mut sink, mut messages) = pubsub.split();
+            // Under the lock with the sink stored: a limiter registered from now on subscribes
+            // its channel itself; every one registered before is in this list.
+            let (channels, inners) = {
+                let live = shared.upgrade()?;
+                let mut hub = live.hub.lock();
+                hub.sink = Some(sink.clone());
+                hub.live()
+            };
+            if !channels.is_empty() {
+                sink.subscribe(&channels).await.ok()?;
+            }
+            for inner in inners {
+                inner.subscription_up();
+            }
+            delay = Duration::from_millis(20);
+            while let Some(message) = messages.next().await {
+                let live = shared.upgrade()?;
+                let channel = message.get_channel_name().to_owned();
+                let inners = live.hub.lock().on(&channel);
+                if inners.is_empty() {
+                    // Every limiter on it is gone: stop receiving its messages.
+                    let mut sink = sink.clone();
+                    live.runtime
+                        .spawn(async move { drop(sink.unsubscribe(&channel).await) });
+                    continue;
+                }
+                if let Ok(payload) = message.get_payload::<String>() {
+                    for inner in inners {
+                        inner.on_wake(&payload);
+                    }
+                }
+            }
+            Some(())
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = listen => {}
+        }
+        let Some(live) = shared.upgrade() else { return };
+        let (_, inners) = {
+            let mut hub = live.hub.lock();
+            hub.sink = None;
+            hub.live()
+        };
+        drop(live);
+        for inner in inners {
+            inner.subscription_down();
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Marks a limiter's wake-ups as flowing or not; used with [`Inner`]'s `subscribed` flag.
+impl Inner {
+    /// The subscription carries this limiter's channel: anything published before was missed,
+    /// so every waiter checks once, and releases that failed while Redis was away are retried.
+    fn subscription_up(self: &Arc<Self>) {
+        self.subscribed().store(true, Ordering::Release);
+        self.poll_all();
+        self.retry_orphans();
+    }
+
+    /// The subscription is down: waiters poll until it is back.
+    fn subscription_down(&self) {
+        self.subscribed().store(false, Ordering::Release);
+        self.poll_all();
+    }
+}
