@@ -7,6 +7,7 @@ Multi-process and fault tests are in `test_redis_fleet.py`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import signal
@@ -379,3 +380,45 @@ async def test_limiters_on_one_server_share_two_connections(redis_url: str, redi
                 limiter.release()
             await all_in.wait()
     assert sorted(entered) == list(range(len(limiters)))
+
+
+def publish(redis_url: str, channel: str, message: str) -> None:
+    url = urllib.parse.urlparse(redis_url)
+    args = [b'PUBLISH', channel.encode(), message.encode()]
+    request = b'*3\r\n' + b''.join(b'$%d\r\n%s\r\n' % (len(a), a) for a in args)
+    with socket.create_connection((url.hostname or '127.0.0.1', url.port or 6379), timeout=5) as conn:
+        conn.sendall(request)
+        conn.recv(64)
+
+
+async def test_a_key_listened_on_again_gets_its_wake_ups(redis_url: str, redis_key: str) -> None:
+    # A message on a channel nobody in this process listens on any more unsubscribes it (the
+    # pauses let the last limiter's background release end, then the unsubscribe go out); a
+    # limiter created on that key afterwards subscribes it again. Round 0 skips the pauses, so the
+    # new limiter's subscribe and the unsubscribe may go out in either order.
+    for round_ in range(10):
+        gone = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+        async with gone:
+            pass
+        del gone
+        gc.collect()
+        pause = 0.0 if round_ == 0 else 0.1
+        await anyio.sleep(pause)
+        publish(redis_url, f'{{{redis_key}}}:wake', 'nobody')
+        await anyio.sleep(pause)
+        limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+        await limiter.acquire('holder')
+        woken = anyio.Event()
+
+        async def wait(limiter: RedisConcurrencyLimiter = limiter, woken: anyio.Event = woken) -> None:
+            async with limiter:
+                woken.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await until_waiting(limiter, 1)
+            limiter.release()
+            # Its own poll would come after 10 s (a third of the default lease).
+            with anyio.fail_after(5):
+                await woken.wait()
+        assert limiter.running_count == 0, round_

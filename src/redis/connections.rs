@@ -31,6 +31,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A limiter built without [`RedisBuilder::connections`] opens its own pair. The Python API
 /// shares one `RedisConnections` per server URL in each process.
 ///
+/// Their background work (the subscription, reconnections) runs on the tokio runtime they were
+/// created on, which must outlive the limiters that use them.
+///
 /// [`RedisConcurrencyLimiter`]: super::RedisConcurrencyLimiter
 /// [`RedisBuilder::connections`]: super::RedisBuilder::connections
 ///
@@ -220,9 +223,8 @@ async fn subscriber(shared: Weak<Shared>, client: Client, mut shutdown: watch::R
                 let inners = live.hub.lock().on(&channel);
                 if inners.is_empty() {
                     // Every limiter on it is gone: stop receiving its messages.
-                    let mut sink = sink.clone();
                     live.runtime
-                        .spawn(async move { drop(sink.unsubscribe(&channel).await) });
+                        .spawn(unsubscribe(Arc::downgrade(&live), sink.clone(), channel));
                     continue;
                 }
                 if let Ok(payload) = message.get_payload::<String>() {
@@ -252,6 +254,20 @@ async fn subscriber(shared: Weak<Shared>, client: Client, mut shutdown: watch::R
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Unsubscribes a channel nobody listens on. Should a limiter on it have registered meanwhile,
+/// its own subscribe may have gone out before this unsubscribe: the channel is subscribed again.
+async fn unsubscribe(shared: Weak<Shared>, mut sink: PubSubSink, channel: String) {
+    if sink.unsubscribe(&channel).await.is_err() {
+        return;
+    }
+    let Some(live) = shared.upgrade() else { return };
+    let listening = !live.hub.lock().on(&channel).is_empty();
+    drop(live);
+    if listening {
+        drop(sink.subscribe(&channel).await);
     }
 }
 
