@@ -15,6 +15,8 @@ import socket
 import time
 import traceback
 import urllib.parse
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import anyio
 import pytest
@@ -263,6 +265,18 @@ async def test_pydantic_ai_agent_and_model(redis_url: str, redis_key: str) -> No
     assert limiter.held_count == 0
 
 
+def wait_for_child(pid: int) -> None:
+    """Wait for a forked child to exit 0; kill it and fail if it hangs."""
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail('the forked child hung')
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
 @pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
 @pytest.mark.parametrize('used_before_fork', [True, False])
 def test_a_forked_child_uses_its_own_connections(redis_url: str, redis_key: str, used_before_fork: bool) -> None:
@@ -291,14 +305,7 @@ def test_a_forked_child_uses_its_own_connections(redis_url: str, redis_key: str,
             traceback.print_exc()
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail('the forked child hung')
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(done[1]) == 0
+    wait_for_child(pid)
     assert limiter.held_count == int(used_before_fork)
     if used_before_fork:
         limiter.release()
@@ -323,7 +330,8 @@ async def test_a_different_max_running_on_the_same_key_is_reported(redis_url: st
         large.release()
     assert large.running_count == 0  # released before the warning
     await large.acquire('b')
-    large.release()  # once per value: no second warning (warnings are errors in this suite)
+    assert large.other_max_running is None  # the acquire before was its own
+    large.release()  # no warning (warnings are errors in this suite)
     await same.acquire('c')
     same.release()
     assert same.other_max_running is None  # agrees with the last user of the key
@@ -333,15 +341,30 @@ async def test_a_different_max_running_on_the_same_key_is_reported(redis_url: st
         small.release()
 
 
+def command(redis_url: str, *args: str) -> Any:
+    """One command over a fresh connection, and its decoded reply (bulk strings as bytes)."""
+    url = urllib.parse.urlparse(redis_url)
+    request = b'*%d\r\n' % len(args) + b''.join(b'$%d\r\n%s\r\n' % (len(a), a.encode()) for a in args)
+    with socket.create_connection((url.hostname or '127.0.0.1', url.port or 6379), timeout=5) as conn:
+        conn.sendall(request)
+        with conn.makefile('rb') as reply:
+            return read_reply(reply)
+
+
+def read_reply(reply: BinaryIO) -> Any:
+    line = reply.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b'$':
+        return None if int(rest) < 0 else reply.read(int(rest) + 2)[:-2]
+    if kind == b'*':
+        return [read_reply(reply) for _ in range(int(rest))]
+    return rest
+
+
 def connected_clients(redis_url: str) -> int:
     """The server's count of client connections (this query's own included)."""
-    url = urllib.parse.urlparse(redis_url)
-    with socket.create_connection((url.hostname or '127.0.0.1', url.port or 6379), timeout=5) as conn:
-        conn.sendall(b'*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n')
-        reply = b''
-        while b'connected_clients:' not in reply or not reply.endswith(b'\r\n'):
-            reply += conn.recv(4096)
-    return int(reply.split(b'connected_clients:')[1].split(b'\r\n')[0])
+    info: bytes = command(redis_url, 'INFO', 'clients')
+    return int(info.split(b'connected_clients:')[1].split(b'\r\n')[0])
 
 
 async def test_limiters_on_one_server_share_two_connections(redis_url: str, redis_key: str) -> None:
@@ -382,15 +405,6 @@ async def test_limiters_on_one_server_share_two_connections(redis_url: str, redi
     assert sorted(entered) == list(range(len(limiters)))
 
 
-def publish(redis_url: str, channel: str, message: str) -> None:
-    url = urllib.parse.urlparse(redis_url)
-    args = [b'PUBLISH', channel.encode(), message.encode()]
-    request = b'*3\r\n' + b''.join(b'$%d\r\n%s\r\n' % (len(a), a) for a in args)
-    with socket.create_connection((url.hostname or '127.0.0.1', url.port or 6379), timeout=5) as conn:
-        conn.sendall(request)
-        conn.recv(64)
-
-
 async def test_a_key_listened_on_again_gets_its_wake_ups(redis_url: str, redis_key: str) -> None:
     # A message on a channel nobody in this process listens on any more unsubscribes it (the
     # pauses let the last limiter's background release end, then the unsubscribe go out); a
@@ -404,7 +418,7 @@ async def test_a_key_listened_on_again_gets_its_wake_ups(redis_url: str, redis_k
         gc.collect()
         pause = 0.0 if round_ == 0 else 0.1
         await anyio.sleep(pause)
-        publish(redis_url, f'{{{redis_key}}}:wake', 'nobody')
+        command(redis_url, 'PUBLISH', f'{{{redis_key}}}:wake', 'nobody')
         await anyio.sleep(pause)
         limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
         await limiter.acquire('holder')
@@ -422,3 +436,62 @@ async def test_a_key_listened_on_again_gets_its_wake_ups(redis_url: str, redis_k
             with anyio.fail_after(5):
                 await woken.wait()
         assert limiter.running_count == 0, round_
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_a_forked_child_leaves_the_parents_waiter_alone(redis_url: str, redis_key: str) -> None:
+    # The child inherits a task waiting on the parent's acquire and cancels it, as a worker that
+    # tears down its inherited loop would; the parent's place in the queue is unaffected.
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1, lease_seconds=5)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(limiter.acquire('holder'))
+        waiter = loop.create_task(limiter.acquire('waiter'))
+        loop.run_until_complete(until_waiting(limiter, 1))
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                waiter.cancel()
+                loop.run_until_complete(asyncio.sleep(0.05))
+                assert waiter.cancelled()
+                code = 0
+            except BaseException:  # noqa: BLE001 (reported through the exit code)
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        wait_for_child(pid)
+        assert limiter.waiting_count == 1
+        limiter.release()
+        loop.run_until_complete(asyncio.wait_for(waiter, 10))
+        assert (limiter.held_count, limiter.running_count) == (1, 1)
+        limiter.release()
+    finally:
+        loop.close()
+
+
+def test_a_dropped_limiter_unsubscribes_its_key(redis_url: str, redis_key: str) -> None:
+    def channels() -> list[bytes]:
+        found: list[bytes] = command(redis_url, 'PUBSUB', 'CHANNELS', f'{{{redis_key}:*}}:wake')
+        return found
+
+    async def use(limiters: list[RedisConcurrencyLimiter]) -> None:
+        for limiter in limiters:
+            async with limiter:
+                pass
+
+    def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, channels()
+            time.sleep(0.01)
+
+    limiters = [RedisConcurrencyLimiter(redis_url, f'{redis_key}:{i}', 1) for i in range(10)]
+    asyncio.run(use(limiters))
+    until(lambda: len(channels()) == 10)
+    del limiters[5:]
+    gc.collect()
+    until(lambda: len(channels()) == 5)
+    del limiters
+    gc.collect()
+    until(lambda: channels() == [])

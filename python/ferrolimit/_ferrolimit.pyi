@@ -30,6 +30,7 @@ __all__ = [
     'SessionLimiter',
     'Waiter',
     '__version__',
+    'after_fork_in_child',
     'before_exit',
     'check_limits',
     'get_concurrency_context',
@@ -403,9 +404,10 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     def other_max_running(self) -> int | None:
         """Another process's `max_running` for this key, when it differs from this one's.
 
-        Set when one of this object's acquires found that the last acquire on the key (within a
-        lease) used another value; `None` while they agree. Processes that disagree each admit up to their own value. The first `release()` after
-        such a finding warns (`RuntimeWarning`), once per value.
+        The value the acquire before this object's latest one used (within a lease), if it differs;
+        `None` when the latest acquire found agreement, or nobody. Processes that disagree each
+        admit up to their own value. The first `release()` after a new different value is found
+        warns (`RuntimeWarning`).
         """
 
     @property
@@ -959,6 +961,9 @@ def get_concurrency_context(
 
 def resolve_future(future: asyncio.Future[None]) -> None:
     """Set an asyncio waiter's future's result unless it is already done."""
+
+def after_fork_in_child() -> None:
+    """Forget the parent's wake-ups in flight in a forked child (an `os.register_at_fork` hook)."""
 
 def before_exit() -> None:
     """Stop wake-ups from ferrolimit's I/O threads before the interpreter exits (an `atexit` hook)."""

@@ -10,10 +10,11 @@ from __future__ import annotations as _annotations
 
 import asyncio
 import atexit
+import os
 
 from opentelemetry.trace import Span
 
-from ._ferrolimit import RedisAcquire, before_exit, resolve_future
+from ._ferrolimit import RedisAcquire, after_fork_in_child, before_exit, resolve_future
 from ._wait import close_span, open_span
 from .exceptions import ConcurrencyBackendError
 
@@ -21,6 +22,8 @@ __all__ = ('acquire',)
 
 # The Redis I/O threads wake Python callers; they must stop before the interpreter is finalized.
 atexit.register(before_exit)
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 async def acquire(op: RedisAcquire) -> None:

@@ -136,6 +136,14 @@ pub(crate) fn before_exit(py: Python<'_>) {
     });
 }
 
+/// Registered with `os.register_at_fork` by `ferrolimit._redis`: a forked child starts with no
+/// wake-up in flight (the threads that had one are the parent's) and is not exiting.
+#[pyfunction]
+pub(crate) fn after_fork_in_child() {
+    WAKES_IN_FLIGHT.store(0, Ordering::SeqCst);
+    EXITING.store(false, Ordering::SeqCst);
+}
+
 /// A wait span's name and its attributes as a Python dict.
 pub(crate) fn span_fields<'py>(py: Python<'py>, fields: WaitSpanFields<'_>) -> PyResult<(String, Bound<'py, PyDict>)> {
     let attributes = PyDict::new(py);

@@ -41,5 +41,6 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::resolve_future, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::before_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(awaitable::after_fork_in_child, m)?)?;
     Ok(())
 }

@@ -455,6 +455,23 @@ impl PyRedisAcquire {
         }
     }
 
+    /// Whether this is a forked child of the process that started the operation.
+    fn forked(&self) -> bool {
+        self.pid != std::process::id()
+    }
+
+    /// The operation's state, unless this is a forked child: there the parent's I/O threads,
+    /// which update it, do not exist, and may have held its lock at the fork.
+    fn state(&self) -> PyResult<parking_lot::MutexGuard<'_, OpState>> {
+        if self.forked() {
+            return Err(PyRuntimeError::new_err(
+                "this acquire was started before os.fork(), in the parent process; it cannot be \
+                 awaited in the child",
+            ));
+        }
+        Ok(self.state.lock())
+    }
+
     /// Stops the task and gives back a slot it was granted but the caller never took.
     fn cancel_locked(&self, state: &mut OpState) {
         if state.cancelled {
@@ -482,18 +499,18 @@ impl PyRedisAcquire {
 impl PyRedisAcquire {
     /// Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
     /// the next event; `False` if an event is already there.
-    fn wait(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> bool {
-        let mut state = self.state.lock();
+    fn wait(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
+        let mut state = self.state()?;
         if !state.events.is_empty() {
-            return false;
+            return Ok(false);
         }
         state.waker = Some(Arc::new(LoopWake::new(callback, arg, schedule)).into());
-        true
+        Ok(true)
     }
 
     /// Takes the next event: `True` once admitted, `False` when queued; raises the failure.
     fn take(&self) -> PyResult<bool> {
-        let event = self.state.lock().events.pop_front();
+        let event = self.state()?.events.pop_front();
         match event {
             Some(Event::Queued(waiting)) => {
                 *self.waiting.lock() = waiting;
@@ -513,7 +530,9 @@ impl PyRedisAcquire {
     /// trio's abort: gives up if the caller has not been woken yet (`True`); `False` if a wake-up
     /// is already on its way, and the caller must then `take()` as usual.
     fn withdraw(&self) -> bool {
-        let mut state = self.state.lock();
+        let Ok(mut state) = self.state() else {
+            return true; // a forked child: nothing of the parent's to give up here
+        };
         if state.waker.take().is_none() {
             return false;
         }
@@ -521,10 +540,12 @@ impl PyRedisAcquire {
         true
     }
 
-    /// Gives up: the place in the queue is left, and a slot granted meanwhile is passed on.
+    /// Gives up: the place in the queue is left, and a slot granted meanwhile is passed on. In a
+    /// forked child, nothing: the operation is the parent's.
     fn cancel(&self) {
-        let mut state = self.state.lock();
-        self.cancel_locked(&mut state);
+        if let Ok(mut state) = self.state() {
+            self.cancel_locked(&mut state);
+        }
     }
 
     /// The tracer the wait span goes to.
@@ -546,8 +567,12 @@ impl PyRedisAcquire {
 
 impl Drop for PyRedisAcquire {
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
-            // Started in the parent of this forked child: the parent's runtime gives its slot back.
+        if self.forked() {
+            // Started in the parent of this forked child: the parent's runtime gives its slot
+            // back. The shared parts stay alive here, as their last drop would take locks that
+            // threads the child does not have may hold.
+            std::mem::forget(Arc::clone(&self.inner));
+            std::mem::forget(Arc::clone(&self.state));
             return;
         }
         let mut state = self.state.lock();

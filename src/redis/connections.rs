@@ -23,6 +23,8 @@ use tokio::sync::watch;
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may wait for its answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the subscription's connection is checked with a ping.
+const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Connections to one Redis server, for any number of [`RedisConcurrencyLimiter`]s: one
 /// multiplexed command connection and one wake-up subscription, however many keys and limiters
@@ -69,34 +71,27 @@ struct Shared {
 
 #[derive(Default)]
 struct Hub {
-    /// The limiters listening on each wake-up channel.
+    /// The limiters listening on each wake-up channel (each unregisters itself when dropped).
     routes: HashMap<String, Vec<Weak<Inner>>>,
     /// Subscribes more channels while the subscription is up; `None` while it is down.
     sink: Option<PubSubSink>,
+    /// Counts the subscription's ups and downs: a subscribe that went out on an earlier
+    /// connection must not mark anything as subscribed.
+    generation: u64,
 }
 
 impl Hub {
-    /// Every live limiter, and the channels that have one; forgets the dead.
-    fn live(&mut self) -> (Vec<String>, Vec<Arc<Inner>>) {
+    /// The live limiters on `channels` (every channel if `None`); forgets the dead. The result
+    /// must be dropped after the lock: dropping a last `Arc<Inner>` takes it.
+    fn listeners(&mut self, channel: Option<&str>) -> Vec<Arc<Inner>> {
         let mut inners = Vec::new();
-        self.routes.retain(|_, routes| {
-            routes.retain(|inner| inner.strong_count() > 0);
-            inners.extend(routes.iter().filter_map(Weak::upgrade));
+        self.routes.retain(|name, routes| {
+            if channel.is_none_or(|c| c == name) {
+                routes.retain(|inner| inner.strong_count() > 0);
+                inners.extend(routes.iter().filter_map(Weak::upgrade));
+            }
             !routes.is_empty()
         });
-        (self.routes.keys().cloned().collect(), inners)
-    }
-
-    /// The live limiters on `channel`.
-    fn on(&mut self, channel: &str) -> Vec<Arc<Inner>> {
-        let Some(routes) = self.routes.get_mut(channel) else {
-            return Vec::new();
-        };
-        routes.retain(|inner| inner.strong_count() > 0);
-        let inners: Vec<_> = routes.iter().filter_map(Weak::upgrade).collect();
-        if routes.is_empty() {
-            self.routes.remove(channel);
-        }
         inners
     }
 }
@@ -172,78 +167,96 @@ impl RedisConnections {
         let channel = inner.channel().to_owned();
         let sink = {
             let mut hub = self.shared.hub.lock();
-            hub.routes
-                .entry(channel.clone())
-                .or_default()
-                .push(Arc::downgrade(inner));
+            let routes = hub.routes.entry(channel.clone()).or_default();
+            routes.retain(|inner| inner.strong_count() > 0);
+            routes.push(Arc::downgrade(inner));
+            hub.sink.clone().map(|sink| (sink, hub.generation))
+        };
+        if let Some((sink, generation)) = sink {
+            self.shared
+                .runtime
+                .spawn(subscribe(Arc::downgrade(&self.shared), sink, generation, channel));
+        }
+    }
+
+    /// Called as a limiter on `channel` is dropped: forgets it, and unsubscribes the channel if
+    /// no limiter listens on it any more.
+    pub(super) fn unregister(&self, channel: &str) {
+        let sink = {
+            let mut hub = self.shared.hub.lock();
+            let Some(routes) = hub.routes.get_mut(channel) else {
+                return;
+            };
+            routes.retain(|inner| inner.strong_count() > 0);
+            if !routes.is_empty() {
+                return;
+            }
+            hub.routes.remove(channel);
             hub.sink.clone()
         };
-        if let Some(mut sink) = sink {
-            let inner = Arc::downgrade(inner);
-            self.shared.runtime.spawn(async move {
-                if sink.subscribe(&channel).await.is_ok()
-                    && let Some(inner) = inner.upgrade()
-                {
-                    inner.subscription_up();
-                }
-            });
+        if let Some(sink) = sink {
+            self.shared
+                .runtime
+                .spawn(unsubscribe(Arc::downgrade(&self.shared), sink, channel.to_owned()));
         }
     }
 }
 
+/// Marks the limiters on `channel` as subscribed, unless the subscription went down (or came
+/// back as another connection) since `generation`.
+fn mark_up(shared: &Weak<Shared>, generation: u64, channel: &str) {
+    let Some(live) = shared.upgrade() else { return };
+    let inners = {
+        let mut hub = live.hub.lock();
+        if hub.generation != generation {
+            return;
+        }
+        hub.listeners(Some(channel))
+    };
+    for inner in inners {
+        inner.subscription_up();
+    }
+}
+
+/// Subscribes a channel a limiter registered on while the subscription was up.
+async fn subscribe(shared: Weak<Shared>, mut sink: PubSubSink, generation: u64, channel: String) {
+    if let Ok(Ok(())) = tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
+        mark_up(&shared, generation, &channel);
+    }
+}
+
+/// Unsubscribes a channel nobody listens on. Should a limiter on it have registered meanwhile,
+/// its own subscribe may have gone out before this unsubscribe: the channel is subscribed again,
+/// and its waiters check once for a wake-up missed in between.
+async fn unsubscribe(shared: Weak<Shared>, mut sink: PubSubSink, channel: String) {
+    let Ok(Ok(())) = tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await else {
+        return;
+    };
+    let Some(generation) = shared.upgrade().and_then(|live| {
+        let hub = live.hub.lock();
+        hub.routes.contains_key(&channel).then_some(hub.generation)
+    }) else {
+        return;
+    };
+    subscribe(shared, sink, generation, channel).await;
+}
+
 /// The subscription: routes wake-up messages to the limiters on their channel, reconnecting with
-/// a growing delay while Redis is away.
+/// a growing delay while Redis is away. A ping every few seconds notices a connection that died
+/// without a word.
 async fn subscriber(shared: Weak<Shared>, client: Client, mut shutdown: watch::Receiver<()>) {
     let mut delay = Duration::from_millis(20);
     loop {
-        let listen = async {
-            let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-                .await
-                .ok()?
-                .ok()?;
-            let (mut sink, mut messages) = pubsub.split();
-            // Under the lock with the sink stored: a limiter registered from now on subscribes
-            // its channel itself; every one registered before is in this list.
-            let (channels, inners) = {
-                let live = shared.upgrade()?;
-                let mut hub = live.hub.lock();
-                hub.sink = Some(sink.clone());
-                hub.live()
-            };
-            if !channels.is_empty() {
-                sink.subscribe(&channels).await.ok()?;
-            }
-            for inner in inners {
-                inner.subscription_up();
-            }
-            delay = Duration::from_millis(20);
-            while let Some(message) = messages.next().await {
-                let live = shared.upgrade()?;
-                let channel = message.get_channel_name().to_owned();
-                let inners = live.hub.lock().on(&channel);
-                if inners.is_empty() {
-                    // Every limiter on it is gone: stop receiving its messages.
-                    live.runtime
-                        .spawn(unsubscribe(Arc::downgrade(&live), sink.clone(), channel));
-                    continue;
-                }
-                if let Ok(payload) = message.get_payload::<String>() {
-                    for inner in inners {
-                        inner.on_wake(&payload);
-                    }
-                }
-            }
-            Some(())
-        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = listen => {}
+            _ = listen(&shared, &client, &mut delay) => {}
         }
         let Some(live) = shared.upgrade() else { return };
-        let (_, inners) = {
+        let inners = {
             let mut hub = live.hub.lock();
             hub.sink = None;
-            hub.live()
+            hub.generation += 1;
+            hub.listeners(None)
         };
         drop(live);
         for inner in inners {
@@ -257,17 +270,57 @@ async fn subscriber(shared: Weak<Shared>, client: Client, mut shutdown: watch::R
     }
 }
 
-/// Unsubscribes a channel nobody listens on. Should a limiter on it have registered meanwhile,
-/// its own subscribe may have gone out before this unsubscribe: the channel is subscribed again.
-async fn unsubscribe(shared: Weak<Shared>, mut sink: PubSubSink, channel: String) {
-    if sink.unsubscribe(&channel).await.is_err() {
-        return;
+/// One connection of the subscription, until it fails (`None`); resets `delay` once up.
+async fn listen(shared: &Weak<Shared>, client: &Client, delay: &mut Duration) -> Option<()> {
+    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .ok()?
+        .ok()?;
+    let (mut sink, mut messages) = pubsub.split();
+    // Under the lock with the sink stored: a limiter registered from now on subscribes its
+    // channel itself; every one registered before is in this list.
+    let (channels, generation) = {
+        let live = shared.upgrade()?;
+        let mut hub = live.hub.lock();
+        hub.sink = Some(sink.clone());
+        hub.generation += 1;
+        let inners = hub.listeners(None);
+        let channels: Vec<String> = hub.routes.keys().cloned().collect();
+        let generation = hub.generation;
+        drop(hub);
+        drop(inners);
+        (channels, generation)
+    };
+    if !channels.is_empty() {
+        tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channels))
+            .await
+            .ok()?
+            .ok()?;
     }
-    let Some(live) = shared.upgrade() else { return };
-    let listening = !live.hub.lock().on(&channel).is_empty();
-    drop(live);
-    if listening {
-        drop(sink.subscribe(&channel).await);
+    for channel in &channels {
+        mark_up(shared, generation, channel);
+    }
+    *delay = Duration::from_millis(20);
+    let mut liveness = tokio::time::interval(PING_EVERY);
+    liveness.tick().await;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let message = message?;
+                let live = shared.upgrade()?;
+                let inners = live.hub.lock().listeners(Some(message.get_channel_name()));
+                if let Ok(payload) = message.get_payload::<String>() {
+                    for inner in inners {
+                        inner.on_wake(&payload);
+                    }
+                }
+            }
+            _ = liveness.tick() => {
+                let pong: redis::RedisResult<String> =
+                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping()).await.ok()?;
+                pong.ok()?;
+            }
+        }
     }
 }
 

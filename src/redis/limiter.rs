@@ -214,7 +214,7 @@ impl RedisBuilder {
             renew_kick: Arc::new(Notify::new()),
             renew_now: AtomicBool::new(false),
             _shutdown: shutdown,
-            _connections: connections.clone(),
+            connections: connections.clone(),
         });
         connections.register(&inner);
         inner.runtime.spawn(renewer(Arc::downgrade(&inner), shutdown_rx));
@@ -304,8 +304,8 @@ pub(crate) struct Inner {
     /// Tokens whose lease ran out while held; releasing one frees nothing.
     lost: Mutex<HashSet<String>>,
     lost_total: AtomicU64,
-    /// The `max_running` another process used for this key, when an acquire found one different
-    /// from this instance's (0: none found).
+    /// The `max_running` the latest acquire found on the key, when it differs from this
+    /// instance's (0: it agreed, or found none).
     other_max_running: AtomicU64,
     /// The last such value the Python layer warned about (0: none).
     #[cfg(feature = "python")]
@@ -328,8 +328,14 @@ pub(crate) struct Inner {
     renew_now: AtomicBool,
     /// Dropped with the limiter: the renewer stops.
     _shutdown: watch::Sender<()>,
-    /// Kept open while the limiter lives.
-    _connections: RedisConnections,
+    /// Kept open while the limiter lives; it unregisters from them when dropped.
+    connections: RedisConnections,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.connections.unregister(&self.channel);
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -391,15 +397,14 @@ impl Inner {
         }
     }
 
-    /// Notes the `max_running` the last acquire of another process used for this key, if any
-    /// (`-1`: none within the last lease).
-    fn saw_max_running(&self, other: i64) {
-        if let Ok(other) = u64::try_from(other)
-            && other != 0
-            && other != self.max_running as u64
-        {
-            self.other_max_running.store(other, Ordering::Relaxed);
-        }
+    /// Notes the `max_running` of the acquire before this one on the key (`-1`: none within the
+    /// last lease): remembered if it differs from this instance's, forgotten if it agrees.
+    fn saw_max_running(&self, previous: i64) {
+        let other = u64::try_from(previous)
+            .ok()
+            .filter(|&n| n != self.max_running as u64)
+            .unwrap_or(0);
+        self.other_max_running.store(other, Ordering::Relaxed);
     }
 
     pub(crate) fn other_max_running(&self) -> Option<usize> {
@@ -409,7 +414,8 @@ impl Inner {
         }
     }
 
-    /// [`other_max_running`](Self::other_max_running) if it was not reported yet; then it is.
+    /// [`other_max_running`](Self::other_max_running) if it differs from the last value reported;
+    /// then it is the one reported.
     #[cfg(feature = "python")]
     pub(crate) fn unreported_max_running(&self) -> Option<usize> {
         let other = self.other_max_running.load(Ordering::Relaxed);
@@ -873,9 +879,10 @@ impl RedisConcurrencyLimiter {
         self.inner.lost_total()
     }
 
-    /// A `max_running` that another process sharing this key used within the last lease, if
-    /// one of this limiter's acquires found it different from its own: the processes disagree on
-    /// the limit, and each admits up to its own value. `None` while they agree.
+    /// The `max_running` of the acquire before this limiter's latest one on the key (within a
+    /// lease), if it differs from this limiter's: processes sharing the key disagree on the
+    /// limit, and each admits up to its own value. `None` when the latest acquire found
+    /// agreement (or nobody).
     #[must_use]
     pub fn other_max_running(&self) -> Option<usize> {
         self.inner.other_max_running()
