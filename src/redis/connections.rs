@@ -81,17 +81,28 @@ struct Hub {
 }
 
 impl Hub {
-    /// The live limiters on `channels` (every channel if `None`); forgets the dead. The result
+    /// The live limiters on `channel` (on every channel if `None`); forgets the dead. The result
     /// must be dropped after the lock: dropping a last `Arc<Inner>` takes it.
     fn listeners(&mut self, channel: Option<&str>) -> Vec<Arc<Inner>> {
+        fn live(routes: &mut Vec<Weak<Inner>>, into: &mut Vec<Arc<Inner>>) {
+            routes.retain(|inner| inner.strong_count() > 0);
+            into.extend(routes.iter().filter_map(Weak::upgrade));
+        }
         let mut inners = Vec::new();
-        self.routes.retain(|name, routes| {
-            if channel.is_none_or(|c| c == name) {
-                routes.retain(|inner| inner.strong_count() > 0);
-                inners.extend(routes.iter().filter_map(Weak::upgrade));
+        match channel {
+            Some(channel) => {
+                if let Some(routes) = self.routes.get_mut(channel) {
+                    live(routes, &mut inners);
+                    if routes.is_empty() {
+                        self.routes.remove(channel);
+                    }
+                }
             }
-            !routes.is_empty()
-        });
+            None => self.routes.retain(|_, routes| {
+                live(routes, &mut inners);
+                !routes.is_empty()
+            }),
+        }
         inners
     }
 }
