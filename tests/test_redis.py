@@ -265,8 +265,19 @@ async def test_pydantic_ai_agent_and_model(redis_url: str, redis_key: str) -> No
     assert limiter.held_count == 0
 
 
-def wait_for_child(pid: int) -> None:
-    """Wait for a forked child to exit 0; kill it and fail if it hangs."""
+def in_forked_child(body: Callable[[], None]) -> None:
+    """Run `body` in a forked child (which reports through its exit code and never returns into
+    pytest); fail if it raises or hangs."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body()
+            code = 0
+        except BaseException:  # noqa: BLE001 (reported through the exit code)
+            traceback.print_exc()
+        finally:
+            os._exit(code)
     deadline = time.monotonic() + 30
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
         if time.monotonic() > deadline:
@@ -285,27 +296,17 @@ def test_a_forked_child_uses_its_own_connections(redis_url: str, redis_key: str,
     limiter = RedisConcurrencyLimiter(redis_url, redis_key, 2, lease_seconds=5)
     if used_before_fork:
         asyncio.run(limiter.acquire('parent'))
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit code, never return into pytest
-        code = 1
-        try:
 
-            async def child() -> None:
-                assert limiter.held_count == 0
-                assert limiter.running_count == int(used_before_fork)
-                async with limiter('child'):
-                    assert (limiter.held_count, limiter.running_count) == (1, 1 + int(used_before_fork))
-                assert limiter.running_count == int(used_before_fork)
-                with pytest.raises(ValueError, match='released too many times'):
-                    limiter.release()  # the parent's slot is not the child's to release
+    async def child() -> None:
+        assert limiter.held_count == 0
+        assert limiter.running_count == int(used_before_fork)
+        async with limiter('child'):
+            assert (limiter.held_count, limiter.running_count) == (1, 1 + int(used_before_fork))
+        assert limiter.running_count == int(used_before_fork)
+        with pytest.raises(ValueError, match='released too many times'):
+            limiter.release()  # the parent's slot is not the child's to release
 
-            asyncio.run(asyncio.wait_for(child(), 20))
-            code = 0
-        except BaseException:  # noqa: BLE001 (reported through the exit code)
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    wait_for_child(pid)
+    in_forked_child(lambda: asyncio.run(asyncio.wait_for(child(), 20)))
     assert limiter.held_count == int(used_before_fork)
     if used_before_fork:
         limiter.release()
@@ -448,19 +449,13 @@ def test_a_forked_child_leaves_the_parents_waiter_alone(redis_url: str, redis_ke
         loop.run_until_complete(limiter.acquire('holder'))
         waiter = loop.create_task(limiter.acquire('waiter'))
         loop.run_until_complete(until_waiting(limiter, 1))
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                waiter.cancel()
-                loop.run_until_complete(asyncio.sleep(0.05))
-                assert waiter.cancelled()
-                code = 0
-            except BaseException:  # noqa: BLE001 (reported through the exit code)
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        wait_for_child(pid)
+
+        def child() -> None:
+            waiter.cancel()
+            loop.run_until_complete(asyncio.sleep(0.05))
+            assert waiter.cancelled()
+
+        in_forked_child(child)
         assert limiter.waiting_count == 1
         limiter.release()
         loop.run_until_complete(asyncio.wait_for(waiter, 10))
