@@ -8,6 +8,7 @@ import sys
 
 import anyio
 import pytest
+from handoff import cancel_at_handoff
 
 from ferrolimit import ConcurrencyLimiter
 
@@ -19,32 +20,12 @@ async def test_cancel_scope_at_the_instant_of_handoff(order: str) -> None:
     """With anyio, a cancel scope does not interrupt a wait that has already completed: after
     `releasefirst` the waiter may take its slot and use it. Either way nothing is lost."""
     limiter = ConcurrencyLimiter(1)
-    entered: list[str] = []
 
-    async def waiter(name: str) -> None:
-        async with limiter(name):
-            entered.append(name)
+    def queued() -> None:
+        assert limiter.waiting_count == 2
 
     await limiter.acquire('holder')
-    async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
-
-        async def cancellable() -> None:
-            with scope:
-                await waiter('cancelled')
-
-        tg.start_soon(cancellable)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(waiter, 'next')
-        await anyio.wait_all_tasks_blocked()
-        assert limiter.waiting_count == 2
-        # Both in one step: the waiter cannot run in between.
-        if order == 'releasefirst':
-            limiter.release()
-            scope.cancel()
-        else:
-            scope.cancel()
-            limiter.release()
+    entered = await cancel_at_handoff(limiter, limiter, limiter.release, order, queued)
     assert entered[-1] == 'next'
     if order == 'cancelfirst':
         assert entered == ['next']

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 import pytest
+from handoff import cancel_at_handoff
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
@@ -179,31 +180,12 @@ async def test_waiters_of_sibling_children_are_served_fifo_at_the_parent() -> No
 @pytest.mark.parametrize('order', ['releasefirst', 'cancelfirst'])
 async def test_cancel_while_waiting_for_the_child(order: str) -> None:
     child, parent = pair(1, 2)
-    entered: list[str] = []
 
-    async def waiter(name: str) -> None:
-        async with child(name):
-            entered.append(name)
+    def queued() -> None:
+        assert (counts(child), counts(parent)) == ((1, 2, 0), (1, 0, 1))
 
     await child.acquire('holder')
-    async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
-
-        async def cancellable() -> None:
-            with scope:
-                await waiter('cancelled')
-
-        tg.start_soon(cancellable)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(waiter, 'next')
-        await anyio.wait_all_tasks_blocked()
-        assert (counts(child), counts(parent)) == ((1, 2, 0), (1, 0, 1))
-        if order == 'releasefirst':
-            child.release()
-            scope.cancel()
-        else:
-            scope.cancel()
-            child.release()
+    entered = await cancel_at_handoff(child, child, child.release, order, queued)
     assert entered[-1] == 'next'
     if order == 'cancelfirst':
         assert entered == ['next']
@@ -216,31 +198,12 @@ async def test_cancel_while_waiting_for_the_parent(order: str) -> None:
     that instant passes to the next waiter at the parent."""
     child, parent = pair(2, 1)
     sibling = ConcurrencyLimiter(1, parent=parent)
-    entered: list[str] = []
 
-    async def waiter(limiter: ConcurrencyLimiter, name: str) -> None:
-        async with limiter(name):
-            entered.append(name)
+    def queued() -> None:
+        assert (counts(child), counts(sibling), counts(parent)) == ((1, 0, 1), (1, 0, 0), (1, 2, 0))
 
     await parent.acquire('holder')
-    async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
-
-        async def cancellable() -> None:
-            with scope:
-                await waiter(child, 'cancelled')
-
-        tg.start_soon(cancellable)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(waiter, sibling, 'next')
-        await anyio.wait_all_tasks_blocked()
-        assert (counts(child), counts(sibling), counts(parent)) == ((1, 0, 1), (1, 0, 0), (1, 2, 0))
-        if order == 'releasefirst':
-            parent.release()
-            scope.cancel()
-        else:
-            scope.cancel()
-            parent.release()
+    entered = await cancel_at_handoff(child, sibling, parent.release, order, queued)
     assert entered[-1] == 'next'
     if order == 'cancelfirst':
         assert entered == ['next']
