@@ -446,36 +446,28 @@ def contender(name: str) -> Contender:
     return builders[name]()
 
 
-def ferro_contender(tracer: Any = None) -> Contender:
-    ferro = ferrolimit.ConcurrencyLimiter(1, tracer=tracer)
+def limiter_contender(limiter: Any, get_context: Callable[[Any, str], Any]) -> Contender:
+    """A limiter of one slot that pydantic-ai's API drives (ferrolimit's or pydantic-ai's own)."""
 
-    async def ferro_body() -> None:
-        async with ferrolimit.get_concurrency_context(ferro, 'src'):
+    async def body() -> None:
+        async with get_context(limiter, 'src'):
             pass
 
     return Contender(
-        lambda: ferro.acquire('hold'),
-        ferro_body,
-        lambda: ferro.waiting_count,
-        ferro.release,
-        lambda: ferro.available_count == 1 and ferro.waiting_count == 0,
+        lambda: limiter.acquire('hold'),
+        body,
+        lambda: limiter.waiting_count,
+        limiter.release,
+        lambda: limiter.available_count == 1 and limiter.waiting_count == 0,
     )
+
+
+def ferro_contender(tracer: Any = None) -> Contender:
+    return limiter_contender(ferrolimit.ConcurrencyLimiter(1, tracer=tracer), ferrolimit.get_concurrency_context)
 
 
 def pai_contender() -> Contender:
-    theirs = pai.ConcurrencyLimiter(1)
-
-    async def pai_body() -> None:
-        async with pai.get_concurrency_context(theirs, 'src'):
-            pass
-
-    return Contender(
-        lambda: theirs.acquire('hold'),
-        pai_body,
-        lambda: theirs.waiting_count,
-        theirs.release,
-        lambda: theirs.available_count == 1 and theirs.waiting_count == 0,
-    )
+    return limiter_contender(pai.ConcurrencyLimiter(1), pai.get_concurrency_context)
 
 
 def sem_contender() -> Contender:
