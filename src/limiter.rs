@@ -332,7 +332,8 @@ impl ConcurrencyLimiter {
         let Some(parent) = self.parent() else {
             return self.semaphore().release();
         };
-        // Claim one full holder first, so that a release too many changes nothing.
+        // Claim one full holder first, then release the ancestors' slots, and this level's only
+        // once they are gone: a release too many at any level changes nothing at all.
         let full = &self.shared.full_holders;
         let mut n = full.load(Ordering::Acquire);
         loop {
@@ -344,8 +345,13 @@ impl ConcurrencyLimiter {
                 Err(actual) => n = actual,
             }
         }
-        self.semaphore().release()?;
-        parent.release_raw()
+        if let Err(err) = parent.release_raw() {
+            full.fetch_add(1, Ordering::AcqRel);
+            return Err(err);
+        }
+        // The claimed full holder holds one of this level's slots, which no other release can
+        // take: this cannot fail.
+        self.semaphore().release()
     }
 
     /// [`release_raw`](Self::release_raw) when it needs no lock and wakes nobody: a limiter

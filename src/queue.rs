@@ -8,9 +8,11 @@
 //! * `state`, one `AtomicU64`: the free slots in bits 0..32, the holders in bits 32..63 and a
 //!   `CONTENDED` flag in bit 63. Taking a free slot is a single compare-and-swap that moves one
 //!   unit from the free count to the holder count, so `available` and `running` can never be
-//!   read out of step. `CONTENDED` is set exactly while somebody is queued or a shrink has left
-//!   a debt; it only changes with the lock held.
-//! * `locked`, a mutex over the waiter list, the resize debt and the lifetime totals.
+//!   read out of step. `CONTENDED` is set exactly while somebody is queued, a waiter has been
+//!   handed a slot it has not taken yet, or a shrink has left a debt; it only changes with the
+//!   lock held.
+//! * `locked`, a mutex over the waiter list, the resize debt, the wake-ups still to deliver and
+//!   the lifetime totals.
 //!
 //! The uncontended path takes no lock at all: acquiring is one compare-and-swap, and so is a
 //! release while `CONTENDED` is clear (the slot simply becomes free). With `CONTENDED` set a
@@ -34,8 +36,20 @@
 //! instant of handoff), removing it releases that slot again under the same lock, which hands
 //! it to the next waiter. Nothing is lost, nothing is counted twice.
 //!
-//! Wakers are always woken after the lock is dropped: a waker may run arbitrary code (a Python
-//! callback that needs the GIL), and none of it may run inside the critical section.
+//! Releases without a permit (the Python layer's `release()`) are checked, not trusted: a slot
+//! handed to a waiter that has not taken it yet counts among the holders but belongs to that
+//! waiter, so a release only succeeds while the holders outnumber such granted waiters. That is
+//! why `CONTENDED` stays set until a granted waiter takes its slot: every release meanwhile goes
+//! through the lock, where the granted waiters are counted. A release too many fails and changes
+//! nothing, and the granted waiter's own cancellation can always give its slot back.
+//!
+//! Wake-ups: wakers are always woken after the lock is dropped (a waker may run arbitrary code,
+//! such as a Python callback that needs the GIL, and none of it may run inside the critical
+//! section), and in the order the slots were handed over. A grant appends the waiter's waker to
+//! `outbox` under the lock; whoever finds no one delivering becomes the one deliverer and wakes
+//! the outbox in order, outside the lock, until it is empty, while other releasers only append.
+//! Two releasers on two threads can therefore never deliver their wake-ups out of order, even if
+//! the first is preempted between its grant and its wake-up.
 //!
 //! Shrinking `max_running` below the number of holders records a debt: the next releases
 //! retire slots instead of handing them on, until the holders fit under the new limit.
@@ -48,8 +62,9 @@
 
 use crate::error::{AcquireError, ReleaseError};
 use crate::stats::LimiterStats;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::waiters::{Removed, WaiterId, WaiterList};
+use std::collections::VecDeque;
 use std::task::Waker;
 
 const AVAILABLE_MASK: u64 = u32::MAX as u64;
@@ -80,6 +95,10 @@ struct Locked {
     max_running: u32,
     /// Slots still to retire after a shrink below the number of holders.
     debt: u32,
+    /// Wakers of granted waiters, in grant order, not yet woken.
+    outbox: VecDeque<Waker>,
+    /// Whether a thread is waking the outbox (see the module docs).
+    delivering: bool,
     rejected_total: u64,
     cancelled_total: u64,
 }
@@ -110,6 +129,8 @@ impl Semaphore {
                 waiters: WaiterList::new(),
                 max_running,
                 debt: 0,
+                outbox: VecDeque::new(),
+                delivering: false,
                 rejected_total: 0,
                 cancelled_total: 0,
             }),
@@ -183,9 +204,10 @@ impl Semaphore {
         }
     }
 
-    /// Clears `CONTENDED` once nobody is queued and no debt is left (lock held by the caller).
+    /// Clears `CONTENDED` once nobody is queued, no granted waiter is still to take its slot and
+    /// no debt is left (lock held by the caller).
     fn settle(&self, locked: &Locked) {
-        if locked.waiters.len() == 0 && locked.debt == 0 {
+        if locked.waiters.len() == 0 && locked.waiters.granted() == 0 && locked.debt == 0 {
             self.state.fetch_and(!CONTENDED, Ordering::AcqRel);
         }
         self.waiting.store(locked.waiters.len(), Ordering::Release);
@@ -197,6 +219,7 @@ impl Semaphore {
         let mut locked = self.locked.lock();
         if locked.waiters.is_granted(id) {
             locked.waiters.remove(id);
+            self.settle(&locked);
             true
         } else {
             locked.waiters.set_waker(id, waker);
@@ -213,6 +236,7 @@ impl Semaphore {
         let granted = locked.waiters.is_granted(id);
         if granted {
             locked.waiters.remove(id);
+            self.settle(&locked);
         }
         granted
     }
@@ -237,20 +261,23 @@ impl Semaphore {
     pub(crate) fn cancel(&self, id: WaiterId) -> bool {
         let mut locked = self.locked.lock();
         locked.cancelled_total += 1;
-        let wake = match locked.waiters.remove(id) {
+        match locked.waiters.remove(id) {
             Removed::Queued => {
                 self.settle(&locked);
-                return false;
+                false
             }
-            Removed::Granted => self.release_locked(&mut locked),
-        };
-        drop(locked);
-        wake_if_some(wake);
-        true
+            Removed::Granted => {
+                // The slot was this waiter's: counted among the holders, releasable by nobody else.
+                self.release_locked(&mut locked);
+                self.deliver(locked);
+                true
+            }
+        }
     }
 
-    /// The lock-free part of [`release`](Self::release): `None` when someone is queued (or a
-    /// slot is to be retired), which needs the queue lock; then nothing has changed. Touches no
+    /// The lock-free part of [`release`](Self::release): `None` when someone is queued, a
+    /// granted waiter is still to take its slot or a slot is to be retired, which needs the
+    /// queue lock; then nothing has changed. Touches no
     /// waker, so it can run where no waker may be called.
     pub(crate) fn release_uncontended(&self) -> Option<Result<(), ReleaseError>> {
         let mut state = self.state.load(Ordering::Acquire);
@@ -277,38 +304,64 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// [`ReleaseError`] when nobody holds a slot; nothing changes then.
+    /// [`ReleaseError`] when nobody holds a slot, not counting the waiters that were handed one
+    /// and have not taken it yet; nothing changes then.
     pub(crate) fn release(&self) -> Result<(), ReleaseError> {
         if let Some(released) = self.release_uncontended() {
             return released;
         }
         let mut locked = self.locked.lock();
-        // Holders only ever decrease through a release, so the check stays true until ours.
-        if running_of(self.state.load(Ordering::Acquire)) == 0 {
+        // Holders only ever decrease through a release, and granted waiters only through the
+        // lock held here, so the check stays true until ours.
+        if running_of(self.state.load(Ordering::Acquire)) as usize <= locked.waiters.granted() {
             return Err(ReleaseError);
         }
-        let wake = self.release_locked(&mut locked);
-        drop(locked);
-        wake_if_some(wake);
+        self.release_locked(&mut locked);
+        self.deliver(locked);
         Ok(())
     }
 
-    fn release_locked(&self, locked: &mut Locked) -> Option<Waker> {
+    /// Releases one counted slot (lock held): retires it to pay a debt, hands it to the oldest
+    /// waiter (whose waker goes to the outbox), or frees it.
+    fn release_locked(&self, locked: &mut Locked) {
         self.released_total.fetch_add(1, Ordering::Relaxed);
-        let wake = if locked.debt > 0 {
+        if locked.debt > 0 {
             locked.debt -= 1;
             self.state.fetch_sub(RUNNING_ONE, Ordering::AcqRel);
-            None
         } else if let Some(waker) = locked.waiters.grant_front() {
             // The slot changes hands: the number of holders stays the same.
-            Some(waker)
+            locked.outbox.push_back(waker);
         } else {
             // One holder fewer, one slot more, in a single step (wrapping add of 1 - 2^32).
             self.state.fetch_add(1u64.wrapping_sub(RUNNING_ONE), Ordering::AcqRel);
-            None
-        };
+        }
         self.settle(locked);
-        wake
+    }
+
+    /// Drops the lock and wakes the outbox in grant order, unless another thread is already
+    /// doing so (it then wakes what this caller added too).
+    fn deliver(&self, mut locked: MutexGuard<'_, Locked>) {
+        if locked.delivering {
+            return;
+        }
+        let Some(mut waker) = locked.outbox.pop_front() else {
+            return;
+        };
+        locked.delivering = true;
+        drop(locked);
+        // Should a waker panic, the next release takes over the delivery.
+        let delivering = Delivering(self);
+        loop {
+            waker.wake();
+            let mut locked = self.locked.lock();
+            let Some(next) = locked.outbox.pop_front() else {
+                locked.delivering = false;
+                drop(locked);
+                std::mem::forget(delivering);
+                return;
+            };
+            waker = next;
+        }
     }
 
     /// Changes the number of slots. Growing hands the new slots to waiters at once; shrinking
@@ -319,7 +372,6 @@ impl Semaphore {
         let old = locked.max_running;
         locked.max_running = new;
         self.max_running.store(new as usize, Ordering::Release);
-        let mut wakers = Vec::new();
         if new >= old {
             let mut grow = new - old;
             let repaid = grow.min(locked.debt);
@@ -331,7 +383,7 @@ impl Semaphore {
                 };
                 // A new slot handed straight to a waiter: one more holder.
                 self.state.fetch_add(RUNNING_ONE, Ordering::AcqRel);
-                wakers.push(waker);
+                locked.outbox.push_back(waker);
                 grow -= 1;
             }
             self.state.fetch_add(u64::from(grow), Ordering::AcqRel);
@@ -357,10 +409,7 @@ impl Semaphore {
             }
         }
         self.settle(&locked);
-        drop(locked);
-        for waker in wakers {
-            waker.wake();
-        }
+        self.deliver(locked);
     }
 
     pub(crate) fn running(&self) -> usize {
@@ -403,8 +452,11 @@ impl Semaphore {
     }
 }
 
-fn wake_if_some(waker: Option<Waker>) {
-    if let Some(waker) = waker {
-        waker.wake();
+/// Marks a panicking deliverer's delivery over, so that the next release delivers the rest.
+struct Delivering<'a>(&'a Semaphore);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0.locked.lock().delivering = false;
     }
 }

@@ -63,6 +63,11 @@ impl WaiterList {
         self.len
     }
 
+    /// Number of waiters handed a slot that they have not taken (removed) yet.
+    pub(crate) const fn granted(&self) -> usize {
+        self.live - self.len
+    }
+
     /// Appends a waiter at the back of the queue.
     pub(crate) fn push_back(&mut self, waker: Waker) -> WaiterId {
         let slot = Slot::Queued {

@@ -104,3 +104,30 @@ fn acquire_spinning(limiter: &ConcurrencyLimiter) -> Permit {
         thread::yield_now();
     }
 }
+
+/// The raw (permit-less) path the Python layer uses: one caller holds a slot of child and parent
+/// (`try_acquire_raw`), and two releases race for it (`release_raw`), one of them a release too
+/// many. Exactly one succeeds, and every count at both levels is back to free: the failing one
+/// changed nothing, at either level.
+#[test]
+fn loom_raw_release_too_many_changes_nothing() {
+    loom::model(|| {
+        let parent = ConcurrencyLimiter::new(2).unwrap();
+        let child = ConcurrencyLimiter::builder(2).parent(parent.clone()).build().unwrap();
+        assert!(child.try_acquire_raw());
+        let releasers: Vec<_> = (0..2)
+            .map(|_| {
+                let child = child.clone();
+                thread::spawn(move || child.release_raw().is_ok())
+            })
+            .collect();
+        let succeeded: Vec<bool> = releasers.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            succeeded.iter().filter(|ok| **ok).count(),
+            1,
+            "one release for one holder"
+        );
+        assert_eq!((child.running_count(), child.available_count()), (0, 2));
+        assert_eq!((parent.running_count(), parent.available_count()), (0, 2));
+    });
+}

@@ -1,11 +1,12 @@
 //! loom models of `queue::Semaphore`: no over-admission, nothing lost on cancellation at the
-//! instant of handoff, FIFO handoff, and an exact `max_queued`.
+//! instant of handoff, FIFO handoff, an exact `max_queued`, a stray release that changes
+//! nothing, and wake-ups delivered in grant order.
 
 use crate::queue::{Enqueued, Semaphore};
-use crate::sync::Arc;
+use crate::sync::{Arc, Mutex};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use std::task::Waker;
+use std::task::{Wake, Waker};
 
 /// Two threads each take a slot of one (fast path or queue), hold it, and give it back: never
 /// two holders, and the slot is back at the end.
@@ -123,6 +124,83 @@ fn loom_release_racing_an_arrival_is_never_lost() {
         }
         releaser.join().unwrap();
         assert_eq!(sem.running(), 1);
+    });
+}
+
+/// Two releases race while one slot is held and a waiter is queued: the first hands the slot to
+/// the waiter, which has not taken it yet, so the second is a release too many. Exactly one
+/// succeeds, and the waiter's cancellation then frees the slot: never a holder count that goes
+/// below zero or a slot counted twice.
+#[test]
+fn loom_stray_release_at_handoff_changes_nothing() {
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(1, None));
+        assert!(sem.try_acquire());
+        let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop()) else {
+            panic!("expected to queue")
+        };
+        let releasers: Vec<_> = (0..2)
+            .map(|_| {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release().is_ok())
+            })
+            .collect();
+        let succeeded: Vec<bool> = releasers.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            succeeded.iter().filter(|ok| **ok).count(),
+            1,
+            "one release for one holder"
+        );
+        assert!(sem.cancel(id), "the waiter had been handed the slot");
+        assert_eq!((sem.running(), sem.available(), sem.waiting()), (0, 1, 0));
+    });
+}
+
+/// Records the order in which wakers are woken.
+struct Recorder {
+    id: usize,
+    log: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Wake for Recorder {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.log.lock().push(self.id);
+    }
+}
+
+/// Two releases on two threads hand slots to two queued waiters: their wake-ups are delivered in
+/// the order the slots were handed over, whichever thread is preempted where.
+#[test]
+fn loom_wake_ups_follow_grant_order() {
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(2, None));
+        assert!(sem.try_acquire() && sem.try_acquire());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let ids: Vec<_> = (0..2)
+            .map(|id| {
+                let waker = Waker::from(std::sync::Arc::new(Recorder {
+                    id,
+                    log: Arc::clone(&log),
+                }));
+                let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(&waker) else {
+                    panic!("expected to queue")
+                };
+                id
+            })
+            .collect();
+        let releasers: Vec<_> = (0..2)
+            .map(|_| {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release().unwrap())
+            })
+            .collect();
+        for releaser in releasers {
+            releaser.join().unwrap();
+        }
+        assert_eq!(*log.lock(), [0, 1], "wake-ups out of grant order");
+        for id in ids {
+            assert!(sem.take_granted(id));
+        }
     });
 }
 
