@@ -209,7 +209,8 @@ async def test_exception_thrown_into_a_parked_native_waiter(order: str) -> None:
 
     limiter = ConcurrencyLimiter(1)
     await limiter.acquire('holder')
-    awaitable = limiter.acquire('parked')
+    # `__aenter__` starts the wait when called (`acquire()` only when first awaited).
+    awaitable = limiter('parked').__aenter__()
     assert type(awaitable) is AsyncioWait
     future = awaitable.send(None)
     assert isinstance(future, asyncio.Future)

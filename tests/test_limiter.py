@@ -122,8 +122,12 @@ def test_concurrency_limit_validates_like_the_limiter() -> None:
     assert ConcurrencyLimit(2, 3) == ConcurrencyLimit(max_running=2, max_queued=3)
 
 
-def test_bool_is_accepted_as_an_int_like_the_reference() -> None:
-    assert ConcurrencyLimiter(True).max_running == 1
+def test_bool_is_not_a_limit() -> None:
+    # pydantic-ai's own limiter takes `True` as 1; ferrolimit does not take a flag for a number.
+    with pytest.raises(TypeError, match='^max_running must be an int, got bool$'):
+        ConcurrencyLimiter(True)
+    with pytest.raises(TypeError, match='^max_queued must be an int, got bool$'):
+        ConcurrencyLimiter(1, max_queued=False)
 
 
 def test_name_must_be_a_string() -> None:
@@ -140,9 +144,11 @@ async def test_source_must_be_a_string() -> None:
     assert limiter.available_count == 1
 
 
-async def test_source_none_means_unnamed() -> None:
+async def test_source_none_is_not_a_source() -> None:
     limiter = ConcurrencyLimiter(1)
-    async with limiter(None):  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match='^source must be a str, got NoneType$'):
+        limiter(None)  # type: ignore[arg-type]
+    async with limiter():
         assert limiter.running_count == 1
 
 

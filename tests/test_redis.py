@@ -231,7 +231,7 @@ def test_bad_input() -> None:
     with pytest.raises(TypeError, match='^key must be a str, got bytes$'):
         RedisConcurrencyLimiter('redis://127.0.0.1', b'k', 1)  # pyright: ignore[reportArgumentType]
     for lease in (0, -1.0, float('nan'), float('inf')):
-        with pytest.raises(ValueError, match='^lease_seconds must be a finite number >= 0.03, got '):
+        with pytest.raises(ValueError, match='^lease_seconds must be a finite number between 0.03 and 86400, got '):
             RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 1, lease_seconds=lease)
     with pytest.raises(TypeError, match='^lease_seconds must be a number, got str$'):
         RedisConcurrencyLimiter('redis://127.0.0.1', 'k', 1, lease_seconds='1')  # pyright: ignore[reportArgumentType]

@@ -66,6 +66,12 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     opens a span, `waiting for {name or source} concurrency`, with the attributes `source`,
     `waiting_count`, `max_running`, `limiter_name` (if named) and `max_queued` (if set).
 
+    A limiter is one process's: after `os.fork()` the child has a copy with the counts of the
+    moment of the fork. A caller that was waiting on one of the parent's event loops then is
+    copied into the child's queue too, where no loop resumes it, and the slot handed to it is
+    never given back. Fork only while nobody waits on a limiter, or create limiters after the
+    fork (as multiprocessing's spawn start method does); `RedisConcurrencyLimiter` is fork-safe.
+
     Example:
     ```python
     from ferrolimit import ConcurrencyLimiter, get_concurrency_context
@@ -109,7 +115,8 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
 
         Raises:
             UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
-            TypeError: If a limit is not an int, or `parent` is not a ferrolimit `ConcurrencyLimiter`.
+            TypeError: If a limit is not an int (a `bool` is not taken for one), `parent` is not a
+                ferrolimit `ConcurrencyLimiter`, or `tracer` has no `start_span`.
             ValueError: If a limit is larger than ferrolimit can count.
         """
 
@@ -179,19 +186,24 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     async def acquire(self, source: str = 'unnamed', *, timeout: float | None = None) -> None:
         """Acquire a slot, waiting in FIFO order if none is free (`await limiter.acquire(...)`).
 
-        A free slot is taken at once and the awaitable finishes on its first step. Works on
-        asyncio (uvloop too) and trio.
+        As with an `async def`, calling `acquire()` takes nothing: it returns a coroutine that
+        takes the slot when it is first awaited (a free slot at once, on that first step). So it
+        can be given to `asyncio.create_task`, `asyncio.wait_for`, `asyncio.gather` or trio's
+        `start_soon`, and one that is dropped, closed or cancelled before it runs takes nothing.
+        Works on asyncio (uvloop too) and trio.
 
         Args:
             source: Identifier for observability (e.g. 'model:gpt-4o').
-            timeout: Give up after this many seconds; `None` (or infinity) waits as long as it takes.
+            timeout: Give up after this many seconds; `None`, infinity or any timeout of 2**32
+                seconds (about 136 years) or more waits as long as it takes.
 
         Raises:
             ConcurrencyLimitExceeded: If `max_queued` callers are already waiting (here or, with a
                 parent, at the parent: then this limiter's slot is given back).
             TimeoutError: If no slot came within `timeout` (with a parent: no slot of both);
                 nothing is taken or lost.
-            TypeError: If `source` is not a str, or `timeout` not a number.
+            TypeError: If `source` is not a str (`None` included: leave it out for 'unnamed'), or
+                `timeout` not a number (a `bool` is not one).
             ValueError: If `timeout` is negative or NaN.
         """
 
@@ -203,11 +215,14 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
 
         Args:
             source: Identifier for observability.
-            timeout: Give up after this many seconds; `None` waits as long as it takes.
+            timeout: Give up after this many seconds; `None`, infinity or 2**32 seconds or more
+                waits as long as it takes.
 
         Raises:
             ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
             TimeoutError: If no slot came within `timeout`.
+            TypeError: If `source` is not a str, or `timeout` not a number.
+            ValueError: If `timeout` is negative or NaN.
         """
 
     def blocking(self, source: str = 'unnamed', *, timeout: float | None = None) -> BlockingContext:
@@ -237,7 +252,9 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
 
         Raises:
             ValueError: If no slot is held (`semaphore released too many times`; with a parent,
-                a caller still waiting for the parent's slot holds none); nothing changes.
+                a caller still waiting for the parent's slot holds none, and a slot that was just
+                handed to a waiter that has not resumed yet is that waiter's); nothing changes,
+                at this level or any other.
         """
 
     def stats(self) -> LimiterStats:
@@ -332,7 +349,7 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
             max_queued: Maximum fleet-wide queue depth before `acquire` raises
                 `ConcurrencyLimitExceeded`. Must be >= 0; `None` for an unbounded queue.
             lease_seconds: How long a slot survives its holder's death (renewed every third of
-                it while held). At least 0.03.
+                it while held). From 0.03 to 86400 (a day).
             name: Optional name, used in spans and errors.
             tracer: OpenTelemetry tracer for the wait span; the global tracer by default.
             fail_open: When Redis is unreachable, let `acquire` proceed without limiting instead

@@ -9,9 +9,10 @@
 //! instant passes on) and returns every slot held so far, as the Python path does.
 
 use crate::python::awaitable::{PyWaiter, resolve_future};
+use crate::python::raw;
 use crate::python::span::{close_span, open_span};
-use parking_lot::Mutex;
-use pyo3::exceptions::PyRuntimeError;
+use parking_lot::{Mutex, MutexGuard};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -49,6 +50,16 @@ fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
         .bind(py))
 }
 
+/// The exception `throw(typ, val)` raises in a coroutine: `val`, else `typ` (an instance, or a
+/// class to instantiate).
+pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+    Ok(match val.filter(|v| !v.is_none()) {
+        Some(value) => PyErr::from_value(value.clone()),
+        None if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
+        None => PyErr::from_value(typ.clone()),
+    })
+}
+
 impl PyAsyncioWait {
     pub(crate) fn new(waiter: PyWaiter, event_loop: Bound<'_, PyAny>) -> Self {
         Self {
@@ -58,11 +69,27 @@ impl PyAsyncioWait {
         }
     }
 
-    /// Runs the state machine until it must park (returns the future to yield) or is done.
-    fn advance(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut step = self.step.lock();
+    /// Runs the state machine until it must park (returns the future to yield) or is done. A
+    /// wait that fails gives its place and every slot it holds back at once, whoever still
+    /// refers to this awaitable (a task's traceback, `gather(..., return_exceptions=True)`).
+    fn step(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut step = self.lock()?;
+        let result = self.advance(py, &mut step);
+        drop(step);
+        result.inspect_err(|_| self.waiter.cancel())
+    }
+
+    /// The state, unless another thread is driving this awaitable at this moment: that is an
+    /// error (as for a generator), not a lock to wait for while holding the GIL.
+    fn lock(&self) -> PyResult<MutexGuard<'_, Step>> {
+        self.step
+            .try_lock()
+            .ok_or_else(|| PyRuntimeError::new_err("ferrolimit: this wait is already running"))
+    }
+
+    fn advance(&self, py: Python<'_>, step: &mut Step) -> PyResult<Option<Py<PyAny>>> {
         loop {
-            match std::mem::replace(&mut *step, Step::Done) {
+            match std::mem::replace(step, Step::Done) {
                 Step::Arrive => {
                     let event_loop = self.event_loop.bind(py);
                     let future = event_loop.call_method0(intern!(py, "create_future"))?;
@@ -72,6 +99,8 @@ impl PyAsyncioWait {
                         .waiter
                         .enqueue(py, resolve, future.clone().unbind(), schedule.unbind())?
                     {
+                        future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
+                        // Last: nothing may fail once the span is open.
                         let span = match self.waiter.recording_tracer(py)? {
                             Some(tracer) => {
                                 let (name, attributes) = self.waiter.span(py)?;
@@ -79,7 +108,6 @@ impl PyAsyncioWait {
                             }
                             None => None,
                         };
-                        future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
                         *step = Step::Parked { span };
                         return Ok(Some(future.unbind()));
                     }
@@ -126,11 +154,12 @@ impl PyAsyncioWait {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.advance(py)
+        self.step(py)
     }
 
-    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        self.advance(py)
+    /// As `__next__`, but a finished wait raises `StopIteration`, as a coroutine's `send` does.
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py)?.ok_or_else(|| PyStopIteration::new_err(()))
     }
 
     /// Called by the task when it is cancelled (or another exception is thrown in) while parked.
@@ -142,12 +171,8 @@ impl PyAsyncioWait {
         val: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let err = match val.filter(|v| !v.is_none()) {
-            Some(value) => PyErr::from_value(value.clone()),
-            None if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
-            None => PyErr::from_value(typ.clone()),
-        };
-        let step = std::mem::replace(&mut *self.step.lock(), Step::Done);
+        let err = thrown(typ, val)?;
+        let step = std::mem::replace(&mut *self.lock()?, Step::Done);
         Err(if let Step::Parked { span, .. } = step {
             self.give_up(py, span.as_ref(), err)
         } else {
@@ -157,7 +182,7 @@ impl PyAsyncioWait {
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let step = std::mem::replace(&mut *self.step.lock(), Step::Done);
+        let step = std::mem::replace(&mut *self.lock()?, Step::Done);
         self.waiter.cancel();
         if let Step::Parked { span: Some(span) } = step {
             close_span(py, span.bind(py), None)?;
@@ -169,7 +194,8 @@ impl PyAsyncioWait {
 impl Drop for PyAsyncioWait {
     fn drop(&mut self) {
         if let Step::Parked { span: Some(span) } = std::mem::replace(self.step.get_mut(), Step::Done) {
-            Python::attach(|py| drop(close_span(py, span.bind(py), None)));
+            // CPython may free the awaitable while an exception propagates (see `raw`).
+            Python::attach(|py| raw::preserving_error(py, || drop(close_span(py, span.bind(py), None))));
         }
         // The waiter's own drop gives back its place and its slots.
     }

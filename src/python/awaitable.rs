@@ -8,6 +8,7 @@
 
 use crate::python::errors::timeout_message;
 use crate::python::limiter::Handle;
+use crate::python::raw;
 use crate::telemetry::{AttrValue, WaitSpanFields};
 use crate::waiters::WaiterId;
 use parking_lot::Mutex;
@@ -110,9 +111,11 @@ impl Wake for LoopWake {
         WAKES_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         if !EXITING.load(Ordering::SeqCst) {
             Python::try_attach(|py| {
+                // A release may come from a destructor that CPython runs while an exception
+                // propagates: the wake-up's Python calls run with that exception put aside.
                 // Only a closed loop fails here: its task is being torn down, and the waiter's
                 // cleanup (or its Waiter's drop) passes the handed-over slot on.
-                drop(self.wake_with(py));
+                raw::preserving_error(py, || drop(self.wake_with(py)));
             });
         }
         WAKES_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);

@@ -6,8 +6,8 @@
 
 #![allow(unsafe_code)]
 
+use crate::python::args::{Arg, source_or_unnamed};
 use crate::python::context::Context;
-use crate::python::errors::check_source;
 use crate::python::limiter::PyConcurrencyLimiter;
 use crate::python::raw;
 use crate::python::ready::ready;
@@ -23,16 +23,13 @@ static FULL: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
 /// Returns an async context manager that holds one slot of `limiter` for its body; a no-op for
 /// `None`.
 #[pyfunction]
-#[pyo3(name = "get_concurrency_context", signature = (limiter, source = None))]
-fn full(py: Python<'_>, limiter: &Bound<'_, PyAny>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+#[pyo3(name = "get_concurrency_context", signature = (limiter, source = Arg::Omitted))]
+fn full(py: Python<'_>, limiter: &Bound<'_, PyAny>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
+    let source = source_or_unnamed(py, &source)?;
     if limiter.is_none() {
         return Ok(ready(py));
     }
-    let source = if let Some(source) = source {
-        check_source(source)?
-    } else {
-        intern!(py, "unnamed")
-    };
+    let source = &source;
     // Only the exact native class takes the fast path: a subclass may override `acquire`.
     if let Ok(native) = limiter.cast_exact::<PyConcurrencyLimiter>() {
         return Ok(native.get().context(py, source)?.into_any());

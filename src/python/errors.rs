@@ -1,12 +1,10 @@
 //! Maps core errors to the Python exceptions of `ferrolimit.exceptions` (which subclass
-//! pydantic-ai's when it is installed), and checks Python arguments.
+//! pydantic-ai's when it is installed).
 
 use crate::telemetry::display_name;
 use crate::{AcquireError, ConcurrencyLimiter, LimitError, ReleaseError, SessionError};
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyString};
-use std::convert::Infallible;
 
 pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyLimitExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, UserError);
@@ -61,71 +59,5 @@ pub(crate) fn session_error(err: &SessionError) -> PyErr {
         SessionError::MaxSessionsExceeded { .. } => MaxSessionsExceeded::new_err(err.to_string()),
         SessionError::MaxRunsExceeded { .. } => MaxRunsExceeded::new_err(err.to_string()),
         _ => PyValueError::new_err(err.to_string()),
-    }
-}
-
-/// Reads an integer limit argument: `TypeError` for a non-int, `ValueError` beyond any limit.
-pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> PyResult<i128> {
-    if !value.is_instance_of::<PyInt>() {
-        let type_name = value.get_type().name()?;
-        return Err(PyTypeError::new_err(format!("{what} must be an int, got {type_name}")));
-    }
-    value.extract::<i128>().map_err(|err| {
-        if err.is_instance_of::<PyOverflowError>(value.py()) {
-            PyValueError::new_err(format!("{what} must be <= {max}, got {value}"))
-        } else {
-            err
-        }
-    })
-}
-
-/// Checks that a `source` argument is a `str`.
-pub(crate) fn check_source<'a, 'py>(source: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyString>> {
-    check_str(source, "source")
-}
-
-/// Checks that the argument `what` is a `str`.
-pub(crate) fn check_str<'a, 'py>(value: &'a Bound<'py, PyAny>, what: &str) -> PyResult<&'a Bound<'py, PyString>> {
-    value.cast::<PyString>().map_err(|_| {
-        let type_name = value
-            .get_type()
-            .name()
-            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        PyTypeError::new_err(format!("{what} must be a str, got {type_name}"))
-    })
-}
-
-/// Reads a `timeout` argument in seconds: `None` or infinity for none, else a non-negative number.
-pub(crate) fn check_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Duration>> {
-    let Some(timeout) = timeout.filter(|t| !t.is_none()) else {
-        return Ok(None);
-    };
-    let seconds: f64 = timeout.extract().map_err(|_| {
-        let type_name = timeout
-            .get_type()
-            .name()
-            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        PyTypeError::new_err(format!("timeout must be a number or None, got {type_name}"))
-    })?;
-    if seconds == f64::INFINITY {
-        return Ok(None);
-    }
-    std::time::Duration::try_from_secs_f64(seconds)
-        .map(Some)
-        .map_err(|_| PyValueError::new_err(format!("timeout must be a non-negative number, got {timeout}")))
-}
-
-/// A limit argument as the caller gave it: left out (the default), or any object, checked in the
-/// body so that errors name the argument and keep their own messages.
-pub(crate) enum LimitArg<'py> {
-    Default,
-    Given(Bound<'py, PyAny>),
-}
-
-impl<'a, 'py> FromPyObject<'a, 'py> for LimitArg<'py> {
-    type Error = Infallible;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
-        Ok(Self::Given(obj.to_owned()))
     }
 }

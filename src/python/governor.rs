@@ -2,8 +2,9 @@
 //! governor, whose three limiters are exposed as native `ConcurrencyLimiter`s.
 
 use crate::error::check_governor_limits;
-use crate::python::errors::{LimitArg, extract_limit, limit_error};
-use crate::python::limiter::{Handle, PyConcurrencyLimiter, source_or_unnamed};
+use crate::python::args::{Arg, extract_limit, source_arg, tracer_arg};
+use crate::python::errors::limit_error;
+use crate::python::limiter::{Handle, PyConcurrencyLimiter};
 use crate::{ConcurrencyGovernor, GovernorStats, MAX_RUNNING_LIMIT};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -12,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The limit `arg` gives, `default` if left out.
-fn resolve(arg: &LimitArg<'_>, what: &str, default: usize) -> PyResult<i128> {
+fn resolve(arg: &Arg<'_>, what: &str, default: usize) -> PyResult<i128> {
     match arg {
-        LimitArg::Default => Ok(default as i128),
-        LimitArg::Given(value) => extract_limit(value, what, MAX_RUNNING_LIMIT),
+        Arg::Omitted => Ok(default as i128),
+        Arg::Given(value) => extract_limit(value, what, MAX_RUNNING_LIMIT),
     }
 }
 
@@ -33,9 +34,9 @@ impl PyConcurrencyGovernor {
     #[new]
     #[pyo3(
         signature = (
-            max_streams = LimitArg::Default,
-            max_tools = LimitArg::Default,
-            max_global = LimitArg::Default,
+            max_streams = Arg::Omitted,
+            max_tools = Arg::Omitted,
+            max_global = Arg::Omitted,
             *,
             tracer = None,
             meter = None,
@@ -44,9 +45,9 @@ impl PyConcurrencyGovernor {
     )]
     fn new(
         py: Python<'_>,
-        max_streams: LimitArg<'_>,
-        max_tools: LimitArg<'_>,
-        max_global: LimitArg<'_>,
+        max_streams: Arg<'_>,
+        max_tools: Arg<'_>,
+        max_global: Arg<'_>,
         tracer: Option<Py<PyAny>>,
         meter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
@@ -56,6 +57,7 @@ impl PyConcurrencyGovernor {
             resolve(&max_global, "max_global", 16)?,
         )
         .map_err(|e| limit_error(&e))?;
+        let tracer = tracer_arg(tracer, py)?;
         let core = ConcurrencyGovernor::try_new(max_streams as usize, max_tools as usize, max_global as usize)
             .map_err(|e| limit_error(&e))?;
         let tracer = |py: Python<'_>| tracer.as_ref().map(|t| t.clone_ref(py));
@@ -77,16 +79,16 @@ impl PyConcurrencyGovernor {
         })
     }
 
-    #[pyo3(signature = (source = None), text_signature = "($self, source='stream')")]
-    fn stream(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let source = source.map_or_else(|| Ok(intern!(py, "stream")), |s| source_or_unnamed(py, Some(s)))?;
-        Ok(self.streams.get().context(py, source)?.into_any())
+    #[pyo3(signature = (source = Arg::Omitted), text_signature = "($self, source='stream')")]
+    fn stream(&self, py: Python<'_>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
+        let source = source_arg(&source, intern!(py, "stream"))?;
+        Ok(self.streams.get().context(py, &source)?.into_any())
     }
 
-    #[pyo3(signature = (source = None), text_signature = "($self, source='tool')")]
-    fn tool(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let source = source.map_or_else(|| Ok(intern!(py, "tool")), |s| source_or_unnamed(py, Some(s)))?;
-        Ok(self.tools.get().context(py, source)?.into_any())
+    #[pyo3(signature = (source = Arg::Omitted), text_signature = "($self, source='tool')")]
+    fn tool(&self, py: Python<'_>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
+        let source = source_arg(&source, intern!(py, "tool"))?;
+        Ok(self.tools.get().context(py, &source)?.into_any())
     }
 
     fn try_stream(&self) -> Option<PyConcurrencyPermit> {
@@ -186,9 +188,10 @@ impl PyConcurrencyPermit {
 impl Drop for PyConcurrencyPermit {
     fn drop(&mut self) {
         if self.held.swap(false, Ordering::AcqRel) {
-            // A held permit always stands for one slot at each level: this cannot fail.
-            let released = self.handle.core.release_raw();
-            debug_assert!(released.is_ok(), "a permit's release found no holder");
+            // A held permit stands for one slot at each level, so this only fails if a stray
+            // `release()` on a limiter gave the permit's slot back already: then there is
+            // nothing left to give back, and nothing to report from a destructor.
+            let _ = self.handle.core.release_raw();
         }
     }
 }

@@ -1,15 +1,17 @@
 //! `ferrolimit.ConcurrencyLimiter`: the native class, a thin wrapper over the core limiter.
 
+use crate::python::acquire::PyAcquire;
+use crate::python::args::{Arg, check_timeout, extract_limit, limits, source_or_unnamed, tracer_arg};
 use crate::python::asyncio_wait::{PyAsyncioWait, running_loop};
 use crate::python::awaitable::PyWaiter;
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::context::Context;
-use crate::python::errors::{acquire_error, check_source, check_timeout, extract_limit, limit_error, release_error};
+use crate::python::errors::{acquire_error, limit_error, release_error};
 use crate::python::ready::ready;
 use crate::queue::Enqueued;
 use crate::telemetry::display_name;
 use crate::waiters::WaiterId;
-use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
+use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -68,21 +70,11 @@ impl Handle {
         }
     }
 
-    /// Takes a free slot and returns the finished awaitable, or returns the waiting coroutine.
+    /// Takes a free slot and returns the finished awaitable, or returns the waiting awaitable.
     pub(crate) fn enter(self: &Arc<Self>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
-        self.enter_within(py, source, None)
-    }
-
-    /// [`enter`](Self::enter) with a time limit on the wait (`None`: none).
-    fn enter_within(
-        self: &Arc<Self>,
-        py: Python<'_>,
-        source: &Bound<'_, PyString>,
-        timeout: Option<f64>,
-    ) -> PyResult<Py<PyAny>> {
         match self.start() {
             Start::Held => Ok(ready(py)),
-            start => self.wait(py, start, source, timeout),
+            start => self.wait(py, start, source, None),
         }
     }
 
@@ -221,36 +213,6 @@ pub(crate) struct PyConcurrencyLimiter {
     context: PyOnceLock<Context>,
 }
 
-/// The `source` argument, `'unnamed'` when not given.
-pub(crate) fn source_or_unnamed<'a, 'py>(
-    py: Python<'py>,
-    source: Option<&'a Bound<'py, PyAny>>,
-) -> PyResult<&'a Bound<'py, PyString>>
-where
-    'py: 'a,
-{
-    match source {
-        Some(source) => check_source(source),
-        None => Ok(intern!(py, "unnamed")),
-    }
-}
-
-/// Reads and checks `max_running` and `max_queued` as the constructor takes them.
-pub(crate) fn limits(
-    max_running: &Bound<'_, PyAny>,
-    max_queued: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(u32, Option<usize>)> {
-    let max_running = extract_limit(max_running, "max_running", MAX_RUNNING_LIMIT)?;
-    let max_running = check_max_running(max_running).map_err(|e| limit_error(&e))?;
-    let max_queued = match max_queued.filter(|q| !q.is_none()) {
-        Some(q) => {
-            Some(check_max_queued(extract_limit(q, "max_queued", usize::MAX as u64)?).map_err(|e| limit_error(&e))?)
-        }
-        None => None,
-    };
-    Ok((max_running, max_queued))
-}
-
 /// Checks limits as `ConcurrencyLimiter()` does, raising the same errors; for `ConcurrencyLimit`.
 #[pyfunction]
 #[pyo3(signature = (max_running, max_queued = None))]
@@ -344,6 +306,7 @@ impl PyConcurrencyLimiter {
     ) -> PyResult<Self> {
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let parent = parent_arg(parent)?;
+        let tracer = tracer_arg(tracer, py)?;
         let mut builder = ConcurrencyLimiter::builder(max_running as usize);
         if let Some(max_queued) = max_queued {
             builder = builder.max_queued(max_queued);
@@ -436,36 +399,31 @@ impl PyConcurrencyLimiter {
         self.handle.tracer(py)
     }
 
-    #[pyo3(signature = (source = None, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        source: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (source = Arg::Omitted, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    fn acquire(&self, py: Python<'_>, source: Arg<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<PyAcquire> {
         let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());
-        self.handle.enter_within(py, source_or_unnamed(py, source)?, timeout)
+        Ok(PyAcquire::new(
+            Arc::clone(&self.handle),
+            source_or_unnamed(py, &source)?,
+            timeout,
+        ))
     }
 
-    #[pyo3(signature = (source = None, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
-    fn acquire_blocking(
-        &self,
-        py: Python<'_>,
-        source: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    #[pyo3(signature = (source = Arg::Omitted, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    fn acquire_blocking(&self, py: Python<'_>, source: Arg<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let timeout = check_timeout(timeout)?;
-        acquire_blocking(py, &self.handle, source_or_unnamed(py, source)?.to_str()?, timeout)
+        let source = source_or_unnamed(py, &source)?;
+        acquire_blocking(py, &self.handle, &source.to_string_lossy(), timeout)
     }
 
-    #[pyo3(signature = (source = None, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    #[pyo3(signature = (source = Arg::Omitted, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
     fn blocking(
         &self,
         py: Python<'_>,
-        source: Option<&Bound<'_, PyAny>>,
+        source: Arg<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyBlockingContext> {
-        let source = source_or_unnamed(py, source)?.to_str()?.to_owned();
+        let source = source_or_unnamed(py, &source)?.to_string_lossy().into_owned();
         Ok(PyBlockingContext::new(
             Arc::clone(&self.handle),
             source,
@@ -485,9 +443,9 @@ impl PyConcurrencyLimiter {
         PyLimiterStats(self.core().stats())
     }
 
-    #[pyo3(signature = (source = None))]
-    fn __call__(&self, py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        Ok(self.context(py, source_or_unnamed(py, source)?)?.into_any())
+    #[pyo3(signature = (source = Arg::Omitted))]
+    fn __call__(&self, py: Python<'_>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.context(py, &source_or_unnamed(py, &source)?)?.into_any())
     }
 
     fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

@@ -2,6 +2,8 @@
 //! the core and maps errors; the limiter logic lives in the core.
 #![allow(clippy::needless_pass_by_value, clippy::unused_self, clippy::unnecessary_wraps)]
 
+mod acquire;
+mod args;
 mod asyncio_wait;
 mod awaitable;
 mod blocking;

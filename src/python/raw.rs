@@ -160,6 +160,22 @@ pub(crate) fn attached_drop(f: impl FnOnce()) {
     }
 }
 
+/// Runs `f` with the error indicator saved and cleared, then restores it. For Python calls made
+/// where an exception may be propagating: a destructor (`CPython` frees objects while unwinding)
+/// or a waker run from one. Python code must never run with an error set (the interpreter then
+/// loses the pending exception and crashes), and the pending exception must survive intact.
+pub(crate) fn preserving_error<T>(_py: Python<'_>, f: impl FnOnce() -> T) -> T {
+    let (mut ptype, mut pvalue, mut ptraceback) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+    // SAFETY: the token proves the interpreter is attached; `PyErr_Fetch` moves the indicator's
+    // three references (NULL when clear) into the locals and clears it, `PyErr_Restore` moves
+    // them back (replacing whatever `f` left set), so no reference is lost or duplicated.
+    unsafe { ffi::PyErr_Fetch(&raw mut ptype, &raw mut pvalue, &raw mut ptraceback) };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { ffi::PyErr_Restore(ptype, pvalue, ptraceback) };
+    result
+}
+
 /// Raises `TypeError(message)` and returns NULL, for an argument count a raw method rejects.
 pub(crate) fn type_error(message: &'static CStr) -> *mut ffi::PyObject {
     // SAFETY: called from a method, with the interpreter attached.

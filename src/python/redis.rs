@@ -12,20 +12,21 @@
 //! behind both, this bridge was 11% faster on an uncontended round trip and 15% slower (it also
 //! opens the wait span) with 16 tasks on 4 slots.
 
+use crate::python::args::{Arg, check_str, limits, source_or_unnamed, tracer_arg};
 use crate::python::awaitable::{LoopWake, span_fields};
 use crate::python::context::Context;
-use crate::python::errors::{check_str, redis_error, release_error};
-use crate::python::limiter::{limits, source_or_unnamed, tracer_or_default};
+use crate::python::errors::{redis_error, release_error};
+use crate::python::limiter::tracer_or_default;
 use crate::python::ready::ready;
 use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
 use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisLimiterError, ReleaseError};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyString};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
@@ -158,7 +159,12 @@ impl PyRedisConcurrencyLimiter {
         let tracer = this.tracer(py)?.unbind();
         let op = Py::new(
             py,
-            PyRedisAcquire::start(runtime()?, &this.inner()?, source.to_str()?.to_owned(), tracer),
+            PyRedisAcquire::start(
+                runtime()?,
+                &this.inner()?,
+                source.to_string_lossy().into_owned(),
+                tracer,
+            ),
         )?;
         Ok(ACQUIRE
             .import(py, "ferrolimit._redis", "acquire")?
@@ -176,6 +182,7 @@ impl PyRedisConcurrencyLimiter {
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         redis_url: &Bound<'_, PyAny>,
         key: &Bound<'_, PyAny>,
         max_running: &Bound<'_, PyAny>,
@@ -188,6 +195,7 @@ impl PyRedisConcurrencyLimiter {
         let redis_url = check_str(redis_url, "redis_url")?.to_str()?.to_owned();
         let key = check_str(key, "key")?.to_str()?.to_owned();
         let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let tracer = tracer_arg(tracer, py)?;
         let lease = match lease_seconds {
             Some(seconds) => lease_duration(seconds)?,
             None => Duration::from_secs(30),
@@ -282,9 +290,9 @@ impl PyRedisConcurrencyLimiter {
         self.tracer(py)
     }
 
-    #[pyo3(signature = (source = None), text_signature = "($self, source='unnamed')")]
-    fn acquire(slf: &Bound<'_, Self>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        Self::start_acquire(slf, source_or_unnamed(slf.py(), source)?)
+    #[pyo3(signature = (source = Arg::Omitted), text_signature = "($self, source='unnamed')")]
+    fn acquire(slf: &Bound<'_, Self>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
+        Self::start_acquire(slf, &source_or_unnamed(slf.py(), &source)?)
     }
 
     fn release(&self, py: Python<'_>) -> PyResult<()> {
@@ -308,10 +316,10 @@ impl PyRedisConcurrencyLimiter {
         Ok(())
     }
 
-    #[pyo3(signature = (source = None))]
-    fn __call__(slf: &Bound<'_, Self>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (source = Arg::Omitted))]
+    fn __call__(slf: &Bound<'_, Self>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        Ok(Context::generic(py, slf.clone().into_any().unbind(), source_or_unnamed(py, source)?)?.into_any())
+        Ok(Context::generic(py, slf.clone().into_any().unbind(), &source_or_unnamed(py, &source)?)?.into_any())
     }
 
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
@@ -344,19 +352,34 @@ impl PyRedisConcurrencyLimiter {
     }
 }
 
-/// Reads `lease_seconds`: a finite number of seconds, at least 0.03.
+/// The longest lease: a day. A lease is how long a crashed process's slot stays taken, and the
+/// holders renew theirs while they run, so a longer one only keeps lost slots longer.
+const MAX_LEASE_SECONDS: f64 = 86_400.0;
+
+/// Reads `lease_seconds`: a finite number of seconds from 0.03 to a day.
 fn lease_duration(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
-    let seconds: f64 = value.extract().map_err(|_| {
+    let not_a_number = || {
         let type_name = value
             .get_type()
             .name()
             .map_or_else(|_| "?".to_owned(), |n| n.to_string());
         PyTypeError::new_err(format!("lease_seconds must be a number, got {type_name}"))
-    })?;
-    if !seconds.is_finite() || seconds < 0.03 {
-        return Err(PyValueError::new_err(format!(
-            "lease_seconds must be a finite number >= 0.03, got {value}"
-        )));
+    };
+    if value.is_instance_of::<PyBool>() {
+        return Err(not_a_number());
+    }
+    let out_of_range = || {
+        PyValueError::new_err(format!(
+            "lease_seconds must be a finite number between 0.03 and {MAX_LEASE_SECONDS}, got {value}"
+        ))
+    };
+    let seconds: f64 = match value.extract() {
+        Ok(seconds) => seconds,
+        Err(err) if err.is_instance_of::<PyOverflowError>(value.py()) => return Err(out_of_range()),
+        Err(_) => return Err(not_a_number()),
+    };
+    if !(0.03..=MAX_LEASE_SECONDS).contains(&seconds) {
+        return Err(out_of_range());
     }
     Ok(Duration::from_secs_f64(seconds))
 }

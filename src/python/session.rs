@@ -1,25 +1,26 @@
 //! `ferrolimit.SessionLimiter`: the native class, a thin wrapper over the core session limiter.
 
 use crate::error::{check_max_parallel_runs, check_max_parallel_sessions};
-use crate::python::errors::{LimitArg, check_str, extract_limit, limit_error, session_error};
+use crate::python::args::{Arg, check_str, extract_limit};
+use crate::python::errors::{limit_error, session_error};
 use crate::{LimitError, MAX_SESSION_LIMIT, SessionLimiter, SessionLimits};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt};
+use pyo3::types::{PyBool, PyDict, PyInt};
 
 /// The checked limit `arg` gives: `default` if left out, `None` for unlimited.
 fn resolve(
-    arg: &LimitArg<'_>,
+    arg: &Arg<'_>,
     what: &str,
     default: usize,
     check: fn(i128) -> Result<usize, LimitError>,
 ) -> PyResult<Option<usize>> {
     let value = match arg {
-        LimitArg::Default => return Ok(Some(default)),
-        LimitArg::Given(value) if value.is_none() => return Ok(None),
-        LimitArg::Given(value) => value,
+        Arg::Omitted => return Ok(Some(default)),
+        Arg::Given(value) if value.is_none() => return Ok(None),
+        Arg::Given(value) => value,
     };
-    if !value.is_instance_of::<PyInt>() {
+    if !value.is_instance_of::<PyInt>() || value.is_instance_of::<PyBool>() {
         let type_name = value.get_type().name()?;
         return Err(PyTypeError::new_err(format!(
             "{what} must be an int or None, got {type_name}"
@@ -44,10 +45,10 @@ fn show(limit: Option<usize>) -> String {
 impl PySessionLimiter {
     #[new]
     #[pyo3(
-        signature = (*, max_parallel_sessions = LimitArg::Default, max_parallel_runs = LimitArg::Default),
+        signature = (*, max_parallel_sessions = Arg::Omitted, max_parallel_runs = Arg::Omitted),
         text_signature = "(*, max_parallel_sessions=100, max_parallel_runs=50)"
     )]
-    fn new(max_parallel_sessions: LimitArg<'_>, max_parallel_runs: LimitArg<'_>) -> PyResult<Self> {
+    fn new(max_parallel_sessions: Arg<'_>, max_parallel_runs: Arg<'_>) -> PyResult<Self> {
         let max_parallel_sessions = resolve(
             &max_parallel_sessions,
             "max_parallel_sessions",

@@ -1,0 +1,139 @@
+//! Reads and checks Python arguments: types first (`TypeError`, naming the argument), then
+//! ranges (`ValueError`, or the contract's `UserError` through the core's checks).
+
+use crate::python::errors::limit_error;
+use crate::{MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt, PyString};
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// An optional argument as the caller gave it: left out, or any object (`None` included), so
+/// that the body can tell the two apart and every error names the argument.
+pub(crate) enum Arg<'py> {
+    Omitted,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+    type Error = Infallible;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
+        Ok(Self::Given(obj.to_owned()))
+    }
+}
+
+/// The name of `value`'s type, for error messages.
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+/// Reads an integer limit argument: `TypeError` for a non-int (a `bool` included), `ValueError`
+/// beyond any limit.
+pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> PyResult<i128> {
+    if !value.is_instance_of::<PyInt>() || value.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int, got {}",
+            type_name(value)
+        )));
+    }
+    value.extract::<i128>().map_err(|err| {
+        if err.is_instance_of::<PyOverflowError>(value.py()) {
+            PyValueError::new_err(format!("{what} must be <= {max}, got {value}"))
+        } else {
+            err
+        }
+    })
+}
+
+/// Reads and checks `max_running` and `max_queued` as the limiters' constructors take them.
+pub(crate) fn limits(
+    max_running: &Bound<'_, PyAny>,
+    max_queued: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(u32, Option<usize>)> {
+    let max_running = extract_limit(max_running, "max_running", MAX_RUNNING_LIMIT)?;
+    let max_running = check_max_running(max_running).map_err(|e| limit_error(&e))?;
+    let max_queued = match max_queued.filter(|q| !q.is_none()) {
+        Some(q) => {
+            Some(check_max_queued(extract_limit(q, "max_queued", usize::MAX as u64)?).map_err(|e| limit_error(&e))?)
+        }
+        None => None,
+    };
+    Ok((max_running, max_queued))
+}
+
+/// Checks that the argument `what` is a `str`.
+pub(crate) fn check_str<'a, 'py>(value: &'a Bound<'py, PyAny>, what: &str) -> PyResult<&'a Bound<'py, PyString>> {
+    value
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, got {}", type_name(value))))
+}
+
+/// The `source` argument: a `str`, or `default` when left out (`None` is a `TypeError`, as for
+/// any other non-`str`).
+pub(crate) fn source_arg<'py>(arg: &Arg<'py>, default: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyString>> {
+    match arg {
+        Arg::Omitted => Ok(default.clone()),
+        Arg::Given(source) => check_str(source, "source").cloned(),
+    }
+}
+
+/// The `source` argument with pydantic-ai's default, `'unnamed'`.
+pub(crate) fn source_or_unnamed<'py>(py: Python<'py>, arg: &Arg<'py>) -> PyResult<Bound<'py, PyString>> {
+    source_arg(arg, intern!(py, "unnamed"))
+}
+
+/// Timeouts of this many seconds or more (2^32 s, about 136 years) mean no time limit, as `None`
+/// and infinity do: no caller means to wait that long, and no clock can hold such a deadline.
+const NO_TIME_LIMIT_SECONDS: f64 = 4_294_967_296.0;
+
+/// Reads a `timeout` argument in seconds: `None`, infinity or a huge number for no time limit,
+/// else a non-negative number. A `bool` is not a number here.
+pub(crate) fn check_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(timeout) = timeout.filter(|t| !t.is_none()) else {
+        return Ok(None);
+    };
+    let not_a_number = || PyTypeError::new_err(format!("timeout must be a number or None, got {}", type_name(timeout)));
+    if timeout.is_instance_of::<PyBool>() {
+        return Err(not_a_number());
+    }
+    let seconds = match timeout.extract::<f64>() {
+        Ok(seconds) => seconds,
+        // An int beyond any float: its sign decides.
+        Err(err) if err.is_instance_of::<PyOverflowError>(timeout.py()) => {
+            if timeout.gt(0)? {
+                f64::INFINITY
+            } else {
+                f64::NEG_INFINITY
+            }
+        }
+        Err(_) => return Err(not_a_number()),
+    };
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "timeout must be a non-negative number, got {timeout}"
+        )));
+    }
+    if seconds >= NO_TIME_LIMIT_SECONDS {
+        return Ok(None);
+    }
+    Ok(Some(Duration::from_secs_f64(seconds)))
+}
+
+/// Reads a `tracer` argument: `None`, or an object with OpenTelemetry's `Tracer.start_span`.
+/// Checked when the limiter is made, not at its first wait.
+pub(crate) fn tracer_arg(tracer: Option<Py<PyAny>>, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    match tracer {
+        Some(tracer) if tracer.is_none(py) => Ok(None),
+        Some(tracer) if !tracer.bind(py).hasattr(intern!(py, "start_span"))? => Err(PyTypeError::new_err(format!(
+            "tracer must be an OpenTelemetry Tracer or None, got {}",
+            type_name(tracer.bind(py))
+        ))),
+        tracer => Ok(tracer),
+    }
+}
