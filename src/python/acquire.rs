@@ -9,7 +9,8 @@
 //! a time limit. The wait gives its place and slots back itself when it fails or is cancelled.
 
 use crate::python::asyncio_wait::thrown;
-use crate::python::limiter::{Handle, Start};
+use crate::python::handle::{Handle, Start};
+use crate::python::wait::wait;
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::intern;
@@ -66,7 +67,7 @@ impl PyAcquire {
             State::Created { timeout } => match input {
                 Input::Send(_) => match self.handle.start() {
                     Start::Held => return Ok(None),
-                    start => self.handle.wait(py, start, self.source.bind(py), timeout)?,
+                    start => wait(&self.handle, py, start, self.source.bind(py), timeout)?,
                 },
                 // Never started: nothing is held, the exception goes straight back.
                 Input::Throw(err, _) => return Err(err),

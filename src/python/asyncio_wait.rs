@@ -8,9 +8,10 @@
 //! when it is cancelled; either way an exception gives the place up (a slot handed over at that
 //! instant passes on) and returns every slot held so far, as the Python path does.
 
-use crate::python::awaitable::{PyWaiter, resolve_future};
 use crate::python::raw;
 use crate::python::span::{close_span, open_span};
+use crate::python::waiter::PyWaiter;
+use crate::python::wake::resolve_future;
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::intern;

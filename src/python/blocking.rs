@@ -8,9 +8,9 @@
 //! A limiter with a parent is acquired level by level, each with its own wait (and span), within
 //! one time limit; a wait given up at the parent's level gives back the slots held below it.
 
-use crate::python::awaitable::span_fields;
 use crate::python::errors::{release_error, timeout_message};
-use crate::python::limiter::Handle;
+use crate::python::handle::Handle;
+use crate::python::span::span_fields;
 use crate::python::span::{close_span, open_span};
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;

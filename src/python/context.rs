@@ -9,9 +9,10 @@
 #![allow(unsafe_code)]
 
 use crate::python::errors::release_error;
-use crate::python::limiter::{Handle, Start};
+use crate::python::handle::{Handle, Start};
 use crate::python::raw::{self, method_fast, method_noargs, slot};
 use crate::python::ready::ready;
+use crate::python::wait::wait;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -116,7 +117,7 @@ unsafe extern "C" fn aenter(slf: *mut ffi::PyObject, _args: *mut ffi::PyObject) 
         Target::Native(handle) => match handle.start() {
             // SAFETY: a C method; `ready` only clones a reference.
             Start::Held => ready(unsafe { raw::attached() }).into_ptr(),
-            start => raw::run(|py| handle.wait(py, start, this.source.bind(py), None)),
+            start => raw::run(|py| wait(handle, py, start, this.source.bind(py), None)),
         },
         Target::Generic(limiter) => raw::run(|py| limiter.call_method1(py, intern!(py, "acquire"), (&this.source,))),
     }

@@ -4,7 +4,8 @@
 use crate::error::check_governor_limits;
 use crate::python::args::{Arg, extract_limit, source_arg, tracer_arg};
 use crate::python::errors::limit_error;
-use crate::python::limiter::{Handle, PyConcurrencyLimiter};
+use crate::python::handle::Handle;
+use crate::python::limiter::PyConcurrencyLimiter;
 use crate::{ConcurrencyGovernor, GovernorStats, MAX_RUNNING_LIMIT};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;

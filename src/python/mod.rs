@@ -5,18 +5,21 @@
 mod acquire;
 mod args;
 mod asyncio_wait;
-mod awaitable;
 mod blocking;
 mod context;
 mod context_call;
 mod errors;
 mod governor;
+mod handle;
 mod limiter;
 mod raw;
 mod ready;
 mod redis;
 mod session;
 mod span;
+mod wait;
+mod waiter;
+mod wake;
 
 use pyo3::prelude::*;
 
@@ -32,17 +35,17 @@ fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<governor::PyGovernorStats>()?;
     m.add_class::<session::PySessionLimiter>()?;
     m.add("LimiterContext", context::init(m.py())?)?;
-    m.add_class::<awaitable::PyWaiter>()?;
+    m.add_class::<waiter::PyWaiter>()?;
     m.add("Ready", ready::init(m.py())?)?;
-    m.add_class::<awaitable::PyScheduledWake>()?;
+    m.add_class::<wake::PyScheduledWake>()?;
     m.add_class::<asyncio_wait::PyAsyncioWait>()?;
     m.add_class::<blocking::PyBlockingContext>()?;
     m.add_class::<redis::PyRedisConcurrencyLimiter>()?;
     m.add_class::<redis::PyRedisAcquire>()?;
     context_call::add(m)?;
     m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
-    m.add_function(wrap_pyfunction!(awaitable::resolve_future, m)?)?;
-    m.add_function(wrap_pyfunction!(awaitable::before_exit, m)?)?;
-    m.add_function(wrap_pyfunction!(awaitable::after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(wake::resolve_future, m)?)?;
+    m.add_function(wrap_pyfunction!(wake::before_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(wake::after_fork_in_child, m)?)?;
     Ok(())
 }

@@ -13,11 +13,12 @@
 //! opens the wait span) with 16 tasks on 4 slots.
 
 use crate::python::args::{Arg, check_str, limits, source_or_unnamed, tracer_arg};
-use crate::python::awaitable::{LoopWake, span_fields};
 use crate::python::context::Context;
 use crate::python::errors::{redis_error, release_error};
-use crate::python::limiter::tracer_or_default;
+use crate::python::handle::tracer_or_default;
 use crate::python::ready::ready;
+use crate::python::span::span_fields;
+use crate::python::wake::LoopWake;
 use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
 use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisLimiterError, ReleaseError};

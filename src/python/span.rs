@@ -1,7 +1,8 @@
-//! Opening and closing a wait span from Rust, as `ferrolimit._wait.open_span` and `close_span`
-//! do on the Python slow path; an error is recorded by `close_span` itself, the one place that
-//! knows how.
+//! A wait span from Rust: its fields as Python values, and opening and closing it as
+//! `ferrolimit._wait.open_span` and `close_span` do on the Python slow path; an error is recorded
+//! by `close_span` itself, the one place that knows how.
 
+use crate::telemetry::{AttrValue, WaitSpanFields};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -29,4 +30,16 @@ pub(crate) fn close_span(py: Python<'_>, span: &Bound<'_, PyAny>, error: Option<
             .call1((span, err.value(py)))
             .map(drop),
     }
+}
+
+/// A wait span's name and its attributes as a Python dict.
+pub(crate) fn span_fields<'py>(py: Python<'py>, fields: WaitSpanFields<'_>) -> PyResult<(String, Bound<'py, PyDict>)> {
+    let attributes = PyDict::new(py);
+    for (key, value) in fields.attributes {
+        match value {
+            AttrValue::Str(s) => attributes.set_item(key, s)?,
+            AttrValue::Int(i) => attributes.set_item(key, i)?,
+        }
+    }
+    Ok((fields.name, attributes))
 }

@@ -7,13 +7,11 @@
 //! waiter checks once, since anything published meanwhile was missed.
 
 use super::error::RedisLimiterError;
-use super::limiter::Inner;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::Client;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -69,10 +67,22 @@ struct Shared {
     _shutdown: watch::Sender<()>,
 }
 
+/// What the subscription routes wake-ups to: a limiter listening on one channel.
+pub(super) trait Listener: Send + Sync {
+    /// The channel it listens on.
+    fn channel(&self) -> &str;
+    /// A wake-up was published on its channel.
+    fn on_wake(&self, payload: &str);
+    /// The subscription carries its channel now: anything published before was missed.
+    fn subscription_up(self: Arc<Self>);
+    /// The subscription is down: its wake-ups are not coming until it is back.
+    fn subscription_down(&self);
+}
+
 #[derive(Default)]
 struct Hub {
     /// The limiters listening on each wake-up channel (each unregisters itself when dropped).
-    routes: HashMap<String, Vec<Weak<Inner>>>,
+    routes: HashMap<String, Vec<Weak<dyn Listener>>>,
     /// Subscribes more channels while the subscription is up; `None` while it is down.
     sink: Option<PubSubSink>,
     /// Counts the subscription's ups and downs: a subscribe that went out on an earlier
@@ -82,9 +92,9 @@ struct Hub {
 
 impl Hub {
     /// The live limiters on `channel` (on every channel if `None`); forgets the dead. The result
-    /// must be dropped after the lock: dropping a last `Arc<Inner>` takes it.
-    fn listeners(&mut self, channel: Option<&str>) -> Vec<Arc<Inner>> {
-        fn live(routes: &mut Vec<Weak<Inner>>, into: &mut Vec<Arc<Inner>>) {
+    /// must be dropped after the lock: dropping a last limiter takes it.
+    fn listeners(&mut self, channel: Option<&str>) -> Vec<Arc<dyn Listener>> {
+        fn live(routes: &mut Vec<Weak<dyn Listener>>, into: &mut Vec<Arc<dyn Listener>>) {
             routes.retain(|inner| inner.strong_count() > 0);
             into.extend(routes.iter().filter_map(Weak::upgrade));
         }
@@ -172,15 +182,16 @@ impl RedisConnections {
         self.shared.conn.clone()
     }
 
-    /// Routes the wake-ups of `inner`'s channel to it, subscribing the channel now if the
+    /// Routes the wake-ups of `listener`'s channel to it, subscribing the channel now if the
     /// subscription is up (else it is subscribed when the subscription comes back).
-    pub(super) fn register(&self, inner: &Arc<Inner>) {
-        let channel = inner.channel().to_owned();
+    pub(super) fn register<L: Listener + 'static>(&self, listener: &Arc<L>) {
+        let channel = listener.channel().to_owned();
+        let weak: Weak<dyn Listener> = Arc::downgrade(listener) as Weak<L>;
         let sink = {
             let mut hub = self.shared.hub.lock();
             let routes = hub.routes.entry(channel.clone()).or_default();
             routes.retain(|inner| inner.strong_count() > 0);
-            routes.push(Arc::downgrade(inner));
+            routes.push(weak);
             hub.sink.clone().map(|sink| (sink, hub.generation))
         };
         if let Some((sink, generation)) = sink {
@@ -332,22 +343,5 @@ async fn listen(shared: &Weak<Shared>, client: &Client, delay: &mut Duration) ->
                 pong.ok()?;
             }
         }
-    }
-}
-
-/// Marks a limiter's wake-ups as flowing or not; used with [`Inner`]'s `subscribed` flag.
-impl Inner {
-    /// The subscription carries this limiter's channel: anything published before was missed,
-    /// so every waiter checks once, and releases that failed while Redis was away are retried.
-    fn subscription_up(self: &Arc<Self>) {
-        self.subscribed().store(true, Ordering::Release);
-        self.poll_all();
-        self.retry_orphans();
-    }
-
-    /// The subscription is down: waiters poll until it is back.
-    fn subscription_down(&self) {
-        self.subscribed().store(false, Ordering::Release);
-        self.poll_all();
     }
 }

@@ -1,6 +1,6 @@
 //! [`RedisConcurrencyLimiter`], its builder and its RAII [`RedisPermit`].
 
-use super::connections::RedisConnections;
+use super::connections::{Listener, RedisConnections};
 use super::error::RedisLimiterError;
 use super::scripts::{ACQUIRE, COUNTS, LEAVE, POLL, RENEW};
 use crate::error::check_max_running;
@@ -946,5 +946,29 @@ impl Drop for RedisPermit {
         if let Some(slot) = self.slot.take() {
             self.inner.release_slot(slot);
         }
+    }
+}
+
+impl Listener for Inner {
+    fn channel(&self) -> &str {
+        Self::channel(self)
+    }
+
+    fn on_wake(&self, payload: &str) {
+        Self::on_wake(self, payload);
+    }
+
+    /// Anything published before was missed, so every waiter checks once, and releases that
+    /// failed while Redis was away are retried.
+    fn subscription_up(self: Arc<Self>) {
+        self.subscribed().store(true, Ordering::Release);
+        self.poll_all();
+        self.retry_orphans();
+    }
+
+    /// Waiters poll until the subscription is back.
+    fn subscription_down(&self) {
+        self.subscribed().store(false, Ordering::Release);
+        self.poll_all();
     }
 }

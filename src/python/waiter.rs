@@ -1,163 +1,16 @@
-//! The slow path of the awaitable path: the waiter's ticket ([`PyWaiter`]) and the waker that
-//! resolves its future ([`LoopWake`]).
-//!
-//! A free slot is taken inside `__aenter__` itself (see [`context`](crate::python::context)),
-//! which returns the finished awaitable. Only a caller that must wait gets an awaitable of its
-//! own, which parks on a future of its own loop and is woken by [`LoopWake`] when a release hands
-//! it a slot.
+//! The slow path's waiter ([`PyWaiter`]): a caller's place in the queues of its limiter and of
+//! the limiter's parents, level by level, driven by the asyncio and trio waits.
 
 use crate::python::errors::timeout_message;
-use crate::python::limiter::Handle;
-use crate::python::raw;
-use crate::telemetry::{AttrValue, WaitSpanFields};
+use crate::python::handle::Handle;
+use crate::python::span::span_fields;
+use crate::python::wake::LoopWake;
 use crate::waiters::WaiterId;
 use parking_lot::Mutex;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Wake;
-use std::thread::ThreadId;
 use std::time::Instant;
-
-/// Sets an asyncio waiter's future's result unless it was cancelled meanwhile.
-#[pyfunction]
-pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = future.py();
-    if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
-        future.call_method1(intern!(py, "set_result"), (py.None(),))?;
-    }
-    Ok(())
-}
-
-/// Wakes a parked waiter: `callback(arg)` directly on the thread that runs its event loop,
-/// `schedule(callback, arg)` (the loop's thread-safe call) from any other thread.
-///
-/// asyncio: `resolve_future(future)` and `loop.call_soon_threadsafe`; trio:
-/// `trio.lowlevel.reschedule(task)` and `TrioToken.run_sync_soon`.
-///
-/// Wake-ups reach a loop in the order they were made, which is the order the slots were handed
-/// over: a wake-up scheduled from another thread runs one loop step later than a direct one, so
-/// while any scheduled wake-up of a loop is still pending, the loop's own releases schedule theirs
-/// too instead of resolving directly (`pending` counts them, per loop thread).
-pub(crate) struct LoopWake {
-    thread: ThreadId,
-    pending: Arc<AtomicUsize>,
-    callback: Py<PyAny>,
-    arg: Py<PyAny>,
-    schedule: Py<PyAny>,
-}
-
-thread_local! {
-    /// Scheduled, not yet run wake-ups for the event loop of this thread.
-    static PENDING_WAKES: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
-}
-
-impl LoopWake {
-    /// A waker for the loop running on this thread.
-    pub(crate) fn new(callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> Self {
-        Self {
-            thread: std::thread::current().id(),
-            pending: PENDING_WAKES.with(Arc::clone),
-            callback,
-            arg,
-            schedule,
-        }
-    }
-
-    fn wake_with(&self, py: Python<'_>) -> PyResult<()> {
-        if std::thread::current().id() == self.thread && self.pending.load(Ordering::Acquire) == 0 {
-            return self.callback.call1(py, (&self.arg,)).map(drop);
-        }
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        let scheduled = PyScheduledWake {
-            callback: self.callback.clone_ref(py),
-            pending: Arc::clone(&self.pending),
-        };
-        let result = self.schedule.call1(py, (scheduled, &self.arg)).map(drop);
-        if result.is_err() {
-            // Never scheduled (a closed loop): nothing will run it.
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-        }
-        result
-    }
-}
-
-/// A wake-up scheduled on a loop: runs the callback, then counts itself done.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ScheduledWake")]
-pub(crate) struct PyScheduledWake {
-    callback: Py<PyAny>,
-    pending: Arc<AtomicUsize>,
-}
-
-#[pymethods]
-impl PyScheduledWake {
-    fn __call__(&self, py: Python<'_>, arg: &Bound<'_, PyAny>) -> PyResult<()> {
-        let result = self.callback.call1(py, (arg,)).map(drop);
-        self.pending.fetch_sub(1, Ordering::AcqRel);
-        result
-    }
-}
-
-impl Wake for LoopWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Counted in flight before the check, so `before_exit` either sees this wake-up and waits
-        // for it, or this wake-up sees the flag and stays out of a finalizing interpreter.
-        WAKES_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        if !EXITING.load(Ordering::SeqCst) {
-            Python::try_attach(|py| {
-                // A release may come from a destructor that CPython runs while an exception
-                // propagates: the wake-up's Python calls run with that exception put aside.
-                // Only a closed loop fails here: its task is being torn down, and the waiter's
-                // cleanup (or its Waiter's drop) passes the handed-over slot on.
-                raw::preserving_error(py, || drop(self.wake_with(py)));
-            });
-        }
-        WAKES_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Set at interpreter exit: threads that are not Python's (the Redis I/O runtime) must not
-/// attach to an interpreter that is being finalized.
-static EXITING: AtomicBool = AtomicBool::new(false);
-static WAKES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Registered with `atexit` by `ferrolimit._redis`: stops wake-ups from other threads, and waits
-/// (without the GIL) for those already under way.
-#[pyfunction]
-pub(crate) fn before_exit(py: Python<'_>) {
-    EXITING.store(true, Ordering::SeqCst);
-    py.detach(|| {
-        while WAKES_IN_FLIGHT.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
-    });
-}
-
-/// Registered with `os.register_at_fork` by `ferrolimit._redis`: a forked child starts with no
-/// wake-up in flight (the threads that had one are the parent's) and is not exiting.
-#[pyfunction]
-pub(crate) fn after_fork_in_child() {
-    WAKES_IN_FLIGHT.store(0, Ordering::SeqCst);
-    EXITING.store(false, Ordering::SeqCst);
-}
-
-/// A wait span's name and its attributes as a Python dict.
-pub(crate) fn span_fields<'py>(py: Python<'py>, fields: WaitSpanFields<'_>) -> PyResult<(String, Bound<'py, PyDict>)> {
-    let attributes = PyDict::new(py);
-    for (key, value) in fields.attributes {
-        match value {
-            AttrValue::Str(s) => attributes.set_item(key, s)?,
-            AttrValue::Int(i) => attributes.set_item(key, i)?,
-        }
-    }
-    Ok((fields.name, attributes))
-}
 
 /// Where a [`PyWaiter`] stands at its current level.
 enum Stage {

@@ -1,0 +1,47 @@
+//! The slow path's entry: the awaitable of a caller that [`Handle::start`] could not seat, on
+//! whichever event loop it runs (the native asyncio wait, else `ferrolimit._wait.wait`).
+
+use crate::python::asyncio_wait::{PyAsyncioWait, running_loop};
+use crate::python::handle::{Handle, Start};
+use crate::python::ready::ready;
+use crate::python::waiter::PyWaiter;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
+use std::sync::Arc;
+
+/// Takes a free slot of `handle` and returns the finished awaitable, or returns the waiting one.
+pub(crate) fn enter(handle: &Arc<Handle>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+    match handle.start() {
+        Start::Held => Ok(ready(py)),
+        start => wait(handle, py, start, source, None),
+    }
+}
+
+/// The rest of an entry that [`Handle::start`] could not finish: the waiting awaitable.
+pub(crate) fn wait(
+    handle: &Arc<Handle>,
+    py: Python<'_>,
+    start: Start,
+    source: &Bound<'_, PyString>,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let source = source.to_string_lossy().into_owned();
+    let waiter = match start {
+        Start::Held => return Ok(ready(py)),
+        Start::Climb(level) => PyWaiter::climbing(Arc::clone(handle), level, source),
+        Start::Queue => PyWaiter::new(Arc::clone(handle), source),
+    };
+    // On asyncio without a time limit the wait needs no Python frame; trio, and a wait with a
+    // time limit, go through `ferrolimit._wait.wait`.
+    if timeout.is_none()
+        && let Some(event_loop) = running_loop(py)?
+    {
+        return Ok(Py::new(py, PyAsyncioWait::new(waiter, event_loop))?.into_any());
+    }
+    Ok(WAIT
+        .import(py, "ferrolimit._wait", "wait")?
+        .call1((waiter, timeout))?
+        .unbind())
+}
