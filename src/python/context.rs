@@ -8,10 +8,10 @@
 
 #![allow(unsafe_code)]
 
-use crate::python::errors::release_error;
+use crate::python::errors::{not_initialised, release_error};
 use crate::python::handle::{Handle, Start};
 use crate::python::raw::{self, method_fast, method_noargs, slot};
-use crate::python::ready::ready;
+use crate::python::ready::{ready, ready_ptr};
 use crate::python::wait::wait;
 use pyo3::ffi;
 use pyo3::intern;
@@ -58,9 +58,7 @@ impl Context {
     }
 
     fn new(py: Python<'_>, target: Target, source: &Bound<'_, PyString>) -> PyResult<Self> {
-        let ty = TYPE
-            .get(py)
-            .expect("the module's initialisation created LimiterContext");
+        let ty = TYPE.get(py).ok_or_else(not_initialised)?;
         let fields = Fields {
             target,
             source: source.clone().unbind(),
@@ -115,8 +113,8 @@ unsafe extern "C" fn aenter(slf: *mut ffi::PyObject, _args: *mut ffi::PyObject) 
     let this = unsafe { fields(slf) };
     match &this.target {
         Target::Native(handle) => match handle.start() {
-            // SAFETY: a C method; `ready` only clones a reference.
-            Start::Held => ready(unsafe { raw::attached() }).into_ptr(),
+            // SAFETY: a C method; `ready_ptr` only clones a reference.
+            Start::Held => ready_ptr(unsafe { raw::attached() }),
             start => raw::run(|py| wait(handle, py, start, this.source.bind(py), None)),
         },
         Target::Generic(limiter) => raw::run(|py| limiter.call_method1(py, intern!(py, "acquire"), (&this.source,))),
@@ -135,16 +133,16 @@ unsafe extern "C" fn aexit(
     let this = unsafe { fields(slf) };
     match &this.target {
         Target::Native(handle) => match handle.core.release_raw_uncontended() {
-            // SAFETY: a C method; `ready` only clones a reference.
-            Some(Ok(())) => ready(unsafe { raw::attached() }).into_ptr(),
+            // SAFETY: a C method; `ready_ptr` only clones a reference.
+            Some(Ok(())) => ready_ptr(unsafe { raw::attached() }),
             _ => raw::run(|py| {
                 handle.core.release_raw().map_err(release_error)?;
-                Ok(ready(py))
+                ready(py)
             }),
         },
         Target::Generic(limiter) => raw::run(|py| {
             limiter.call_method0(py, intern!(py, "release"))?;
-            Ok(ready(py))
+            ready(py)
         }),
     }
 }

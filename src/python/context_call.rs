@@ -8,6 +8,7 @@
 
 use crate::python::args::{Arg, source_or_unnamed};
 use crate::python::context::Context;
+use crate::python::errors::not_initialised;
 use crate::python::limiter::PyConcurrencyLimiter;
 use crate::python::raw;
 use crate::python::ready::ready;
@@ -27,7 +28,7 @@ static FULL: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
 fn full(py: Python<'_>, limiter: &Bound<'_, PyAny>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
     let source = source_or_unnamed(py, &source)?;
     if limiter.is_none() {
-        return Ok(ready(py));
+        return ready(py);
     }
     let source = &source;
     // Only the exact native class takes the fast path: a subclass may override `acquire`.
@@ -55,7 +56,7 @@ fn cached(py: Python<'_>, args: &[*mut ffi::PyObject]) -> Option<Py<PyAny>> {
     // SAFETY: CPython passes borrowed references to live objects.
     let limiter = unsafe { Bound::ref_from_ptr(py, limiter) };
     if limiter.is_none() {
-        return Some(ready(py));
+        return ready(py).ok();
     }
     let context = limiter
         .cast_exact::<PyConcurrencyLimiter>()
@@ -88,9 +89,7 @@ fn call_full(
         }
         Some(dict)
     };
-    let full = FULL
-        .get(py)
-        .expect("the module's initialisation set the full implementation");
+    let full = FULL.get(py).ok_or_else(not_initialised)?;
     Ok(full
         .bind(py)
         .call(PyTuple::new(py, &args[..nargs])?, keywords.as_ref())?

@@ -47,6 +47,11 @@ pub(crate) fn timeout_message(limiter: &ConcurrencyLimiter, source: &str) -> Str
     )
 }
 
+/// The error of a native type or function used before the module's initialisation created it.
+pub(crate) fn not_initialised() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("ferrolimit: the native module is not initialised")
+}
+
 /// A release without a held slot: the same `ValueError` as anyio's semaphore.
 pub(crate) fn release_error(err: ReleaseError) -> PyErr {
     PyValueError::new_err(err.to_string())

@@ -274,7 +274,7 @@ impl PyConcurrencyLimiter {
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         self.release()?;
-        Ok(ready(py))
+        ready(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

@@ -8,6 +8,7 @@
 
 #![allow(unsafe_code)]
 
+use crate::python::errors::not_initialised;
 use crate::python::raw::{self, method_fast, method_noargs, slot};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -86,10 +87,21 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     Ok(READY.get_or_try_init(py, || build(py))?.bind(py).get_type())
 }
 
-/// The shared finished awaitable.
-pub(crate) fn ready(py: Python<'_>) -> Py<PyAny> {
+/// The shared finished awaitable (an error only if the module's initialisation did not run).
+pub(crate) fn ready(py: Python<'_>) -> PyResult<Py<PyAny>> {
     READY
         .get(py)
-        .expect("the module's initialisation created Ready")
-        .clone_ref(py)
+        .map(|ready| ready.clone_ref(py))
+        .ok_or_else(not_initialised)
+}
+
+/// [`ready`] as a C method returns it: a new reference, or NULL with the error set.
+pub(crate) fn ready_ptr(py: Python<'_>) -> *mut ffi::PyObject {
+    match ready(py) {
+        Ok(ready) => ready.into_ptr(),
+        Err(err) => {
+            err.restore(py);
+            ptr::null_mut()
+        }
+    }
 }

@@ -134,7 +134,11 @@ impl PyRedisConcurrencyLimiter {
             std::mem::forget(current.limiter.replace(fresh));
             current.pid = pid;
         }
-        Ok(Arc::clone(current.limiter.as_ref().expect("a limiter is always set")))
+        current
+            .limiter
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or_else(|| PyRuntimeError::new_err("ferrolimit: the Redis limiter was not built"))
     }
 
     fn inner(&self) -> PyResult<Arc<Inner>> {
@@ -335,7 +339,7 @@ impl PyRedisConcurrencyLimiter {
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         self.release(py)?;
-        Ok(ready(py))
+        ready(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

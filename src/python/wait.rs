@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// Takes a free slot of `handle` and returns the finished awaitable, or returns the waiting one.
 pub(crate) fn enter(handle: &Arc<Handle>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
     match handle.start() {
-        Start::Held => Ok(ready(py)),
+        Start::Held => ready(py),
         start => wait(handle, py, start, source, None),
     }
 }
@@ -29,7 +29,7 @@ pub(crate) fn wait(
     static WAIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let source = source.to_string_lossy().into_owned();
     let waiter = match start {
-        Start::Held => return Ok(ready(py)),
+        Start::Held => return ready(py),
         Start::Climb(level) => PyWaiter::climbing(Arc::clone(handle), level, source),
         Start::Queue => PyWaiter::new(Arc::clone(handle), source),
     };
