@@ -205,7 +205,7 @@ async def test_a_waiter_whose_task_is_garbage_collected_passes_its_slot_on() -> 
 async def test_exception_thrown_into_a_parked_native_waiter(order: str) -> None:
     """On asyncio a waiter without a time limit waits in a native awaitable; an exception thrown
     into it (as a task does on cancellation) gives its place up and passes a handed-over slot on."""
-    from ferrolimit._ferrolimit import AsyncioWait
+    from ferrolimit._ferrolimit import _AsyncioWait as AsyncioWait
 
     limiter = ConcurrencyLimiter(1)
     await limiter.acquire('holder')

@@ -14,27 +14,17 @@ from ._limit import AbstractConcurrencyLimiter, ConcurrencyLimit
 from ._session import SessionLimits, SessionStatus
 
 __all__ = [
-    'AsyncioWait',
     'BlockingContext',
     'ConcurrencyGovernor',
     'ConcurrencyLimiter',
     'ConcurrencyPermit',
-    'Counts',
     'GovernorStats',
     'LimiterContext',
     'LimiterStats',
-    'Ready',
-    'RedisAcquire',
     'RedisConcurrencyLimiter',
-    'ScheduledWake',
     'SessionLimiter',
-    'Waiter',
     '__version__',
-    'after_fork_in_child',
-    'before_exit',
-    'check_limits',
     'get_concurrency_context',
-    'resolve_future',
 ]
 
 __version__: str
@@ -464,7 +454,7 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     ) -> None: ...
 
 @final
-class RedisAcquire:
+class _RedisAcquire:
     """One `RedisConcurrencyLimiter.acquire` in flight (internal: used by `ferrolimit._redis`)."""
 
     def wait(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
@@ -863,7 +853,7 @@ class SessionLimiter:
         """
 
 @final
-class AsyncioWait:
+class _AsyncioWait:
     """The awaitable of a caller that waits on an asyncio loop (internal: the native slow path)."""
 
     def __await__(self) -> Generator[Any, Any]:
@@ -885,21 +875,21 @@ class AsyncioWait:
         """Give the wait up quietly."""
 
 @final
-class ScheduledWake:
+class _ScheduledWake:
     """A wake-up scheduled on a waiter's event loop (internal): keeps wake-ups in hand-over order."""
 
     def __call__(self, arg: Any, /) -> None:
         """Run the wake-up."""
 
 @final
-class Counts:
+class _Counts:
     """Reads a limiter's counts for its metrics (internal)."""
 
     def stats(self) -> LimiterStats:
         """A snapshot of the counts."""
 
 @final
-class Ready:
+class _Ready:
     """An awaitable that is already finished (value `None`), also a no-op async context manager.
 
     The fast path returns one shared instance; `get_concurrency_context(None)` returns it too.
@@ -923,7 +913,7 @@ class Ready:
         """Do nothing; an exception in the block propagates unchanged."""
 
 @final
-class Waiter:
+class _Waiter:
     """A caller on the slow path, level by level up a limiter's parents (internal: used by `ferrolimit._wait`)."""
 
     def enqueue(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
@@ -976,16 +966,16 @@ def get_concurrency_context(
         TypeError: If `limiter` has no `acquire`/`release`, or `source` is not a str.
     """
 
-def resolve_future(future: asyncio.Future[None]) -> None:
+def _resolve_future(future: asyncio.Future[None]) -> None:
     """Set an asyncio waiter's future's result unless it is already done."""
 
-def after_fork_in_child() -> None:
+def _after_fork_in_child() -> None:
     """Forget the parent's wake-ups in flight in a forked child (an `os.register_at_fork` hook)."""
 
-def before_exit() -> None:
+def _before_exit() -> None:
     """Stop wake-ups from ferrolimit's I/O threads before the interpreter exits (an `atexit` hook)."""
 
-def check_limits(max_running: int, max_queued: int | None = None) -> None:
+def _check_limits(max_running: int, max_queued: int | None = None) -> None:
     """Validate limits exactly as `ConcurrencyLimiter()` does (used by `ConcurrencyLimit`).
 
     Raises:

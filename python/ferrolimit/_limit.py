@@ -3,6 +3,10 @@
 The abstract limiter, the limit dataclass and `normalize_to_limiter`.
 """
 
+# The native module's internals have underscore names, to keep them off its public API; they
+# are this package's own.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations as _annotations
 
 from abc import ABC, abstractmethod
@@ -10,7 +14,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TypeAlias, cast
 
-from ._ferrolimit import ConcurrencyLimiter, RedisConcurrencyLimiter, check_limits
+from ._ferrolimit import ConcurrencyLimiter, RedisConcurrencyLimiter
+from ._ferrolimit import _check_limits as check_limits
 from ._interop import after_import, loaded_module
 
 __all__ = ('AbstractConcurrencyLimiter', 'AnyConcurrencyLimit', 'ConcurrencyLimit', 'normalize_to_limiter')

@@ -12,13 +12,17 @@ The gauges are read by the metric reader when it collects, and the histogram and
 recorded only on the slow path, so taking a free slot costs nothing more with metrics on.
 """
 
+# The native module's internals have underscore names, to keep them off its public API; they
+# are this package's own.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations as _annotations
 
 from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ._ferrolimit import Counts
+from ._ferrolimit import _Counts as Counts
 
 __all__ = ('LimiterMetrics',)
 

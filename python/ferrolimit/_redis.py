@@ -6,6 +6,10 @@ waits again for the slot. Any exception while waiting (a cancellation, a timeout
 gives the place up; a slot granted at that very instant is passed on.
 """
 
+# The native module's internals have underscore names, to keep them off its public API; they
+# are this package's own.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations as _annotations
 
 import asyncio
@@ -14,7 +18,10 @@ import os
 
 from opentelemetry.trace import Span
 
-from ._ferrolimit import RedisAcquire, after_fork_in_child, before_exit, resolve_future
+from ._ferrolimit import _after_fork_in_child as after_fork_in_child
+from ._ferrolimit import _before_exit as before_exit
+from ._ferrolimit import _RedisAcquire as RedisAcquire
+from ._ferrolimit import _resolve_future as resolve_future
 from ._wait import close_span, open_span
 from .exceptions import ConcurrencyBackendError
 

@@ -17,6 +17,10 @@ unless a slot has already been handed over: then trio is told the abort failed, 
 the slot, and the cancellation is delivered at its next checkpoint. Either way nothing is lost.
 """
 
+# The native module's internals have underscore names, to keep them off its public API; they
+# are this package's own.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations as _annotations
 
 import asyncio
@@ -25,7 +29,8 @@ from typing import Final
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from ._ferrolimit import Waiter, resolve_future
+from ._ferrolimit import _resolve_future as resolve_future
+from ._ferrolimit import _Waiter as Waiter
 
 __all__ = ('SUPPORTS_TRIO', 'close_span', 'open_span', 'wait')
 

@@ -35,7 +35,7 @@ enum Input<'py> {
 }
 
 /// The coroutine `acquire()` returns.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Acquire")]
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_Acquire")]
 pub(crate) struct PyAcquire {
     handle: Arc<Handle>,
     source: Py<PyString>,

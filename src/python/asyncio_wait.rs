@@ -30,7 +30,7 @@ enum Step {
 }
 
 /// The awaitable of a caller that waits on an asyncio (or uvloop) event loop.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "AsyncioWait")]
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_AsyncioWait")]
 pub(crate) struct PyAsyncioWait {
     waiter: PyWaiter,
     event_loop: Py<PyAny>,

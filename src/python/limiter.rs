@@ -29,7 +29,7 @@ pub(crate) struct PyConcurrencyLimiter {
 
 /// Checks limits as `ConcurrencyLimiter()` does, raising the same errors; for `ConcurrencyLimit`.
 #[pyfunction]
-#[pyo3(signature = (max_running, max_queued = None))]
+#[pyo3(name = "_check_limits", signature = (max_running, max_queued = None))]
 pub(crate) fn check_limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     limits(max_running, max_queued).map(drop)
 }
@@ -295,7 +295,7 @@ impl PyConcurrencyLimiter {
 
 /// Reads a limiter's counts for the metrics' observable gauges: it holds the core only, so the
 /// limiter and its metrics do not keep each other alive.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Counts")]
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_Counts")]
 pub(crate) struct PyCounts(ConcurrencyLimiter);
 
 #[pymethods]

@@ -23,29 +23,43 @@ mod wake;
 
 use pyo3::prelude::*;
 
+/// The module as Python sees it: the public API (in `__all__`), then, under underscore names and
+/// off `__all__`, the internals that `ferrolimit`'s own Python modules use.
 #[pymodule]
 #[pyo3(name = "_ferrolimit")]
-fn ferrolimit(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_class::<limiter::PyConcurrencyLimiter>()?;
-    m.add_class::<limiter::PyLimiterStats>()?;
-    m.add_class::<limiter::PyCounts>()?;
-    m.add_class::<governor::PyConcurrencyGovernor>()?;
-    m.add_class::<governor::PyConcurrencyPermit>()?;
-    m.add_class::<governor::PyGovernorStats>()?;
-    m.add_class::<session::PySessionLimiter>()?;
-    m.add("LimiterContext", context::init(m.py())?)?;
-    m.add_class::<waiter::PyWaiter>()?;
-    m.add("Ready", ready::init(m.py())?)?;
-    m.add_class::<wake::PyScheduledWake>()?;
-    m.add_class::<asyncio_wait::PyAsyncioWait>()?;
-    m.add_class::<blocking::PyBlockingContext>()?;
-    m.add_class::<redis::PyRedisConcurrencyLimiter>()?;
-    m.add_class::<redis::PyRedisAcquire>()?;
-    context_call::add(m)?;
-    m.add_function(wrap_pyfunction!(limiter::check_limits, m)?)?;
-    m.add_function(wrap_pyfunction!(wake::resolve_future, m)?)?;
-    m.add_function(wrap_pyfunction!(wake::before_exit, m)?)?;
-    m.add_function(wrap_pyfunction!(wake::after_fork_in_child, m)?)?;
-    Ok(())
+mod native {
+    #[pymodule_export]
+    use super::blocking::PyBlockingContext;
+    #[pymodule_export]
+    use super::governor::{PyConcurrencyGovernor, PyConcurrencyPermit, PyGovernorStats};
+    #[pymodule_export]
+    use super::limiter::{PyConcurrencyLimiter, PyLimiterStats};
+    #[pymodule_export]
+    use super::redis::PyRedisConcurrencyLimiter;
+    #[pymodule_export]
+    use super::session::PySessionLimiter;
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("LimiterContext", super::context::init(py)?)?;
+        super::context_call::add(m)?;
+        // Internals: `setattr` leaves them out of `__all__`.
+        m.setattr("_Ready", super::ready::init(py)?)?;
+        m.setattr("_Counts", py.get_type::<super::limiter::PyCounts>())?;
+        m.setattr("_Waiter", py.get_type::<super::waiter::PyWaiter>())?;
+        m.setattr("_ScheduledWake", py.get_type::<super::wake::PyScheduledWake>())?;
+        m.setattr("_AsyncioWait", py.get_type::<super::asyncio_wait::PyAsyncioWait>())?;
+        m.setattr("_RedisAcquire", py.get_type::<super::redis::PyRedisAcquire>())?;
+        m.setattr("_check_limits", wrap_pyfunction!(super::limiter::check_limits, m)?)?;
+        m.setattr("_resolve_future", wrap_pyfunction!(super::wake::resolve_future, m)?)?;
+        m.setattr("_before_exit", wrap_pyfunction!(super::wake::before_exit, m)?)?;
+        m.setattr(
+            "_after_fork_in_child",
+            wrap_pyfunction!(super::wake::after_fork_in_child, m)?,
+        )?;
+        Ok(())
+    }
 }

@@ -44,7 +44,7 @@ unsafe extern "C" fn aexit(
         // SAFETY: as for `itself`.
         unsafe { itself(slf) }
     } else {
-        raw::type_error(c"Ready.__aexit__() takes exactly 3 arguments")
+        raw::type_error(c"_Ready.__aexit__() takes exactly 3 arguments")
     }
 }
 
@@ -53,7 +53,7 @@ unsafe extern "C" fn aexit(
 fn build(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let ty = raw::new_type(
         py,
-        c"ferrolimit._ferrolimit.Ready",
+        c"ferrolimit._ferrolimit._Ready",
         c"An awaitable that is already finished (its value is None); also a no-op async context manager.",
         size_of::<ffi::PyObject>(),
         vec![

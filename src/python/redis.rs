@@ -427,7 +427,7 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
 }
 
 /// One `acquire` in flight: the task on the runtime, and the events it reported.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisAcquire")]
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisAcquire")]
 pub(crate) struct PyRedisAcquire {
     inner: Arc<Inner>,
     /// The acquire's token: a cancel removes it from Redis itself, without waiting for the task.

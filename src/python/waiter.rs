@@ -38,7 +38,7 @@ struct WaitState {
 /// its loop (`enqueue`), `finish()`es once woken, and `climb()`s to the parent. It `cancel()`s on
 /// any exception, which also gives back the slots it holds below its current level. Dropping an
 /// unfinished waiter cancels it, so a slot can never be stranded.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "Waiter")]
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_Waiter")]
 pub(crate) struct PyWaiter {
     /// The limiter the caller asked for.
     base: Arc<Handle>,

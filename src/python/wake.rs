@@ -13,6 +13,7 @@ use std::thread::ThreadId;
 
 /// Sets an asyncio waiter's future's result unless it was cancelled meanwhile.
 #[pyfunction]
+#[pyo3(name = "_resolve_future")]
 pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = future.py();
     if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -75,7 +76,7 @@ impl LoopWake {
 }
 
 /// A wake-up scheduled on a loop: runs the callback, then counts itself done.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ScheduledWake")]
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_ScheduledWake")]
 pub(crate) struct PyScheduledWake {
     callback: Py<PyAny>,
     pending: Arc<AtomicUsize>,
@@ -120,6 +121,7 @@ static WAKES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// Registered with `atexit` by `ferrolimit._redis`: stops wake-ups from other threads, and waits
 /// (without the GIL) for those already under way.
 #[pyfunction]
+#[pyo3(name = "_before_exit")]
 pub(crate) fn before_exit(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     py.detach(|| {
@@ -132,6 +134,7 @@ pub(crate) fn before_exit(py: Python<'_>) {
 /// Registered with `os.register_at_fork` by `ferrolimit._redis`: a forked child starts with no
 /// wake-up in flight (the threads that had one are the parent's) and is not exiting.
 #[pyfunction]
+#[pyo3(name = "_after_fork_in_child")]
 pub(crate) fn after_fork_in_child() {
     WAKES_IN_FLIGHT.store(0, Ordering::SeqCst);
     EXITING.store(false, Ordering::SeqCst);
