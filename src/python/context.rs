@@ -10,38 +10,89 @@
 
 use crate::python::errors::{not_initialised, release_error};
 use crate::python::handle::{Handle, Start};
-use crate::python::raw::{self, method_fast, method_noargs, slot};
+use crate::python::raw::{self, RawType, Release, method_fast, method_noargs, slot};
 use crate::python::ready::{ready, ready_ptr};
 use crate::python::wait::wait;
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 use std::ffi::{c_int, c_void};
-use std::ptr;
 use std::sync::Arc;
 
 /// What a context acquires: a native limiter (fast path) or any object with `acquire(source)`
-/// and `release()`, such as a pydantic-ai `AbstractConcurrencyLimiter`.
+/// and `release()`, such as a pydantic-ai `AbstractConcurrencyLimiter`. The garbage collector
+/// may clear the latter (`None`) to break a cycle through it.
 enum Target {
     Native(Arc<Handle>),
-    Generic(Py<PyAny>),
+    Generic(Mutex<Option<Py<PyAny>>>),
 }
 
+/// What a `LimiterContext` holds.
 struct Fields {
     target: Target,
     source: Py<PyString>,
 }
 
-/// The instance layout.
-#[repr(C)]
-struct Object {
-    base: ffi::PyObject,
-    fields: Fields,
+impl Fields {
+    /// `__aenter__`: a new reference, or NULL with an error set.
+    fn enter(&self, py: Python<'_>) -> *mut ffi::PyObject {
+        match &self.target {
+            Target::Native(handle) => match handle.start() {
+                Start::Held => ready_ptr(py),
+                start => raw::run(py, |py| wait(handle, py, start, self.source.bind(py), None)),
+            },
+            Target::Generic(limiter) => raw::run(py, |py| {
+                generic(py, limiter)?.call_method1(py, intern!(py, "acquire"), (&self.source,))
+            }),
+        }
+    }
+
+    /// `__aexit__`: a new reference, or NULL with an error set.
+    fn exit(&self, py: Python<'_>) -> *mut ffi::PyObject {
+        match &self.target {
+            Target::Native(handle) => match handle.core.release_raw_uncontended() {
+                Some(Ok(())) => ready_ptr(py),
+                _ => raw::run(py, |py| {
+                    handle.core.release_raw().map_err(release_error)?;
+                    ready(py)
+                }),
+            },
+            Target::Generic(limiter) => raw::run(py, |py| {
+                generic(py, limiter)?.call_method0(py, intern!(py, "release"))?;
+                ready(py)
+            }),
+        }
+    }
 }
 
-static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// The limiter of a generic context, unless the garbage collector cleared it.
+fn generic(py: Python<'_>, limiter: &Mutex<Option<Py<PyAny>>>) -> PyResult<Py<PyAny>> {
+    limiter
+        .lock()
+        .as_ref()
+        .map(|limiter| limiter.clone_ref(py))
+        .ok_or_else(|| PyRuntimeError::new_err("ferrolimit: this context's limiter was garbage-collected"))
+}
+
+impl Release for Fields {
+    fn release(self, py: Python<'_>) {
+        self.source.drop_ref(py);
+        match self.target {
+            Target::Generic(limiter) => {
+                if let Some(limiter) = limiter.into_inner() {
+                    limiter.drop_ref(py);
+                }
+            }
+            Target::Native(handle) => raw::attached_drop(|| drop(handle)),
+        }
+    }
+}
+
+static TYPE: PyOnceLock<RawType<Fields>> = PyOnceLock::new();
 
 /// A `LimiterContext` object.
 pub(crate) struct Context(Py<PyAny>);
@@ -54,28 +105,21 @@ impl Context {
 
     /// A context for any limiter with `acquire(source)` and `release()`.
     pub(crate) fn generic(py: Python<'_>, limiter: Py<PyAny>, source: &Bound<'_, PyString>) -> PyResult<Self> {
-        Self::new(py, Target::Generic(limiter), source)
+        Self::new(py, Target::Generic(Mutex::new(Some(limiter))), source)
     }
 
     fn new(py: Python<'_>, target: Target, source: &Bound<'_, PyString>) -> PyResult<Self> {
-        let ty = TYPE.get(py).ok_or_else(not_initialised)?;
         let fields = Fields {
             target,
             source: source.clone().unbind(),
         };
-        let obj = raw::alloc(ty.bind(py))?;
-        // SAFETY: `obj` is a new, zeroed instance of the type, whose layout is `Object`. It is
-        // already tracked by the garbage collector, which cannot run before the fields are
-        // written: nothing in between allocates or runs Python code.
-        unsafe {
-            ptr::write(&raw mut (*obj.cast::<Object>()).fields, fields);
-            Ok(Self(Bound::from_owned_ptr(py, obj).unbind()))
-        }
+        let ty = TYPE.get(py).ok_or_else(not_initialised)?;
+        Ok(Self(ty.instantiate(py, fields)?.unbind()))
     }
 
     fn fields(&self) -> &Fields {
-        // SAFETY: the constructors made this object with the `Object` layout, and it is alive.
-        unsafe { fields(self.0.as_ptr()) }
+        // SAFETY: the constructors made this object with `TYPE`, and it is alive while `self` is.
+        unsafe { raw::value(self.0.as_ptr()) }
     }
 
     /// Whether this context is for `source` (the same object, or an equal string).
@@ -98,27 +142,10 @@ impl Context {
     }
 }
 
-/// The fields of a live `LimiterContext`.
-///
-/// # Safety
-///
-/// `obj` is a live instance of the type, made by [`Context::new`].
-unsafe fn fields<'a>(obj: *mut ffi::PyObject) -> &'a Fields {
-    // SAFETY: the caller's contract.
-    unsafe { &(*obj.cast::<Object>()).fields }
-}
-
 unsafe extern "C" fn aenter(slf: *mut ffi::PyObject, _args: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: CPython checked that `slf` is an instance of the type.
-    let this = unsafe { fields(slf) };
-    match &this.target {
-        Target::Native(handle) => match handle.start() {
-            // SAFETY: a C method; `ready_ptr` only clones a reference.
-            Start::Held => ready_ptr(unsafe { raw::attached() }),
-            start => raw::run(|py| wait(handle, py, start, this.source.bind(py), None)),
-        },
-        Target::Generic(limiter) => raw::run(|py| limiter.call_method1(py, intern!(py, "acquire"), (&this.source,))),
-    }
+    // SAFETY: CPython calls a method attached to the interpreter, with `slf` a live instance of
+    // the type, which `TYPE` made.
+    unsafe { raw::entry(|py| raw::value::<Fields>(slf).enter(py)) }
 }
 
 unsafe extern "C" fn aexit(
@@ -126,24 +153,15 @@ unsafe extern "C" fn aexit(
     _args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if nargs != 3 {
-        return raw::type_error(c"LimiterContext.__aexit__() takes exactly 3 arguments");
-    }
-    // SAFETY: CPython checked that `slf` is an instance of the type.
-    let this = unsafe { fields(slf) };
-    match &this.target {
-        Target::Native(handle) => match handle.core.release_raw_uncontended() {
-            // SAFETY: a C method; `ready_ptr` only clones a reference.
-            Some(Ok(())) => ready_ptr(unsafe { raw::attached() }),
-            _ => raw::run(|py| {
-                handle.core.release_raw().map_err(release_error)?;
-                ready(py)
-            }),
-        },
-        Target::Generic(limiter) => raw::run(|py| {
-            limiter.call_method0(py, intern!(py, "release"))?;
-            ready(py)
-        }),
+    // SAFETY: as for `aenter`.
+    unsafe {
+        raw::entry(|py| {
+            if nargs == 3 {
+                raw::value::<Fields>(slf).exit(py)
+            } else {
+                raw::type_error(py, c"LimiterContext.__aexit__() takes exactly 3 arguments")
+            }
+        })
     }
 }
 
@@ -151,65 +169,72 @@ unsafe extern "C" fn aexit(
 /// object (which may refer back to the context, as in `limiter.context = limiter('x')`). The
 /// source is a `str`, which takes no part in cycles; a native limiter's handle is Rust's.
 unsafe extern "C" fn traverse(obj: *mut ffi::PyObject, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
-    // SAFETY: CPython traverses live instances of the type, whose fields are written (see
-    // `Context::new`).
+    // SAFETY: CPython traverses live instances of the type, which always hold their fields (see
+    // `RawType::instantiate`), and `visit` is its own callback.
     unsafe {
         let own_type = visit(ffi::Py_TYPE(obj).cast(), arg);
         if own_type != 0 {
             return own_type;
         }
-        match &fields(obj).target {
-            Target::Generic(limiter) => visit(limiter.as_ptr(), arg),
+        match &raw::value::<Fields>(obj).target {
+            // Held only for a clone: when it is held, leaving the reference unvisited merely
+            // keeps the object alive for this collection.
+            Target::Generic(limiter) => match limiter.try_lock().as_deref() {
+                Some(Some(limiter)) => visit(limiter.as_ptr(), arg),
+                _ => 0,
+            },
             Target::Native(_) => 0,
         }
     }
 }
 
-unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
-    // SAFETY: the object is dying: the collector must not see it again.
-    unsafe { ffi::PyObject_GC_UnTrack(obj.cast()) };
-    // SAFETY: CPython deallocates an instance once; its fields were written by `Context::new`
-    // and are moved out here, never to be read again.
-    let Fields { target, source } = unsafe { ptr::read(&raw const (*obj.cast::<Object>()).fields) };
-    // SAFETY: a C slot. The references go at once (`drop_ref`), even while the interpreter
-    // finalizes, when pyo3 would not attach and would defer a plain drop forever.
-    let py = unsafe { raw::attached() };
-    source.drop_ref(py);
-    match target {
-        Target::Generic(limiter) => limiter.drop_ref(py),
-        Target::Native(handle) => raw::attached_drop(|| drop(handle)),
+/// Breaks a cycle through a generic limiter: drops the reference to it.
+unsafe extern "C" fn clear(obj: *mut ffi::PyObject) -> c_int {
+    // SAFETY: CPython clears live instances of the type, with the interpreter attached.
+    unsafe {
+        raw::guarded(0, |py| {
+            if let Target::Generic(limiter) = &raw::value::<Fields>(obj).target {
+                // Taken out first: the drop may run Python code that uses this context.
+                let taken = limiter.lock().take();
+                if let Some(limiter) = taken {
+                    limiter.drop_ref(py);
+                }
+            }
+            0
+        })
     }
-    // SAFETY: as above; the fields are gone.
-    unsafe { raw::free(obj) };
 }
 
 /// Creates the `LimiterContext` type (once) and returns it for the module's namespace.
 pub(crate) fn init(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     let ty = TYPE.get_or_try_init(py, || {
-        raw::new_type(
-            py,
-            c"ferrolimit._ferrolimit.LimiterContext",
-            c"`async with` one slot of a limiter, for one source.",
-            size_of::<Object>(),
-            vec![
-                method_noargs(
-                    c"__aenter__",
-                    aenter,
-                    c"__aenter__($self, /)\n--\n\nTakes a slot: returns an awaitable that finishes once the slot is held.",
-                ),
-                method_fast(
-                    c"__aexit__",
-                    aexit,
-                    c"__aexit__($self, exc_type, exc, tb, /)\n--\n\nReleases the slot; an exception in the block propagates unchanged.",
-                ),
-            ],
-            &[
-                slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
-                slot(ffi::Py_tp_traverse, traverse as *mut c_void),
-            ],
-            true,
-        )
-        .map(Bound::unbind)
+        // SAFETY: every method and slot reads the instance as `Fields`, and the deallocator is
+        // `raw::dealloc::<Fields>`.
+        unsafe {
+            RawType::new(
+                py,
+                c"ferrolimit._ferrolimit.LimiterContext",
+                c"`async with` one slot of a limiter, for one source.",
+                vec![
+                    method_noargs(
+                        c"__aenter__",
+                        aenter,
+                        c"__aenter__($self, /)\n--\n\nTakes a slot: returns an awaitable that finishes once the slot is held.",
+                    ),
+                    method_fast(
+                        c"__aexit__",
+                        aexit,
+                        c"__aexit__($self, exc_type, exc, tb, /)\n--\n\nReleases the slot; an exception in the block propagates unchanged.",
+                    ),
+                ],
+                &[
+                    slot(ffi::Py_tp_dealloc, raw::dealloc::<Fields> as *mut c_void),
+                    slot(ffi::Py_tp_traverse, traverse as *mut c_void),
+                    slot(ffi::Py_tp_clear, clear as *mut c_void),
+                ],
+                true,
+            )
+        }
     })?;
-    Ok(ty.bind(py).clone())
+    Ok(ty.get(py).clone())
 }

@@ -116,13 +116,17 @@ unsafe extern "C" fn get_concurrency_context(
         // SAFETY: CPython passes `nargs` positional arguments followed by the keyword values.
         unsafe { std::slice::from_raw_parts(args, nargs + nkw) }
     };
-    if nkw == 0 {
-        // SAFETY: a C function; `cached` only clones references.
-        if let Some(context) = cached(unsafe { raw::attached() }, args) {
-            return context.into_ptr();
-        }
+    // SAFETY: CPython calls a function attached to the interpreter.
+    unsafe {
+        raw::entry(|py| {
+            if nkw == 0
+                && let Some(context) = cached(py, args)
+            {
+                return context.into_ptr();
+            }
+            raw::run(py, |py| call_full(py, args, nargs, kwnames))
+        })
     }
-    raw::run(|py| call_full(py, args, nargs, kwnames))
 }
 
 /// Adds `get_concurrency_context` to the module.

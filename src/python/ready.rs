@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use crate::python::errors::not_initialised;
-use crate::python::raw::{self, method_fast, method_noargs, slot};
+use crate::python::raw::{self, RawType, method_fast, method_noargs, slot};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -44,39 +44,43 @@ unsafe extern "C" fn aexit(
         // SAFETY: as for `itself`.
         unsafe { itself(slf) }
     } else {
-        raw::type_error(c"_Ready.__aexit__() takes exactly 3 arguments")
+        // SAFETY: CPython calls a method attached to the interpreter.
+        unsafe { raw::entry(|py| raw::type_error(py, c"_Ready.__aexit__() takes exactly 3 arguments")) }
     }
 }
 
 /// The type and its one instance. The type has no constructor: Python code cannot create more
 /// instances, and this one lives as long as the process.
 fn build(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    let ty = raw::new_type(
-        py,
-        c"ferrolimit._ferrolimit._Ready",
-        c"An awaitable that is already finished (its value is None); also a no-op async context manager.",
-        size_of::<ffi::PyObject>(),
-        vec![
-            method_noargs(
-                c"__aenter__",
-                aenter,
-                c"__aenter__($self, /)\n--\n\nReturns this object, which finishes at once when awaited.",
-            ),
-            method_fast(
-                c"__aexit__",
-                aexit,
-                c"__aexit__($self, exc_type, exc, tb, /)\n--\n\nReturns this object, which finishes at once when awaited.",
-            ),
-        ],
-        &[
-            slot(ffi::Py_am_await, itself as *mut c_void),
-            slot(ffi::Py_tp_iter, itself as *mut c_void),
-            slot(ffi::Py_tp_iternext, finished as *mut c_void),
-        ],
-        false,
-    )?;
-    // SAFETY: a new reference or NULL with an error set; a bare `PyObject` needs no filling in.
-    Ok(unsafe { Bound::from_owned_ptr(py, raw::alloc(&ty)?) }.unbind())
+    // SAFETY: no method or slot reads anything past the object header (the value is `()`),
+    // and the deallocator is `raw::dealloc::<()>`.
+    let ty = unsafe {
+        RawType::<()>::new(
+            py,
+            c"ferrolimit._ferrolimit._Ready",
+            c"An awaitable that is already finished (its value is None); also a no-op async context manager.",
+            vec![
+                method_noargs(
+                    c"__aenter__",
+                    aenter,
+                    c"__aenter__($self, /)\n--\n\nReturns this object, which finishes at once when awaited.",
+                ),
+                method_fast(
+                    c"__aexit__",
+                    aexit,
+                    c"__aexit__($self, exc_type, exc, tb, /)\n--\n\nReturns this object, which finishes at once when awaited.",
+                ),
+            ],
+            &[
+                slot(ffi::Py_am_await, itself as *mut c_void),
+                slot(ffi::Py_tp_iter, itself as *mut c_void),
+                slot(ffi::Py_tp_iternext, finished as *mut c_void),
+                slot(ffi::Py_tp_dealloc, raw::dealloc::<()> as *mut c_void),
+            ],
+            false,
+        )?
+    };
+    Ok(ty.instantiate(py, ())?.unbind())
 }
 
 static READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
