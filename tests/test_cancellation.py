@@ -227,7 +227,7 @@ async def test_exception_thrown_into_a_parked_native_waiter(order: str) -> None:
 
 
 @pytest.mark.parametrize('anyio_backend', ['asyncio'])
-async def test_a_wait_with_a_time_limit_takes_the_python_path() -> None:
+async def test_an_acquire_with_a_time_limit_is_a_coroutine() -> None:
     limiter = ConcurrencyLimiter(1)
     await limiter.acquire('holder')
     awaitable = limiter.acquire('timed', timeout=5)
@@ -235,3 +235,38 @@ async def test_a_wait_with_a_time_limit_takes_the_python_path() -> None:
     awaitable.close()
     limiter.release()
     assert limiter.available_count == 1
+
+
+@pytest.mark.parametrize('anyio_backend', ['asyncio'])
+@pytest.mark.parametrize('outcome', ['granted', 'timed_out', 'cancelled'])
+async def test_a_native_wait_with_a_time_limit_leaves_no_timer_behind(outcome: str) -> None:
+    """On asyncio a wait with `timeout=` is native too, its deadline a `loop.call_at` timer: once the
+    wait ends (a slot, the deadline, a cancellation) the timer is gone, and nothing is reported later."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    limiter = ConcurrencyLimiter(1)
+    await limiter.acquire('holder')
+    timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    waiter = asyncio.create_task(limiter.acquire('timed', timeout=0.05 if outcome == 'timed_out' else 30))
+    await anyio.wait_all_tasks_blocked()
+    assert limiter.waiting_count == 1
+    assert len(loop._scheduled) == timers_before + 1  # type: ignore[attr-defined]
+    if outcome == 'granted':
+        limiter.release()
+        await waiter
+        assert limiter.running_count == 1
+        limiter.release()
+    elif outcome == 'timed_out':
+        with pytest.raises(TimeoutError, match='^timed out waiting for timed concurrency$'):
+            await waiter
+        limiter.release()
+    else:
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        limiter.release()
+    assert all(handle.cancelled() for handle in loop._scheduled[timers_before:])  # type: ignore[attr-defined]
+    await asyncio.sleep(0.1)
+    assert (limiter.running_count, limiter.waiting_count, limiter.available_count) == (0, 0, 1)
+    assert reported == []

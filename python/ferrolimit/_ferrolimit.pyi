@@ -928,8 +928,8 @@ class _Waiter:
     def withdraw(self) -> bool:
         """Leave the queue if still queued; `False` if a slot was already handed over."""
 
-    def tracer(self) -> Tracer:
-        """The tracer the wait span goes to."""
+    def tracer(self) -> Tracer | None:
+        """The tracer the wait span goes to; `None` when the span would certainly be dropped."""
 
     def timeout_message(self) -> str:
         """The `TimeoutError` message for this waiter."""

@@ -1,6 +1,7 @@
-"""The slow path: where a caller that found no free slot waits for one, on asyncio or trio.
+"""The slow path on trio: where a caller that found no free slot waits for one.
 
-The native `__aenter__`/`acquire` only come here when the fast path failed. The waiter queues
+The native `__aenter__`/`acquire` only come here when the fast path failed and the caller runs on
+trio (on asyncio a native awaitable does the same, without a Python frame). The waiter queues
 itself in the Rust core with a way to wake it on its own event loop, opens the wait span, and
 parks. A release hands it the slot directly and wakes it: on the loop's thread at once, from any
 other thread through the loop's thread-safe call.
@@ -9,10 +10,7 @@ A limiter with a parent is waited for level by level: first its own slot, then, 
 parent's (and so on up), each with its own wait span and within one time limit. Whatever goes
 wrong at any level, `waiter.cancel()` gives back every slot held so far.
 
-asyncio: the waiter parks on a future. Any exception while parked (cancellation, a timeout)
-gives the place up; if a slot was handed over at that very instant, it passes to the next waiter.
-
-trio: the waiter parks in `wait_task_rescheduled`. A cancellation withdraws it from the queue,
+The waiter parks in `wait_task_rescheduled`. A cancellation withdraws it from the queue,
 unless a slot has already been handed over: then trio is told the abort failed, the waiter takes
 the slot, and the cancellation is delivered at its next checkpoint. Either way nothing is lost.
 """
@@ -23,13 +21,11 @@ the slot, and the cancellation is delivered at its next checkpoint. Either way n
 
 from __future__ import annotations as _annotations
 
-import asyncio
 import math
 from typing import Final
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from ._ferrolimit import _resolve_future as resolve_future
 from ._ferrolimit import _Waiter as Waiter
 
 __all__ = ('SUPPORTS_TRIO', 'close_span', 'open_span', 'wait')
@@ -39,47 +35,13 @@ SUPPORTS_TRIO: Final = True
 
 
 async def wait(waiter: Waiter, timeout: float | None = None) -> None:
-    """Wait for a slot at each level in FIFO order, inside each level's OpenTelemetry wait span.
+    """Wait for a slot at each level in FIFO order on trio, inside each level's OpenTelemetry wait span.
+
+    (On asyncio the native wait does the same without a Python frame.)
 
     Raises:
         TimeoutError: If the slots did not all come within `timeout` seconds.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        await _wait_trio(waiter, timeout)
-        return
-    deadline = None if timeout is None else loop.time() + timeout
-    try:
-        while True:
-            future = loop.create_future()
-            if waiter.enqueue(resolve_future, future, loop.call_soon_threadsafe):
-                expiry = None if deadline is None else loop.call_at(deadline, _expire, future, waiter)
-                span = open_span(waiter.tracer(), *waiter.span())
-                try:
-                    await future
-                except BaseException as e:
-                    close_span(span, e)
-                    raise
-                finally:
-                    if expiry is not None:
-                        expiry.cancel()
-                close_span(span, None)
-                # Only once the span is closed: if closing it raised, `cancel()` passes the slot on.
-                waiter.finish()
-            if waiter.climb():
-                return
-    except BaseException:
-        waiter.cancel()
-        raise
-
-
-def _expire(future: asyncio.Future[None], waiter: Waiter) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError(waiter.timeout_message()))
-
-
-async def _wait_trio(waiter: Waiter, timeout: float | None) -> None:
     from trio import current_time, move_on_at
     from trio.lowlevel import Abort, current_task, current_trio_token, reschedule, wait_task_rescheduled
 
@@ -90,7 +52,8 @@ async def _wait_trio(waiter: Waiter, timeout: float | None) -> None:
     try:
         while True:
             if waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
-                span = open_span(waiter.tracer(), *waiter.span())
+                tracer = waiter.tracer()
+                span = None if tracer is None else open_span(tracer, *waiter.span())
                 try:
                     with move_on_at(deadline) as scope:
                         await wait_task_rescheduled(abort)
@@ -118,11 +81,13 @@ def open_span(tracer: Tracer, name: str, attributes: dict[str, str | int]) -> Sp
     return tracer.start_span(name, attributes=attributes)
 
 
-def close_span(span: Span, error: BaseException | None) -> None:
-    """End the wait span, recording an error as `start_as_current_span` does.
+def close_span(span: Span | None, error: BaseException | None) -> None:
+    """End the wait span (if one was opened), recording an error as `start_as_current_span` does.
 
     Only an `Exception` (a timeout) is recorded and sets the status; a cancellation is not an error.
     """
+    if span is None:
+        return
     if isinstance(error, Exception) and span.is_recording():
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f'{type(error).__name__}: {error}'))

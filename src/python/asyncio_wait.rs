@@ -1,19 +1,21 @@
 //! The slow path on asyncio without a Python frame: a native awaitable that drives a
 //! [`PyWaiter`] and yields its loop's future to the task, as `asyncio.Future.__await__` does.
 //!
-//! It is the same state machine as `ferrolimit._wait.wait` (which still serves trio and waits
-//! with a timeout): queue at the current level, open the wait span, park on a fresh future; once
-//! woken, close the span, take the slot and climb to the parent's level, until every level is
-//! held. The task resumes it with `send(None)` when the future resolves, or `throw()`s into it
-//! when it is cancelled; either way an exception gives the place up (a slot handed over at that
-//! instant passes on) and returns every slot held so far, as the Python path does.
+//! It is the same state machine as `ferrolimit._wait.wait` (which serves trio): queue at the
+//! current level, open the wait span, park on a fresh future; once woken, close the span, take
+//! the slot and climb to the parent's level, until every level is held. With a time limit, a
+//! `loop.call_at` timer kept while parked fails the future with `TimeoutError` at the deadline
+//! (one deadline for every level). The task resumes the wait with `send(None)` when the future
+//! resolves, or `throw()`s into it when the future failed or the task is cancelled; an exception
+//! gives the place up (a slot handed over at that instant passes on) and returns every slot held
+//! so far.
 
 use crate::python::raw;
 use crate::python::span::{close_span, open_span};
 use crate::python::waiter::PyWaiter;
 use crate::python::wake::resolve_future;
 use parking_lot::{Mutex, MutexGuard};
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTimeoutError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -22,9 +24,11 @@ use pyo3::types::{PyCFunction, PyType};
 enum Step {
     /// About to queue at the waiter's current level.
     Arrive,
-    /// Parked on the loop's future (the task holds it), inside the wait span `span` (if any).
+    /// Parked on the loop's future (the task holds it), inside the wait span `span` (if any),
+    /// with the deadline's `timer` (if any) scheduled.
     Parked {
         span: Option<Py<PyAny>>,
+        timer: Option<Py<PyAny>>,
     },
     Done,
 }
@@ -34,6 +38,8 @@ enum Step {
 pub(crate) struct PyAsyncioWait {
     waiter: PyWaiter,
     event_loop: Py<PyAny>,
+    /// When the wait gives up, in the loop's time (`loop.time()`); `None` for no time limit.
+    deadline: Option<f64>,
     step: Mutex<Step>,
 }
 
@@ -42,6 +48,34 @@ pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>>
     static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "_get_running_loop")?.call0()?;
     Ok((!event_loop.is_none()).then_some(event_loop))
+}
+
+/// Fails a parked waiter's future with `TimeoutError(message)` unless it was resolved meanwhile:
+/// the timer of a wait with a time limit.
+#[pyfunction]
+fn expire(future: &Bound<'_, PyAny>, message: String) -> PyResult<()> {
+    let py = future.py();
+    if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        future.call_method1(
+            intern!(py, "set_exception"),
+            (PyTimeoutError::new_err(message).into_value(py),),
+        )?;
+    }
+    Ok(())
+}
+
+fn expire_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
+    static EXPIRE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    Ok(EXPIRE
+        .get_or_try_init(py, || wrap_pyfunction!(expire, py).map(Bound::unbind))?
+        .bind(py))
+}
+
+/// Cancels a deadline's timer; a timer that cannot be cancelled has nothing left to do.
+fn cancel_timer(py: Python<'_>, timer: Option<&Py<PyAny>>) {
+    if let Some(timer) = timer {
+        drop(timer.call_method0(py, intern!(py, "cancel")));
+    }
 }
 
 fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
@@ -62,12 +96,23 @@ pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> 
 }
 
 impl PyAsyncioWait {
-    pub(crate) fn new(waiter: PyWaiter, event_loop: Bound<'_, PyAny>) -> Self {
-        Self {
+    /// A wait on `event_loop` that gives up after `timeout` seconds (`None`: never).
+    pub(crate) fn new(waiter: PyWaiter, event_loop: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Self> {
+        let deadline = match timeout {
+            Some(timeout) => Some(
+                event_loop
+                    .call_method0(intern!(event_loop.py(), "time"))?
+                    .extract::<f64>()?
+                    + timeout,
+            ),
+            None => None,
+        };
+        Ok(Self {
             waiter,
             event_loop: event_loop.unbind(),
+            deadline,
             step: Mutex::new(Step::Arrive),
-        }
+        })
     }
 
     /// Runs the state machine until it must park (returns the future to yield) or is done. A
@@ -101,15 +146,26 @@ impl PyAsyncioWait {
                         .enqueue(py, resolve, future.clone().unbind(), schedule.unbind())?
                     {
                         future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-                        // Last: nothing may fail once the span is open.
-                        let span = match self.waiter.recording_tracer(py)? {
-                            Some(tracer) => {
-                                let (name, attributes) = self.waiter.span(py)?;
-                                Some(open_span(py, &tracer, name, &attributes)?.unbind())
-                            }
+                        let timer = match self.deadline {
+                            Some(deadline) => Some(
+                                event_loop
+                                    .call_method1(
+                                        intern!(py, "call_at"),
+                                        (deadline, expire_function(py)?, &future, self.waiter.timeout_message()),
+                                    )?
+                                    .unbind(),
+                            ),
                             None => None,
                         };
-                        *step = Step::Parked { span };
+                        // Last: nothing may fail once the span is open.
+                        let span = match self.open_span(py) {
+                            Ok(span) => span,
+                            Err(err) => {
+                                cancel_timer(py, timer.as_ref());
+                                return Err(err);
+                            }
+                        };
+                        *step = Step::Parked { span, timer };
                         return Ok(Some(future.unbind()));
                     }
                     if self.waiter.climb()? {
@@ -117,9 +173,10 @@ impl PyAsyncioWait {
                     }
                     *step = Step::Arrive;
                 }
-                Step::Parked { span } => {
+                Step::Parked { span, timer } => {
                     // Resumed with `send(None)`: the task only does that once the future has its
-                    // result (a cancelled future makes it `throw()` instead).
+                    // result (a cancelled or failed future makes it `throw()` instead).
+                    cancel_timer(py, timer.as_ref());
                     if let Some(span) = span {
                         close_span(py, span.bind(py), None)?;
                     }
@@ -131,6 +188,17 @@ impl PyAsyncioWait {
                 }
                 Step::Done => return Err(PyRuntimeError::new_err("cannot reuse already awaited wait")),
             }
+        }
+    }
+
+    /// Opens the current level's wait span, unless it would certainly be dropped.
+    fn open_span(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match self.waiter.tracer(py)? {
+            Some(tracer) => {
+                let (name, attributes) = self.waiter.span(py)?;
+                Ok(Some(open_span(py, &tracer, name, &attributes)?.unbind()))
+            }
+            None => Ok(None),
         }
     }
 
@@ -174,7 +242,8 @@ impl PyAsyncioWait {
     ) -> PyResult<Option<Py<PyAny>>> {
         let err = thrown(typ, val)?;
         let step = std::mem::replace(&mut *self.lock()?, Step::Done);
-        Err(if let Step::Parked { span, .. } = step {
+        Err(if let Step::Parked { span, timer } = step {
+            cancel_timer(py, timer.as_ref());
             self.give_up(py, span.as_ref(), err)
         } else {
             self.waiter.cancel();
@@ -185,8 +254,11 @@ impl PyAsyncioWait {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let step = std::mem::replace(&mut *self.lock()?, Step::Done);
         self.waiter.cancel();
-        if let Step::Parked { span: Some(span) } = step {
-            close_span(py, span.bind(py), None)?;
+        if let Step::Parked { span, timer } = step {
+            cancel_timer(py, timer.as_ref());
+            if let Some(span) = span {
+                close_span(py, span.bind(py), None)?;
+            }
         }
         Ok(())
     }
@@ -194,9 +266,16 @@ impl PyAsyncioWait {
 
 impl Drop for PyAsyncioWait {
     fn drop(&mut self) {
-        if let Step::Parked { span: Some(span) } = std::mem::replace(self.step.get_mut(), Step::Done) {
+        if let Step::Parked { span, timer } = std::mem::replace(self.step.get_mut(), Step::Done) {
             // CPython may free the awaitable while an exception propagates (see `raw`).
-            Python::attach(|py| raw::preserving_error(py, || drop(close_span(py, span.bind(py), None))));
+            Python::attach(|py| {
+                raw::preserving_error(py, || {
+                    cancel_timer(py, timer.as_ref());
+                    if let Some(span) = span {
+                        drop(close_span(py, span.bind(py), None));
+                    }
+                });
+            });
         }
         // The waiter's own drop gives back its place and its slots.
     }

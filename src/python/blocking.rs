@@ -119,7 +119,7 @@ fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option
     if outcome.is_err() {
         semaphore.cancel(id);
     }
-    let closed = close_span(py, &span, outcome.as_ref().err());
+    let closed = span.map_or(Ok(()), |span| close_span(py, &span, outcome.as_ref().err()));
     if outcome.is_ok() && closed.is_err() {
         // Raising means the caller never got the slot: give it back.
         semaphore.release().map_err(release_error)?;
@@ -127,10 +127,18 @@ fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option
     outcome.and(closed)
 }
 
-/// Opens the wait span of a blocking waiter.
-fn enter_span<'py>(py: Python<'py>, handle: &Handle, source: &str, waiting: usize) -> PyResult<Bound<'py, PyAny>> {
+/// Opens the wait span of a blocking waiter, unless it would certainly be dropped.
+fn enter_span<'py>(
+    py: Python<'py>,
+    handle: &Handle,
+    source: &str,
+    waiting: usize,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(tracer) = handle.recording_tracer(py)? else {
+        return Ok(None);
+    };
     let (name, attributes) = span_fields(py, handle.core.wait_span_fields(source, waiting))?;
-    open_span(py, &handle.tracer(py)?, name, &attributes)
+    open_span(py, &tracer, name, &attributes).map(Some)
 }
 
 /// `with limiter.blocking(source):` holds one slot for the block, on a plain thread.

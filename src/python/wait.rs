@@ -1,5 +1,5 @@
 //! The slow path's entry: the awaitable of a caller that [`Handle::start`] could not seat, on
-//! whichever event loop it runs (the native asyncio wait, else `ferrolimit._wait.wait`).
+//! whichever event loop it runs (the native asyncio wait, else trio's `ferrolimit._wait.wait`).
 
 use crate::python::asyncio_wait::{PyAsyncioWait, running_loop};
 use crate::python::handle::{Handle, Start};
@@ -33,12 +33,9 @@ pub(crate) fn wait(
         Start::Climb(level) => PyWaiter::climbing(Arc::clone(handle), level, source),
         Start::Queue => PyWaiter::new(Arc::clone(handle), source),
     };
-    // On asyncio without a time limit the wait needs no Python frame; trio, and a wait with a
-    // time limit, go through `ferrolimit._wait.wait`.
-    if timeout.is_none()
-        && let Some(event_loop) = running_loop(py)?
-    {
-        return Ok(Py::new(py, PyAsyncioWait::new(waiter, event_loop))?.into_any());
+    // On asyncio the wait needs no Python frame; trio's goes through `ferrolimit._wait.wait`.
+    if let Some(event_loop) = running_loop(py)? {
+        return Ok(Py::new(py, PyAsyncioWait::new(waiter, event_loop, timeout)?)?.into_any());
     }
     Ok(WAIT
         .import(py, "ferrolimit._wait", "wait")?

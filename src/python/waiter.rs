@@ -70,11 +70,6 @@ impl PyWaiter {
     fn level(&self) -> Arc<Handle> {
         Arc::clone(&self.state.lock().level)
     }
-
-    /// The current level's tracer, `None` when its span would certainly be dropped.
-    pub(crate) fn recording_tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.level().recording_tracer(py)
-    }
 }
 
 fn misuse(what: &str) -> PyErr {
@@ -110,9 +105,10 @@ impl PyWaiter {
         Ok(place.is_some())
     }
 
-    /// The tracer the current level's wait span goes to.
-    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.level().tracer(py)
+    /// The tracer the current level's wait span goes to, `None` when the span would certainly
+    /// be dropped (no tracer given, no global tracer provider set).
+    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.level().recording_tracer(py)
     }
 
     /// The current level's wait span's name and attributes.
@@ -129,7 +125,7 @@ impl PyWaiter {
     }
 
     /// The `TimeoutError` message for this waiter at its current level.
-    fn timeout_message(&self) -> String {
+    pub(crate) fn timeout_message(&self) -> String {
         timeout_message(&self.level().core, &self.source)
     }
 
