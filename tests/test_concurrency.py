@@ -1,5 +1,8 @@
-# Ported from pydantic-ai's tests/test_concurrency.py (pydantic/pydantic-ai), via the seed
-# /work/shared/seeds/000_494ba763c88cc4ab.txt (a fragment of that suite), to run against ferrolimit in two ways:
+# Ported from pydantic/pydantic-ai, file tests/test_concurrency.py, as of commit
+# ad382077f75c94482e82541b33322169343ebf13 ("Add concurrency limiting for Agents and Models", #4149), the file
+# as released in v1.54.0 through v1.60.0 (changed in v1.61.0). The port was made from a fragment of that file that
+# names no version; the commit is the one whose file the fragment matches. The pydantic-ai these tests run with is
+# newer (pydantic-ai-slim 2.68.0 when this header was written). The suite runs against ferrolimit in two ways:
 #
 # 1. directly, through ferrolimit's own API (`ferrolimit.ConcurrencyLimiter`, `get_concurrency_context`, ...);
 # 2. through pydantic-ai with `ferrolimit.install()` in effect (`Agent(max_concurrency=...)`,
@@ -8,7 +11,7 @@
 #
 # Where the original waits with short sleeps for tasks to reach a state, this port waits with
 # `anyio.wait_all_tasks_blocked()` and gates (events) instead, then asserts the state it waited for: nothing depends
-# on timing. Basic companions the seed omits (validation, `from_limit`, properties, names) are added in the same style.
+# on timing. Basic companions the fragment omits (validation, `from_limit`, properties, names) are added in the same style.
 
 # pyright: reportPrivateUsage=false, reportAttributeAccessIssue=false, reportUnknownMemberType=false
 from __future__ import annotations

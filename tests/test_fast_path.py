@@ -240,7 +240,7 @@ async def test_waiting_entry_through_the_context() -> None:
     async with anyio.create_task_group() as tg:
         for source in ('a', 'b', 'c'):
             tg.start_soon(enter, source)
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()  # queued before the next one starts
         assert limiter.waiting_count == 3
         limiter.release()
     assert entered == ['a', 'b', 'c']
@@ -268,7 +268,7 @@ async def test_a_source_that_is_not_valid_utf8_can_wait() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(enter, child)  # takes the child's slot, waits for the parent's
         tg.start_soon(enter, parent)  # waits in the parent's queue
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()
         assert (child.running_count, parent.waiting_count) == (1, 2)
         parent.release()
     assert (child.running_count, child.available_count) == (0, 2)

@@ -420,15 +420,17 @@ async def test_many_tasks_on_two_children_keep_the_invariants_at_both_levels() -
 
 
 class Tally:
-    """Callers inside each of two children, and the peaks, from any thread."""
+    """Callers inside each of two children, the peaks and the entries, from any thread."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.inside = [0, 0]
         self.peaks = [0, 0, 0]
+        self.entries = 0
 
     def enter(self, which: int) -> None:
         with self.lock:
+            self.entries += 1
             self.inside[which] += 1
             self.peaks[which] = max(self.peaks[which], self.inside[which])
             self.peaks[2] = max(self.peaks[2], sum(self.inside))
@@ -477,6 +479,10 @@ def test_threads_and_loops_share_nested_limiters() -> None:
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert tally.peaks[0] <= 2 and tally.peaks[1] <= 2 and tally.peaks[2] <= 3
+    # Typically 20k-30k entries on 2 cores, ~2k with the machine 6x oversubscribed: a run that
+    # admitted nobody, or hardly anybody, fails.
+    assert tally.entries > 200
+    assert parent.stats().acquired_total == tally.entries
     for child in children:
         assert counts(child) == (0, 0, 2)
     assert counts(parent) == (0, 0, 3)

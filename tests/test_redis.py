@@ -452,7 +452,7 @@ def test_a_forked_child_leaves_the_parents_waiter_alone(redis_url: str, redis_ke
 
         def child() -> None:
             waiter.cancel()
-            loop.run_until_complete(asyncio.sleep(0.05))
+            loop.run_until_complete(anyio.wait_all_tasks_blocked())  # the cancelled waiter has ended
             assert waiter.cancelled()
 
         in_forked_child(child)

@@ -313,8 +313,19 @@ import sys, threading, time
 import ferrolimit
 limiter = ferrolimit.ConcurrencyLimiter(1)
 limiter.acquire_blocking('holder')
-print('waiting', flush=True)
+
+
+def report_queued():
+    # The main thread counts as waiting only from inside `acquire_blocking`, within the `try:`.
+    deadline = time.monotonic() + 10
+    while limiter.waiting_count != 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    print('queued' if limiter.waiting_count == 1 else 'not queued', flush=True)
+
+
 try:
+    print('waiting', flush=True)
+    threading.Thread(target=report_queued, daemon=True).start()
     limiter.acquire_blocking('blocked')
 except KeyboardInterrupt:
     print('interrupted', limiter.running_count, limiter.waiting_count, limiter.available_count, flush=True)
@@ -325,12 +336,20 @@ except KeyboardInterrupt:
 
 @pytest.mark.skipif(sys.platform == 'win32', reason='SIGINT to a child process')
 def test_ctrl_c_interrupts_a_blocked_thread_promptly() -> None:
+    # The signal goes out only once the child is inside its `try:` (it prints 'waiting' there) and
+    # parked in `acquire_blocking` (its limiter counts it as waiting): a KeyboardInterrupt raised
+    # before the `try:` would escape, and one raised before the wait would not test the wait.
     child = subprocess.Popen([sys.executable, '-c', textwrap.dedent(CTRL_C_CHILD)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == 'waiting'
-    time.sleep(0.1)  # let it park
-    os.kill(child.pid, signal.SIGINT)
-    # The wait looks at signals every 20 ms; `timeout` only guards against a hang.
-    out, _ = child.communicate(timeout=10)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == 'waiting'
+        assert child.stdout.readline().strip() == 'queued'
+        os.kill(child.pid, signal.SIGINT)
+        # The wait looks at signals every 20 ms; `timeout` only guards against a hang.
+        out, _ = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:  # pragma: no cover - only when the test fails
+            child.kill()
+            child.communicate()
     assert out.split('\n')[:2] == ['interrupted 1 0 0', 'after 0 1']
     assert child.returncode == 0

@@ -4,6 +4,7 @@
 
 use crate::queue::{Enqueued, Semaphore};
 use crate::sync::{Arc, Mutex};
+use crate::waiters::WaiterId;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use std::task::{Wake, Waker};
@@ -39,15 +40,8 @@ fn loom_no_over_admission() {
 #[test]
 fn loom_cancel_at_handoff_loses_nothing() {
     loom::model(|| {
-        let sem = Arc::new(Semaphore::new(1, None));
-        assert!(sem.try_acquire());
-        let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop()) else {
-            panic!("expected to queue")
-        };
-        let releaser = {
-            let sem = Arc::clone(&sem);
-            thread::spawn(move || sem.release().unwrap())
-        };
+        let (sem, id) = held_with_a_waiter();
+        let releaser = release_on_a_thread(&sem);
         sem.cancel(id);
         releaser.join().unwrap();
         assert_eq!(sem.available(), 1, "the slot was lost");
@@ -60,15 +54,8 @@ fn loom_cancel_at_handoff_loses_nothing() {
 #[test]
 fn loom_release_goes_to_the_waiter_not_a_newcomer() {
     loom::model(|| {
-        let sem = Arc::new(Semaphore::new(1, None));
-        assert!(sem.try_acquire());
-        let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop()) else {
-            panic!("expected to queue")
-        };
-        let releaser = {
-            let sem = Arc::clone(&sem);
-            thread::spawn(move || sem.release().unwrap())
-        };
+        let (sem, id) = held_with_a_waiter();
+        let releaser = release_on_a_thread(&sem);
         let newcomer = {
             let sem = Arc::clone(&sem);
             thread::spawn(move || sem.try_acquire())
@@ -108,10 +95,7 @@ fn loom_release_racing_an_arrival_is_never_lost() {
     loom::model(|| {
         let sem = Arc::new(Semaphore::new(1, None));
         assert!(sem.try_acquire());
-        let releaser = {
-            let sem = Arc::clone(&sem);
-            thread::spawn(move || sem.release().unwrap())
-        };
+        let releaser = release_on_a_thread(&sem);
         match sem.enqueue(Waker::noop()).unwrap() {
             Enqueued::Acquired => {}
             Enqueued::Queued { id, .. } => {
@@ -134,11 +118,7 @@ fn loom_release_racing_an_arrival_is_never_lost() {
 #[test]
 fn loom_stray_release_at_handoff_changes_nothing() {
     loom::model(|| {
-        let sem = Arc::new(Semaphore::new(1, None));
-        assert!(sem.try_acquire());
-        let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop()) else {
-            panic!("expected to queue")
-        };
+        let (sem, id) = held_with_a_waiter();
         let releasers: Vec<_> = (0..2)
             .map(|_| {
                 let sem = Arc::clone(&sem);
@@ -202,6 +182,22 @@ fn loom_wake_ups_follow_grant_order() {
             assert!(sem.take_granted(id));
         }
     });
+}
+
+/// A semaphore of one slot, held, with one waiter queued.
+fn held_with_a_waiter() -> (Arc<Semaphore>, WaiterId) {
+    let sem = Arc::new(Semaphore::new(1, None));
+    assert!(sem.try_acquire());
+    let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop()) else {
+        panic!("expected to queue")
+    };
+    (sem, id)
+}
+
+/// Releases a slot of `sem` on another thread.
+fn release_on_a_thread(sem: &Arc<Semaphore>) -> thread::JoinHandle<()> {
+    let sem = Arc::clone(sem);
+    thread::spawn(move || sem.release().unwrap())
 }
 
 /// Takes a slot by the fast path or by queueing and spinning until granted.
