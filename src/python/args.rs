@@ -137,3 +137,29 @@ pub(crate) fn tracer_arg(tracer: Option<Py<PyAny>>, py: Python<'_>) -> PyResult<
         tracer => Ok(tracer),
     }
 }
+
+/// The longest lease: a day. A lease is how long a crashed process's slot stays taken, and the
+/// holders renew theirs while they run, so a longer one only keeps lost slots longer.
+const MAX_LEASE_SECONDS: f64 = 86_400.0;
+
+/// Reads `lease_seconds`: a finite number of seconds from 0.03 to a day.
+pub(crate) fn lease_duration(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let not_a_number = || PyTypeError::new_err(format!("lease_seconds must be a number, got {}", type_name(value)));
+    if value.is_instance_of::<PyBool>() {
+        return Err(not_a_number());
+    }
+    let out_of_range = || {
+        PyValueError::new_err(format!(
+            "lease_seconds must be a finite number between 0.03 and {MAX_LEASE_SECONDS}, got {value}"
+        ))
+    };
+    let seconds: f64 = match value.extract() {
+        Ok(seconds) => seconds,
+        Err(err) if err.is_instance_of::<PyOverflowError>(value.py()) => return Err(out_of_range()),
+        Err(_) => return Err(not_a_number()),
+    };
+    if !(0.03..=MAX_LEASE_SECONDS).contains(&seconds) {
+        return Err(out_of_range());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}

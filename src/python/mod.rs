@@ -15,6 +15,8 @@ mod limiter;
 mod raw;
 mod ready;
 mod redis;
+mod redis_acquire;
+mod redis_process;
 mod session;
 mod span;
 mod wait;
@@ -52,7 +54,7 @@ mod native {
         m.setattr("_Waiter", py.get_type::<super::waiter::PyWaiter>())?;
         m.setattr("_ScheduledWake", py.get_type::<super::wake::PyScheduledWake>())?;
         m.setattr("_AsyncioWait", py.get_type::<super::asyncio_wait::PyAsyncioWait>())?;
-        m.setattr("_RedisAcquire", py.get_type::<super::redis::PyRedisAcquire>())?;
+        m.setattr("_RedisAcquire", py.get_type::<super::redis_acquire::PyRedisAcquire>())?;
         m.setattr("_check_limits", wrap_pyfunction!(super::limiter::check_limits, m)?)?;
         m.setattr("_resolve_future", wrap_pyfunction!(super::wake::resolve_future, m)?)?;
         m.setattr("_before_exit", wrap_pyfunction!(super::wake::before_exit, m)?)?;

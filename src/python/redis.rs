@@ -1,5 +1,4 @@
-//! `ferrolimit.RedisConcurrencyLimiter`: the native class over the core's Redis limiter, and the
-//! operation a Python `acquire` awaits.
+//! `ferrolimit.RedisConcurrencyLimiter`: the native class over the core's Redis limiter.
 //!
 //! Redis I/O runs on one tokio runtime shared by the process. An acquire is a task there; it
 //! reports its events (queued, admitted, failed) to a [`PyRedisAcquire`], which wakes the Python
@@ -12,68 +11,23 @@
 //! behind both, this bridge was 11% faster on an uncontended round trip and 15% slower (it also
 //! opens the wait span) with 16 tasks on 4 slots.
 
-use crate::python::args::{Arg, check_str, limits, source_or_unnamed, tracer_arg};
+use crate::python::args::{Arg, check_str, lease_duration, limits, source_or_unnamed, tracer_arg};
 use crate::python::context::Context;
 use crate::python::errors::{redis_error, release_error};
 use crate::python::handle::tracer_or_default;
 use crate::python::ready::ready;
-use crate::python::span::span_fields;
-use crate::python::wake::LoopWake;
-use crate::redis::{Inner, Slot};
-use crate::telemetry::display_name;
-use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisLimiterError, ReleaseError};
+use crate::python::redis_acquire::PyRedisAcquire;
+use crate::python::redis_process::{ProcessLimiter, build, runtime};
+use crate::redis::Inner;
+use crate::{RedisBuilder, RedisConcurrencyLimiter, ReleaseError};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyString};
-use std::collections::{HashMap, VecDeque};
+use pyo3::types::PyString;
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Duration;
-use tokio::runtime::Runtime;
-
-/// The process's runtime for Redis I/O: two worker threads, started on first use. A child made
-/// by `os.fork()` inherits the runtime but not its threads, so it starts one of its own (the
-/// parent's is leaked: its threads exist only in the parent).
-fn runtime() -> PyResult<&'static Runtime> {
-    static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut current = RUNTIME.lock();
-    if let Some((owner, runtime)) = *current
-        && owner == pid
-    {
-        return Ok(runtime);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ferrolimit-redis")
-        .enable_all()
-        .build()
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the Redis I/O runtime: {e}")))?;
-    let runtime: &'static Runtime = Box::leak(Box::new(runtime));
-    *current = Some((pid, runtime));
-    Ok(runtime)
-}
-
-/// The core limiter of one process. After `os.fork()` the child rebuilds it from the same
-/// settings on its own runtime (as redis-py's connection pool resets itself): the parent's
-/// connections and I/O threads stay with the parent, and so do the slots it holds.
-struct ProcessLimiter {
-    pid: u32,
-    limiter: Option<Arc<RedisConcurrencyLimiter>>,
-}
-
-impl Drop for ProcessLimiter {
-    fn drop(&mut self) {
-        if self.pid != std::process::id() {
-            // Built in the parent: its locks may be held by threads the child does not have, and
-            // its tasks run on a runtime without threads here. Leave it alone.
-            std::mem::forget(self.limiter.take());
-        }
-    }
-}
 
 /// The Redis-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisConcurrencyLimiter")]
@@ -88,40 +42,6 @@ pub(crate) struct PyRedisConcurrencyLimiter {
     lease_seconds: f64,
     fail_open: bool,
     tracer: Option<Py<PyAny>>,
-}
-
-/// Builds a limiter on this process's runtime and on this process's connections to its server.
-fn build(builder: &RedisBuilder) -> PyResult<Arc<RedisConcurrencyLimiter>> {
-    let runtime = runtime()?;
-    let limiter = builder
-        .clone()
-        .runtime(runtime.handle().clone())
-        .connections(connections(builder.url(), runtime)?)
-        .build()
-        .map_err(|e| redis_error(&e, ""))?;
-    Ok(Arc::new(limiter))
-}
-
-/// The connections this process's limiters share with one server: one command connection and
-/// one subscription per URL, however many limiters and keys. A forked child opens its own.
-fn connections(url: &str, runtime: &Runtime) -> PyResult<RedisConnections> {
-    static SHARED: Mutex<Option<(u32, HashMap<String, RedisConnections>)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut shared = SHARED.lock();
-    let by_url = match &mut *shared {
-        Some((owner, by_url)) if *owner == pid => by_url,
-        other => {
-            // The parent's connections belong to the parent: leave them alone (see `runtime`).
-            std::mem::forget(other.take());
-            &mut other.insert((pid, HashMap::new())).1
-        }
-    };
-    if let Some(connections) = by_url.get(url) {
-        return Ok(connections.clone());
-    }
-    let connections = RedisConnections::with_runtime(url, runtime.handle().clone()).map_err(|e| redis_error(&e, ""))?;
-    by_url.insert(url.to_owned(), connections.clone());
-    Ok(connections)
 }
 
 impl PyRedisConcurrencyLimiter {
@@ -354,256 +274,5 @@ impl PyRedisConcurrencyLimiter {
             self.max_queued.map_or_else(|| "None".to_owned(), |q| q.to_string()),
             self.held_count()?,
         ))
-    }
-}
-
-/// The longest lease: a day. A lease is how long a crashed process's slot stays taken, and the
-/// holders renew theirs while they run, so a longer one only keeps lost slots longer.
-const MAX_LEASE_SECONDS: f64 = 86_400.0;
-
-/// Reads `lease_seconds`: a finite number of seconds from 0.03 to a day.
-fn lease_duration(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
-    let not_a_number = || {
-        let type_name = value
-            .get_type()
-            .name()
-            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        PyTypeError::new_err(format!("lease_seconds must be a number, got {type_name}"))
-    };
-    if value.is_instance_of::<PyBool>() {
-        return Err(not_a_number());
-    }
-    let out_of_range = || {
-        PyValueError::new_err(format!(
-            "lease_seconds must be a finite number between 0.03 and {MAX_LEASE_SECONDS}, got {value}"
-        ))
-    };
-    let seconds: f64 = match value.extract() {
-        Ok(seconds) => seconds,
-        Err(err) if err.is_instance_of::<PyOverflowError>(value.py()) => return Err(out_of_range()),
-        Err(_) => return Err(not_a_number()),
-    };
-    if !(0.03..=MAX_LEASE_SECONDS).contains(&seconds) {
-        return Err(out_of_range());
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// What an acquire reports, in order.
-enum Event {
-    /// The caller has to wait; the queue depth on arrival.
-    Queued(usize),
-    /// The caller holds a slot (already in the limiter's pool); the error if it failed open.
-    Admitted(Slot, Option<RedisLimiterError>),
-    Failed(RedisLimiterError),
-}
-
-#[derive(Default)]
-struct OpState {
-    events: VecDeque<Event>,
-    waker: Option<Waker>,
-    cancelled: bool,
-    /// Set with the last event (admitted or failed): the task is done with Redis.
-    finished: bool,
-    task: Option<tokio::task::AbortHandle>,
-}
-
-/// Pushes an event (unless the operation was cancelled) and wakes the caller.
-fn report(state: &Mutex<OpState>, event: Event) -> bool {
-    let mut guard = state.lock();
-    if guard.cancelled {
-        return false;
-    }
-    if matches!(event, Event::Admitted(..) | Event::Failed(_)) {
-        guard.finished = true;
-    }
-    guard.events.push_back(event);
-    let waker = guard.waker.take();
-    drop(guard);
-    if let Some(waker) = waker {
-        waker.wake();
-    }
-    true
-}
-
-/// One `acquire` in flight: the task on the runtime, and the events it reported.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisAcquire")]
-pub(crate) struct PyRedisAcquire {
-    inner: Arc<Inner>,
-    /// The acquire's token: a cancel removes it from Redis itself, without waiting for the task.
-    token: String,
-    source: String,
-    state: Arc<Mutex<OpState>>,
-    /// Queue depth on arrival, once queued.
-    waiting: Mutex<usize>,
-    /// Why the slot was granted without limiting, once admitted that way.
-    fail_open: Mutex<Option<String>>,
-    tracer: Py<PyAny>,
-    /// The process the operation started in (see [`ProcessLimiter`]).
-    pid: u32,
-}
-
-impl PyRedisAcquire {
-    fn start(runtime: &Runtime, inner: &Arc<Inner>, source: String, tracer: Py<PyAny>) -> Self {
-        let state = Arc::new(Mutex::new(OpState::default()));
-        let token = inner.new_token();
-        let task = {
-            let (inner, state, token) = (Arc::clone(inner), Arc::clone(&state), token.clone());
-            runtime.spawn(async move {
-                let result = inner
-                    .acquire_slot(token, |waiting| {
-                        report(&state, Event::Queued(waiting));
-                    })
-                    .await;
-                let event = match result {
-                    Ok(admission) => {
-                        inner.push_pooled(admission.slot.clone());
-                        let slot = admission.slot.clone();
-                        if !report(&state, Event::Admitted(slot, admission.fail_open)) {
-                            // Cancelled meanwhile: the slot goes straight back.
-                            inner.release_pooled_slot(&admission.slot);
-                        }
-                        return;
-                    }
-                    Err(err) => Event::Failed(err),
-                };
-                report(&state, event);
-            })
-        };
-        state.lock().task = Some(task.abort_handle());
-        Self {
-            inner: Arc::clone(inner),
-            token,
-            source,
-            state,
-            waiting: Mutex::new(0),
-            fail_open: Mutex::new(None),
-            tracer,
-            pid: std::process::id(),
-        }
-    }
-
-    /// Whether this is a forked child of the process that started the operation.
-    fn forked(&self) -> bool {
-        self.pid != std::process::id()
-    }
-
-    /// The operation's state, unless this is a forked child: there the parent's I/O threads,
-    /// which update it, do not exist, and may have held its lock at the fork.
-    fn state(&self) -> PyResult<parking_lot::MutexGuard<'_, OpState>> {
-        if self.forked() {
-            return Err(PyRuntimeError::new_err(
-                "this acquire was started before os.fork(), in the parent process; it cannot be \
-                 awaited in the child",
-            ));
-        }
-        Ok(self.state.lock())
-    }
-
-    /// Stops the task and gives back a slot it was granted but the caller never took.
-    fn cancel_locked(&self, state: &mut OpState) {
-        if state.cancelled {
-            return;
-        }
-        state.cancelled = true;
-        if let Some(task) = state.task.take() {
-            task.abort();
-        }
-        if !state.finished {
-            // Leave the queue now rather than when the aborted task is next polled, so that this
-            // process's next counts and acquires already see it. Should the task still get its
-            // slot, it sees the cancellation and releases the slot itself.
-            self.inner.leave_in_background(self.token.clone(), false);
-        }
-        for event in state.events.drain(..) {
-            if let Event::Admitted(slot, _) = event {
-                self.inner.release_pooled_slot(&slot);
-            }
-        }
-    }
-}
-
-#[pymethods]
-impl PyRedisAcquire {
-    /// Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
-    /// the next event; `False` if an event is already there.
-    fn wait(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
-        let mut state = self.state()?;
-        if !state.events.is_empty() {
-            return Ok(false);
-        }
-        state.waker = Some(Arc::new(LoopWake::new(callback, arg, schedule)).into());
-        Ok(true)
-    }
-
-    /// Takes the next event: `True` once admitted, `False` when queued; raises the failure.
-    fn take(&self) -> PyResult<bool> {
-        let event = self.state()?.events.pop_front();
-        match event {
-            Some(Event::Queued(waiting)) => {
-                *self.waiting.lock() = waiting;
-                Ok(false)
-            }
-            Some(Event::Admitted(_, fail_open)) => {
-                *self.fail_open.lock() = fail_open.map(|e| e.to_string());
-                Ok(true)
-            }
-            Some(Event::Failed(err)) => Err(redis_error(&err, display_name(self.inner.name(), &self.source))),
-            None => Err(PyRuntimeError::new_err(
-                "ferrolimit: an acquire was woken without an event",
-            )),
-        }
-    }
-
-    /// trio's abort: gives up if the caller has not been woken yet (`True`); `False` if a wake-up
-    /// is already on its way, and the caller must then `take()` as usual.
-    fn withdraw(&self) -> bool {
-        let Ok(mut state) = self.state() else {
-            return true; // a forked child: nothing of the parent's to give up here
-        };
-        if state.waker.take().is_none() {
-            return false;
-        }
-        self.cancel_locked(&mut state);
-        true
-    }
-
-    /// Gives up: the place in the queue is left, and a slot granted meanwhile is passed on. In a
-    /// forked child, nothing: the operation is the parent's.
-    fn cancel(&self) {
-        if let Ok(mut state) = self.state() {
-            self.cancel_locked(&mut state);
-        }
-    }
-
-    /// The tracer the wait span goes to.
-    fn tracer<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.tracer.bind(py).clone()
-    }
-
-    /// The wait span's name and attributes.
-    fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
-        let waiting = *self.waiting.lock();
-        span_fields(py, self.inner.wait_span_fields(&self.source, waiting))
-    }
-
-    /// Why the slot was granted without limiting (Redis was unreachable), or `None`.
-    fn fail_open_error(&self) -> Option<String> {
-        self.fail_open.lock().clone()
-    }
-}
-
-impl Drop for PyRedisAcquire {
-    fn drop(&mut self) {
-        if self.forked() {
-            // Started in the parent of this forked child: the parent's runtime gives its slot
-            // back. The shared parts stay alive here, as their last drop would take locks that
-            // threads the child does not have may hold.
-            std::mem::forget(Arc::clone(&self.inner));
-            std::mem::forget(Arc::clone(&self.state));
-            return;
-        }
-        let mut state = self.state.lock();
-        self.cancel_locked(&mut state);
     }
 }

@@ -1,0 +1,87 @@
+//! The process's side of the Redis limiters: the tokio runtime their I/O runs on, the
+//! connections they share per server, and the core limiter of each Python limiter, all rebuilt in
+//! a child made by `os.fork()` (the parent's stay the parent's).
+
+use crate::python::errors::redis_error;
+use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisConnections};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+
+/// The process's runtime for Redis I/O: two worker threads, started on first use. A child made
+/// by `os.fork()` inherits the runtime but not its threads, so it starts one of its own (the
+/// parent's is leaked: its threads exist only in the parent).
+pub(crate) fn runtime() -> PyResult<&'static Runtime> {
+    static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut current = RUNTIME.lock();
+    if let Some((owner, runtime)) = *current
+        && owner == pid
+    {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ferrolimit-redis")
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the Redis I/O runtime: {e}")))?;
+    let runtime: &'static Runtime = Box::leak(Box::new(runtime));
+    *current = Some((pid, runtime));
+    Ok(runtime)
+}
+
+/// The core limiter of one process. After `os.fork()` the child rebuilds it from the same
+/// settings on its own runtime (as redis-py's connection pool resets itself): the parent's
+/// connections and I/O threads stay with the parent, and so do the slots it holds.
+pub(crate) struct ProcessLimiter {
+    pub(crate) pid: u32,
+    pub(crate) limiter: Option<Arc<RedisConcurrencyLimiter>>,
+}
+
+impl Drop for ProcessLimiter {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // Built in the parent: its locks may be held by threads the child does not have, and
+            // its tasks run on a runtime without threads here. Leave it alone.
+            std::mem::forget(self.limiter.take());
+        }
+    }
+}
+
+/// Builds a limiter on this process's runtime and on this process's connections to its server.
+pub(crate) fn build(builder: &RedisBuilder) -> PyResult<Arc<RedisConcurrencyLimiter>> {
+    let runtime = runtime()?;
+    let limiter = builder
+        .clone()
+        .runtime(runtime.handle().clone())
+        .connections(connections(builder.url(), runtime)?)
+        .build()
+        .map_err(|e| redis_error(&e, ""))?;
+    Ok(Arc::new(limiter))
+}
+
+/// The connections this process's limiters share with one server: one command connection and
+/// one subscription per URL, however many limiters and keys. A forked child opens its own.
+fn connections(url: &str, runtime: &Runtime) -> PyResult<RedisConnections> {
+    static SHARED: Mutex<Option<(u32, HashMap<String, RedisConnections>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut shared = SHARED.lock();
+    let by_url = match &mut *shared {
+        Some((owner, by_url)) if *owner == pid => by_url,
+        other => {
+            // The parent's connections belong to the parent: leave them alone (see `runtime`).
+            std::mem::forget(other.take());
+            &mut other.insert((pid, HashMap::new())).1
+        }
+    };
+    if let Some(connections) = by_url.get(url) {
+        return Ok(connections.clone());
+    }
+    let connections = RedisConnections::with_runtime(url, runtime.handle().clone()).map_err(|e| redis_error(&e, ""))?;
+    by_url.insert(url.to_owned(), connections.clone());
+    Ok(connections)
+}
