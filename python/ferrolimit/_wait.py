@@ -48,8 +48,9 @@ async def wait(waiter: Waiter, timeout: float | None = None) -> None:
     def abort(_raise_cancel: object) -> Abort:
         return Abort.SUCCEEDED if waiter.withdraw() else Abort.FAILED
 
-    deadline = math.inf if timeout is None else current_time() + timeout
     try:
+        # Inside the `try`: outside trio this raises, and the waiter still gives its slots back.
+        deadline = math.inf if timeout is None else current_time() + timeout
         while True:
             if waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
                 tracer = waiter.tracer()
