@@ -270,3 +270,14 @@ async def test_a_native_wait_with_a_time_limit_leaves_no_timer_behind(outcome: s
     await asyncio.sleep(0.1)
     assert (limiter.running_count, limiter.waiting_count, limiter.available_count) == (0, 0, 1)
     assert reported == []
+
+
+async def test_an_acquire_refuses_a_first_value_as_a_coroutine_does() -> None:
+    limiter = ConcurrencyLimiter(1)
+    acquire = limiter.acquire('x')
+    with pytest.raises(TypeError, match="^can't send non-None value to a just-started coroutine$"):
+        acquire.send(5)
+    assert limiter.running_count == 0
+    await acquire  # still unstarted: it takes its slot now
+    assert limiter.running_count == 1
+    limiter.release()

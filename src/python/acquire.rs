@@ -12,7 +12,7 @@ use crate::python::asyncio_wait::thrown;
 use crate::python::handle::{Handle, Start};
 use crate::python::wait::wait;
 use parking_lot::{Mutex, MutexGuard};
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
@@ -65,6 +65,10 @@ impl PyAcquire {
         let wait = match std::mem::replace(&mut *state, State::Done) {
             State::Waiting(wait) => wait,
             State::Created { timeout } => match input {
+                Input::Send(value) if !value.is_none() => {
+                    *state = State::Created { timeout };
+                    return Err(PyTypeError::new_err("can't send non-None value to a just-started coroutine"));
+                }
                 Input::Send(_) => match self.handle.start() {
                     Start::Held => return Ok(None),
                     start => wait(&self.handle, py, start, self.source.bind(py), timeout)?,
