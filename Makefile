@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # The tools and test dependencies, pinned loosely; the package's own deps come from pyproject.toml.
-DEV_DEPS := 'maturin>=1.9.4,<2' 'pytest>=8' 'anyio>=4.4' 'trio>=0.25' 'uvloop>=0.19' \
-	'pydantic-ai-slim>=2' 'logfire>=3' 'opentelemetry-sdk>=1.20' 'opentelemetry-api>=1.20' \
-	'ruff>=0.6' 'basedpyright>=1.20' 'mypy>=1.10' 'tqdm>=4'
+# TEST_DEPS: the build tool and what the tests import; DEV_DEPS adds the linters.
+TEST_DEPS := 'maturin>=1.9.4,<2' 'pytest>=8' 'anyio>=4.4' 'trio>=0.25' 'uvloop>=0.19' \
+	'pydantic-ai-slim>=2' 'logfire>=3' 'opentelemetry-sdk>=1.20' 'opentelemetry-api>=1.20' 'tqdm>=4'
+DEV_DEPS := $(TEST_DEPS) 'ruff>=0.6' 'basedpyright>=1.20' 'mypy>=1.10'
 
 $(STAMP): Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -94,6 +95,63 @@ test-python: build-dev
 .PHONY: test  ## Every test, Rust and Python (sets everything up first)
 test: test-rust loom test-python
 
+# The debug-interpreter run: Debian's python3.11-dbg (CPython built with Py_DEBUG: refcount
+# checks, the "error set while calling" assertions, debug allocators) in its own venv, and the
+# extension built for that interpreter's full ABI (`--no-default-features`: no `abi3` feature), so
+# that pyo3 gets its Py_DEBUG/Py_REF_DEBUG cfgs too. Its own Cargo target dir: switching between
+# the abi3 and the full-ABI build would otherwise rebuild pyo3 and the crate each time.
+DEBUG_PYTHON ?= python3.11-dbg
+DEBUG_VENV ?= .venv-debug
+DEBUG_PY := $(DEBUG_VENV)/bin/python
+DEBUG_STAMP := $(DEBUG_VENV)/.installed-stamp
+DEBUG_TARGET_DIR := $(CURDIR)/target/debug-python
+# DEBUG_DEV_MODE=1 also runs every Python process in dev mode (-X dev: asyncio debug mode and
+# warnings); off by default, since asyncio's debug mode alone (release interpreter too) breaks
+# test_loops_in_threads_and_blocking_threads_share_one_limiter's FIFO check.
+DEBUG_DEV_MODE ?= 0
+# The debug venv's environment: its interpreter first on PATH (the tests' subprocesses use
+# sys.executable), VIRTUAL_ENV so that `maturin develop` installs there and not into .venv,
+# faulthandler on in every Python process.
+DEBUG_ENV := PATH=$(CURDIR)/$(DEBUG_VENV)/bin:$$PATH VIRTUAL_ENV=$(CURDIR)/$(DEBUG_VENV) \
+	CARGO_TARGET_DIR=$(DEBUG_TARGET_DIR) PYTHONFAULTHANDLER=1 $(if $(filter 1,$(DEBUG_DEV_MODE)),PYTHONDEVMODE=1)
+# pytest-xdist with one worker: a test that aborts or segfaults the interpreter (what this run is
+# for) is reported as failed with faulthandler's stack, its worker replaced, and the rest of the
+# suite still runs; pytest-timeout (thread method: every thread's stack, then the worker exits)
+# does the same for a test that hangs for DEBUG_TEST_TIMEOUT seconds.
+DEBUG_TEST_TIMEOUT ?= 300
+DEBUG_PYTEST_ARGS ?= -q -rfEs -n 1 --max-worker-restart=1000 --timeout=$(DEBUG_TEST_TIMEOUT) -o timeout_method=thread
+
+$(DEBUG_STAMP): Makefile
+	@command -v $(DEBUG_PYTHON) >/dev/null && dpkg -s python3.11-venv >/dev/null 2>&1 || { \
+		echo 'installing $(DEBUG_PYTHON) (apt-get)'; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-dbg python3.11-venv >/dev/null; }
+	@test -x $(DEBUG_PY) || $(DEBUG_PYTHON) -m venv $(DEBUG_VENV)
+	$(DEBUG_PY) -m pip install -q --upgrade pip
+	$(DEBUG_PY) -m pip install -q $(TEST_DEPS) 'pytest-xdist>=3' 'pytest-timeout>=2'
+	@touch $(DEBUG_STAMP)
+
+# `maturin develop` puts the module next to the one `make build-dev` leaves in python/ferrolimit/;
+# the debug interpreter would load that `.abi3.so` too, so the check is on the module it imports.
+.PHONY: build-debug  ## Build the extension for python3.11-dbg (full ABI, not abi3) into .venv-debug
+build-debug: $(DEBUG_STAMP)
+	$(DEBUG_ENV) $(DEBUG_VENV)/bin/maturin develop -q --no-default-features
+	@$(DEBUG_ENV) $(DEBUG_PY) -c 'import sys, sysconfig, ferrolimit._ferrolimit as m; print(m.__file__); \
+		sys.exit(None if hasattr(sys, "gettotalrefcount") and m.__file__.endswith(sysconfig.get_config_var("EXT_SUFFIX")) \
+		else "not a full-ABI build for a Py_DEBUG interpreter")'
+
+# The suite includes the fuzzer's short campaign on every backend (tests/test_fuzz.py).
+.PHONY: test-debug  ## pytest and the fuzzer on python3.11-dbg with a full-ABI build (starts Redis)
+test-debug: build-debug
+	@$(call with_redis,$(DEBUG_ENV) $(DEBUG_PY) -m pytest $(DEBUG_PYTEST_ARGS))
+
+# The fuzzer's long campaign: about 2.4 million driver actions over every backend and
+# configuration (about 8 minutes on 2 cores); `make test` runs a short one (tests/test_fuzz.py).
+FUZZ_ARGS ?= --ops 1000 --seeds 0..99 --backend all --config all --isolate --jobs 2
+
+.PHONY: fuzz  ## Long model-based fuzzer run over asyncio, uvloop and trio (release build)
+fuzz: build-prod
+	$(PY) tests/fuzz_model.py $(FUZZ_ARGS)
+
 .PHONY: loom  ## Model-check the admission/handoff core with loom
 loom:
 	RUSTFLAGS="--cfg ferrolimit_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --no-default-features --lib loom
@@ -116,7 +174,7 @@ demo-fleet: build-prod
 .PHONY: clean  ## Remove build products and the virtualenv
 clean:
 	cargo clean
-	rm -rf $(VENV) python/ferrolimit/*.so
+	rm -rf $(VENV) $(DEBUG_VENV) python/ferrolimit/*.so
 
 .PHONY: help  ## List the targets
 help:

@@ -309,8 +309,11 @@ def test_resize_validation() -> None:
 
 
 CTRL_C_CHILD = """
-import sys, threading, time
+import signal, sys, threading, time
 import ferrolimit
+# Ctrl-C raises KeyboardInterrupt even when this process was started with SIGINT ignored (a
+# background job's children are).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 limiter = ferrolimit.ConcurrencyLimiter(1)
 limiter.acquire_blocking('holder')
 
