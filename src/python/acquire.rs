@@ -67,7 +67,9 @@ impl PyAcquire {
             State::Created { timeout } => match input {
                 Input::Send(value) if !value.is_none() => {
                     *state = State::Created { timeout };
-                    return Err(PyTypeError::new_err("can't send non-None value to a just-started coroutine"));
+                    return Err(PyTypeError::new_err(
+                        "can't send non-None value to a just-started coroutine",
+                    ));
                 }
                 Input::Send(_) => match self.handle.start() {
                     Start::Held => return Ok(None),
