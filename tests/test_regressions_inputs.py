@@ -96,15 +96,20 @@ def test_blocking_context_with_a_huge_timeout_takes_a_free_slot(seconds: float) 
 @pytest.mark.parametrize('how', ['acquire_blocking', 'blocking'])
 @pytest.mark.parametrize('seconds', HUGE)
 def test_a_blocking_wait_with_a_huge_timeout_waits_without_limit(how: str, seconds: float) -> None:
+    assert_a_blocking_wait_gets_the_slot(how, 'x', seconds)
+
+
+def assert_a_blocking_wait_gets_the_slot(how: str, source: str, timeout: float | None) -> None:
+    """A plain thread waits on a busy limiter (`acquire_blocking` or `blocking()`) and gets the slot."""
     limiter = ConcurrencyLimiter(1)
     assert limiter.try_acquire()
 
     def wait() -> None:
         if how == 'acquire_blocking':
-            limiter.acquire_blocking('x', timeout=seconds)
+            limiter.acquire_blocking(source, timeout=timeout)
             limiter.release()
         else:
-            with limiter.blocking('x', timeout=seconds):
+            with limiter.blocking(source, timeout=timeout):
                 pass
 
     thread = Waiting(wait)
@@ -283,22 +288,7 @@ LONE_SURROGATE = '\ud800'
 
 @pytest.mark.parametrize('how', ['acquire_blocking', 'blocking'])
 def test_a_lone_surrogate_source_waits_on_a_plain_thread(how: str) -> None:
-    limiter = ConcurrencyLimiter(1)
-    assert limiter.try_acquire()
-
-    def wait() -> None:
-        if how == 'acquire_blocking':
-            limiter.acquire_blocking(LONE_SURROGATE)
-            limiter.release()
-        else:
-            with limiter.blocking(LONE_SURROGATE):
-                pass
-
-    thread = Waiting(wait)
-    thread.wait_queued(limiter)
-    limiter.release()
-    assert thread.join() == 'ok'
-    assert (limiter.running_count, limiter.available_count) == (0, 1)
+    assert_a_blocking_wait_gets_the_slot(how, LONE_SURROGATE, None)
 
 
 @pytest.mark.parametrize('anyio_backend', ALL_BACKENDS)
