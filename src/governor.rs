@@ -3,7 +3,8 @@
 //! under a global one).
 
 use crate::error::{ConcurrencyError, LimitError, check_governor_limits};
-use crate::limiter::{ConcurrencyLimiter, Permit};
+use crate::limiter::ConcurrencyLimiter;
+use crate::permit::Permit;
 use crate::stats::GovernorStats;
 
 /// Governs concurrency across streaming, tool execution and both together.

@@ -35,9 +35,12 @@
 //!   the same Redis key, on the `redis` crate and a tokio runtime. Without default features the
 //!   crate has no I/O dependencies at all.
 
+mod acquire;
+mod acquisition;
 mod error;
 mod governor;
 mod limiter;
+mod permit;
 mod queue;
 mod session;
 mod stats;
@@ -59,12 +62,14 @@ mod tests;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use acquire::Acquire;
 pub use error::{
     AcquireError, ConcurrencyError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError,
     check_max_queued, check_max_running,
 };
 pub use governor::{ConcurrencyGovernor, ConcurrencyPermit};
-pub use limiter::{Acquire, Builder, ConcurrencyLimiter, Permit};
+pub use limiter::{Builder, ConcurrencyLimiter};
+pub use permit::Permit;
 pub use session::{SessionLimiter, SessionLimits, SessionStatus};
 pub use stats::{GovernorStats, LimiterStats};
 

@@ -366,3 +366,37 @@ fn many_threads_on_two_children_keep_the_invariants_at_both_levels() {
     assert_eq!(counts(&parent), (0, 0, PARENT));
     assert_eq!(parent.stats().acquired_total, (THREADS * ROUNDS) as u64);
 }
+
+#[test]
+fn a_forgotten_permit_keeps_both_slots_until_release_gives_them_back() {
+    let (child, parent) = pair(2, 2);
+    child.try_acquire().unwrap().forget();
+    assert_eq!((counts(&child), counts(&parent)), ((1, 0, 1), (1, 0, 1)));
+    child.release().unwrap();
+    assert_eq!((counts(&child), counts(&parent)), ((0, 0, 2), (0, 0, 2)));
+    // A release too many fails at the child and changes nothing at either level.
+    assert!(child.release().is_err());
+    assert_eq!((counts(&child), counts(&parent)), ((0, 0, 2), (0, 0, 2)));
+}
+
+#[test]
+fn a_release_without_permit_never_takes_the_slot_of_a_caller_waiting_for_the_parent() {
+    let (child, parent) = pair(2, 1);
+    let holder = parent.try_acquire().unwrap();
+    let mut waiting = pin!(child.acquire());
+    assert!(poll_once(waiting.as_mut()).is_pending());
+    assert_eq!(
+        counts(&child).0,
+        1,
+        "holds the child's slot while it waits for the parent's"
+    );
+    assert!(child.release().is_err(), "nobody holds both levels");
+    assert_eq!((counts(&child), counts(&parent)), ((1, 0, 1), (1, 1, 0)));
+    drop(holder);
+    let Poll::Ready(Ok(permit)) = poll_once(waiting.as_mut()) else {
+        panic!("the parent's slot was handed over");
+    };
+    permit.forget();
+    child.release().unwrap();
+    assert_eq!((counts(&child), counts(&parent)), ((0, 0, 2), (0, 0, 1)));
+}

@@ -73,7 +73,7 @@ impl PyAcquire {
                 }
                 Input::Send(_) => match self.handle.start() {
                     Start::Held => return Ok(None),
-                    start => wait(&self.handle, py, start, self.source.bind(py), timeout)?,
+                    Start::Wait(acquisition) => wait(&self.handle, py, acquisition, self.source.bind(py), timeout)?,
                 },
                 // Never started: nothing is held, the exception goes straight back.
                 Input::Throw(err, _) => return Err(err),

@@ -8,14 +8,16 @@
 //! A limiter with a parent is acquired level by level, each with its own wait (and span), within
 //! one time limit; a wait given up at the parent's level gives back the slots held below it.
 
-use crate::python::errors::{release_error, timeout_message};
+use crate::ConcurrencyLimiter;
+use crate::acquisition::{Acquisition, Stage};
+use crate::python::errors::timeout_message;
 use crate::python::handle::Handle;
 use crate::python::span::span_fields;
 use crate::python::span::{close_span, open_span};
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
 use std::sync::Arc;
-use std::task::Wake;
+use std::task::{Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -43,7 +45,8 @@ enum Parked {
 }
 
 /// Waits for a slot of `handle`'s limiter and of its ancestors on this thread, the GIL
-/// released; `timeout` bounds the whole wait.
+/// released; `timeout` bounds the whole wait. On an error the acquisition drops, giving back
+/// whatever it held.
 pub(crate) fn acquire_blocking(
     py: Python<'_>,
     handle: &Handle,
@@ -51,45 +54,37 @@ pub(crate) fn acquire_blocking(
     timeout: Option<Duration>,
 ) -> PyResult<()> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut level = handle;
-    loop {
-        if let Err(err) = acquire_level(py, level, source, deadline) {
-            handle.release_below(level);
-            return Err(err);
-        }
-        match &level.parent {
-            Some(parent) => level = parent,
-            None => break,
-        }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut acquisition = Acquisition::new(&handle.core);
+    while acquisition.advance() != Stage::Held {
+        let level = handle.at(acquisition.depth());
+        wait_level(py, &mut acquisition, level, source, deadline, &waker)?;
     }
-    handle.core.acquired_raw();
     Ok(())
 }
 
-/// Waits for a slot of `handle`'s own level until `deadline`.
-fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option<Instant>) -> PyResult<()> {
-    let semaphore = handle.core.semaphore();
-    if semaphore.try_acquire() {
-        return Ok(());
-    }
+/// Waits until `deadline` for a slot of the level where `acquisition` stopped (`level`'s).
+fn wait_level(
+    py: Python<'_>,
+    acquisition: &mut Acquisition<&ConcurrencyLimiter>,
+    level: &Handle,
+    source: &str,
+    deadline: Option<Instant>,
+    waker: &Waker,
+) -> PyResult<()> {
     let arrived = Instant::now();
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let Some((id, waiting)) = handle.enqueue(py, &waker, source)? else {
-        return Ok(());
+    let waiting = match acquisition.enqueue(waker) {
+        Ok(Stage::Queued { waiting, .. }) => waiting,
+        Ok(_) => return Ok(()),
+        Err(err) => return Err(level.rejected(py, &err, source)),
     };
-    let span = match enter_span(py, handle, source, waiting) {
-        Ok(span) => span,
-        Err(err) => {
-            semaphore.cancel(id);
-            return Err(err);
-        }
-    };
+    let span = enter_span(py, level, source, waiting)?;
     let outcome = loop {
         let parked = py.detach(|| {
             let now = Instant::now();
             let slice_end = deadline.map_or(now + SIGNAL_CHECK_INTERVAL, |d| d.min(now + SIGNAL_CHECK_INTERVAL));
             loop {
-                if semaphore.take_granted(id) {
+                if acquisition.take_granted() {
                     return Parked::Granted;
                 }
                 let now = Instant::now();
@@ -105,10 +100,10 @@ fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option
         });
         match parked {
             Parked::Granted => {
-                handle.record_wait(py, arrived);
+                level.record_wait(py, arrived);
                 break Ok(());
             }
-            Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(&handle.core, source))),
+            Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(&level.core, source))),
             Parked::Slice => {
                 if let Err(err) = py.check_signals() {
                     break Err(err);
@@ -117,13 +112,12 @@ fn acquire_level(py: Python<'_>, handle: &Handle, source: &str, deadline: Option
         }
     };
     if outcome.is_err() {
-        semaphore.cancel(id);
+        // Before the span's Python code: a slot handed over meanwhile passes on at once.
+        acquisition.cancel();
     }
+    // A failure to close the span after the slot was taken means the caller never gets it:
+    // `acquire_blocking` returns the error and its acquisition, dropped, gives the slots back.
     let closed = span.map_or(Ok(()), |span| close_span(py, &span, outcome.as_ref().err()));
-    if outcome.is_ok() && closed.is_err() {
-        // Raising means the caller never got the slot: give it back.
-        semaphore.release().map_err(release_error)?;
-    }
     outcome.and(closed)
 }
 

@@ -8,7 +8,8 @@
 
 #![allow(unsafe_code)]
 
-use crate::python::errors::{not_initialised, release_error};
+use crate::acquisition;
+use crate::python::errors::not_initialised;
 use crate::python::handle::{Handle, Start};
 use crate::python::raw::{self, RawType, Release, method_fast, method_noargs, slot};
 use crate::python::ready::{ready, ready_ptr};
@@ -43,7 +44,9 @@ impl Fields {
         match &self.target {
             Target::Native(handle) => match handle.start() {
                 Start::Held => ready_ptr(py),
-                start => raw::run(py, |py| wait(handle, py, start, self.source.bind(py), None)),
+                Start::Wait(acquisition) => {
+                    raw::run(py, |py| wait(handle, py, acquisition, self.source.bind(py), None))
+                }
             },
             Target::Generic(limiter) => raw::run(py, |py| {
                 generic(py, limiter)?.call_method1(py, intern!(py, "acquire"), (&self.source,))
@@ -54,10 +57,10 @@ impl Fields {
     /// `__aexit__`: a new reference, or NULL with an error set.
     fn exit(&self, py: Python<'_>) -> *mut ffi::PyObject {
         match &self.target {
-            Target::Native(handle) => match handle.core.release_raw_uncontended() {
+            Target::Native(handle) => match acquisition::release_uncontended(&handle.core) {
                 Some(Ok(())) => ready_ptr(py),
                 _ => raw::run(py, |py| {
-                    handle.core.release_raw().map_err(release_error)?;
+                    handle.release()?;
                     ready(py)
                 }),
             },

@@ -192,7 +192,7 @@ impl Drop for PyConcurrencyPermit {
             // A held permit stands for one slot at each level, so this only fails if a stray
             // `release()` on a limiter gave the permit's slot back already: then there is
             // nothing left to give back, and nothing to report from a destructor.
-            let _ = self.handle.core.release_raw();
+            let _ = self.handle.core.release();
         }
     }
 }

@@ -1,28 +1,25 @@
 //! What a native limiter shares with its contexts and waiters ([`Handle`]): the core limiter,
-//! its tracer and metrics and its parent's handle, with the level-by-level steps of an entry
-//! that need no event loop (the lock-free first step, the climb to the parents, the release).
+//! its tracer and metrics and its parent's handle, and the lock-free first step of an entry,
+//! which either seats the caller or hands its [`Acquisition`] to a wait.
 
 use crate::ConcurrencyLimiter;
+use crate::acquisition::{Acquisition, Stage};
+use crate::error::AcquireError;
 use crate::python::errors::{acquire_error, release_error};
-use crate::queue::Enqueued;
 use crate::telemetry::display_name;
-use crate::waiters::WaiterId;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyString};
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Instant;
 
 /// How far the lock-free first step of an entry got.
 pub(crate) enum Start {
     /// Every level's slot is held: the caller is in.
     Held,
-    /// The slots below this ancestor are held; it has none free.
-    Climb(Arc<Handle>),
-    /// This limiter has no free slot: the caller queues.
-    Queue,
+    /// Some level has no free slot: the acquisition, holding the slots below it, waits there.
+    Wait(Acquisition<ConcurrencyLimiter>),
 }
 
 /// What a native limiter shares with its contexts and waiters: the core, the tracer, the
@@ -52,17 +49,44 @@ impl Handle {
         }
     }
 
-    /// Queues a caller on the slow path: `None` if a slot was free after all, else its place
-    /// and the queue depth. A rejection is counted in the metrics and raised.
-    pub(crate) fn enqueue(&self, py: Python<'_>, waker: &Waker, source: &str) -> PyResult<Option<(WaiterId, usize)>> {
-        match self.core.semaphore().enqueue(waker) {
-            Ok(Enqueued::Acquired) => Ok(None),
-            Ok(Enqueued::Queued { id, waiting }) => Ok(Some((id, waiting))),
-            Err(err) => {
-                self.record(py, intern!(py, "rejected"), ());
-                Err(acquire_error(&err, display_name(self.core.name(), source)))
+    /// The handle of the limiter `depth` levels up: `self` at 0, its parent's at 1, and so on
+    /// (an [`Acquisition`]'s current level).
+    pub(crate) fn at(&self, depth: usize) -> &Self {
+        let mut level = self;
+        for _ in 0..depth {
+            match &level.parent {
+                Some(parent) => level = parent,
+                None => break,
             }
         }
+        level
+    }
+
+    /// The first step of an entry, lock-free and without Python: takes this level's free slot
+    /// and the ancestors' in turn.
+    pub(crate) fn start(&self) -> Start {
+        let mut acquisition = Acquisition::new(&self.core);
+        match acquisition.advance() {
+            Stage::Held => Start::Held,
+            _ => Start::Wait(acquisition.into_owned()),
+        }
+    }
+
+    /// Takes a slot of this limiter and its ancestors if all are free; never waits.
+    pub(crate) fn try_acquire(&self) -> bool {
+        // An acquisition that stops short of `Held` gives back what it took when it drops.
+        Acquisition::new(&self.core).advance() == Stage::Held
+    }
+
+    /// Releases a slot of this limiter and of its ancestors.
+    pub(crate) fn release(&self) -> PyResult<()> {
+        self.core.release().map_err(release_error)
+    }
+
+    /// The error of a caller refused at this level (its queue is full), counted in the metrics.
+    pub(crate) fn rejected(&self, py: Python<'_>, err: &AcquireError, source: &str) -> PyErr {
+        self.record(py, intern!(py, "rejected"), ());
+        acquire_error(err, display_name(self.core.name(), source))
     }
 
     /// Records the wait of a caller that got its slot after waiting since `since`.
@@ -78,63 +102,6 @@ impl Handle {
         {
             err.write_unraisable(py, Some(metrics.bind(py)));
         }
-    }
-
-    /// The first step of an entry, lock-free and without Python: takes this level's slot and
-    /// the ancestors' free ones.
-    pub(crate) fn start(&self) -> Start {
-        if !self.core.semaphore().try_acquire() {
-            return Start::Queue;
-        }
-        // This level's slot is held: take the ancestors' free slots, or wait for the first
-        // ancestor that has none, holding what was taken.
-        match self.climb() {
-            None => Start::Held,
-            Some(level) => Start::Climb(level),
-        }
-    }
-
-    /// From holding this level's slot, takes the free slots of the ancestors in turn. Returns
-    /// the first ancestor with none free (the slots below it stay held); `None` when every
-    /// level is held, which is then recorded.
-    pub(crate) fn climb(&self) -> Option<Arc<Self>> {
-        self.climb_from(self)
-    }
-
-    /// [`climb`](Self::climb) for a caller that asked for `self` and holds the slots of every
-    /// level up to and including `held`.
-    pub(crate) fn climb_from(&self, held: &Self) -> Option<Arc<Self>> {
-        let mut level = held;
-        while let Some(parent) = &level.parent {
-            if !parent.core.semaphore().try_acquire() {
-                return Some(Arc::clone(parent));
-            }
-            level = parent;
-        }
-        self.core.acquired_raw();
-        None
-    }
-
-    /// Gives back the slots a caller that asked for `self` holds below `level` (an ancestor of
-    /// `self`, or `self`: then nothing), after failing or giving up at `level`.
-    pub(crate) fn release_below(&self, level: &Self) {
-        let mut held = self;
-        while !std::ptr::eq(held, level) {
-            let released = held.core.semaphore().release();
-            debug_assert!(released.is_ok(), "a held slot's release found no holder");
-            let Some(parent) = &held.parent else { break };
-            held = parent;
-        }
-    }
-
-    /// Takes a slot of this limiter and its ancestors if all are free; never waits.
-    pub(crate) fn try_acquire(&self) -> bool {
-        self.core.try_acquire_raw()
-    }
-
-    /// Releases a slot of this limiter and of its ancestors.
-    pub(crate) fn release(&self) -> PyResult<()> {
-        self.core.release_raw().map_err(release_error)
     }
 
     /// The configured tracer, else the global `ferrolimit` tracer.

@@ -1,7 +1,7 @@
 //! loom models of the two-level acquire (a limiter with a parent, as in the governor): never more
 //! parent holders than its limit, and nothing lost when an acquire is dropped half-way.
 
-use crate::limiter::{ConcurrencyLimiter, Permit};
+use crate::{ConcurrencyLimiter, Permit};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use std::future::Future;
@@ -106,7 +106,7 @@ fn acquire_spinning(limiter: &ConcurrencyLimiter) -> Permit {
 }
 
 /// The raw (permit-less) path the Python layer uses: one caller holds a slot of child and parent
-/// (`try_acquire_raw`), and two releases race for it (`release_raw`), one of them a release too
+/// (`try_acquire` and `Permit::forget`), and two releases race for it (`release`), one of them a release too
 /// many. Exactly one succeeds, and every count at both levels is back to free: the failing one
 /// changed nothing, at either level.
 #[test]
@@ -114,11 +114,11 @@ fn loom_raw_release_too_many_changes_nothing() {
     loom::model(|| {
         let parent = ConcurrencyLimiter::new(2).unwrap();
         let child = ConcurrencyLimiter::builder(2).parent(parent.clone()).build().unwrap();
-        assert!(child.try_acquire_raw());
+        child.try_acquire().expect("both levels are free").forget();
         let releasers: Vec<_> = (0..2)
             .map(|_| {
                 let child = child.clone();
-                thread::spawn(move || child.release_raw().is_ok())
+                thread::spawn(move || child.release().is_ok())
             })
             .collect();
         let succeeded: Vec<bool> = releasers.into_iter().map(|h| h.join().unwrap()).collect();

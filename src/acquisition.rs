@@ -1,0 +1,340 @@
+//! [`Acquisition`]: one caller's way to a slot of a limiter and of every ancestor, the one state
+//! machine that every acquire drives, and the release accounting that undoes it.
+//!
+//! The Rust [`Acquire`](crate::Acquire) future and [`try_acquire`](crate::ConcurrencyLimiter::try_acquire),
+//! and in the Python layer the lock-free fast path, the asyncio and trio waiters and the blocking
+//! threads, each hold an `Acquisition` and only decide *how to wait* (a waker, a loop's future, a
+//! parked thread) and what to report (spans, metrics). None of them takes, climbs or gives back a
+//! slot itself.
+//!
+//! # Stages
+//!
+//! A caller asks for a slot of its limiter (the *base*) and, through it, one of each ancestor. It
+//! takes them bottom-up, one *level* at a time, holding the slots below the current level:
+//!
+//! ```text
+//!            free slot                  parent, if any: level + 1
+//! Arriving ───────────────▶ Climbing ─────────────────────────────▶ Arriving
+//!    │                        ▲   │ no parent
+//!    │ none free: enqueue     │   └──────────▶ Held (every level held: a permit or a raw slot)
+//!    ▼                        │
+//! Queued ─────────────────────┘ a release granted the slot (poll_granted, take_granted)
+//!    │ withdraw (still queued) ──▶ Arriving
+//!
+//! any stage but Held ── cancel / drop ──▶ Cancelled (holds nothing)
+//! ```
+//!
+//! * [`advance`](Acquisition::advance) makes every lock-free step it can: the current level's free
+//!   slot, then the ancestors' in turn. It stops `Held`, or `Arriving` at a level with none free.
+//! * [`enqueue`](Acquisition::enqueue) queues at that level (the queue's lock, FIFO, `max_queued`).
+//!   A rejection cancels the whole acquisition.
+//! * [`poll_granted`](Acquisition::poll_granted) and [`take_granted`](Acquisition::take_granted)
+//!   take the slot a release handed over; [`withdraw`](Acquisition::withdraw) leaves the queue
+//!   only if nothing was handed over yet (for runtimes whose cancellation can refuse, as trio's).
+//! * [`cancel`](Acquisition::cancel), and dropping an unfinished acquisition, give back the
+//!   current level's place (a slot handed over at that instant passes to the next waiter) or
+//!   slot, and every slot below it. Nothing is lost, nothing is kept.
+//!
+//! Reaching `Held` counts the caller as a *full holder* at every level that has a parent. A
+//! release without a permit ([`release`]) must claim one of those first, so a caller that holds
+//! only a child's slot while it waits for the parent's can never be released by somebody else.
+//!
+//! # What later features add
+//!
+//! The request a caller makes is today one slot, in arrival order. Weights, priorities, closing,
+//! keyed limits and rate budgets (API.md §6-8) are what each level's queue is asked for and how
+//! it answers: a weight and a priority are fields of the request [`enqueue`](Acquisition::enqueue)
+//! passes down, a closed limiter is one more way an arrival or a queued waiter is refused (a
+//! `Cancelled` with a reason), a keyed limit is a base level made on demand, and a rate budget
+//! is one more condition of the same admission step. The stages above stay as they are.
+
+use crate::error::{AcquireError, ReleaseError};
+use crate::limiter::ConcurrencyLimiter;
+use crate::queue::{Enqueued, Semaphore};
+use crate::sync::Ordering;
+use crate::waiters::WaiterId;
+use std::borrow::Borrow;
+use std::task::Waker;
+
+/// Where an [`Acquisition`] stands at its current level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Not queued there, holding nothing there.
+    Arriving,
+    /// Queued there: its place, and the queue's length when it joined (itself included).
+    Queued { id: WaiterId, waiting: usize },
+    /// Holding that level's slot; the ancestors' are next.
+    Climbing,
+    /// Holding a slot at every level: the caller owns them now (a permit, or a raw slot).
+    Held,
+    /// Gave up or was refused: holds nothing.
+    Cancelled,
+}
+
+/// One caller's acquisition of `base` and its ancestors; see the module docs. `L` is a borrowed
+/// (`&ConcurrencyLimiter`, for a future or a thread) or an owned (`ConcurrencyLimiter`, for a
+/// waiter kept by Python) limiter.
+#[derive(Debug)]
+pub(crate) struct Acquisition<L: Borrow<ConcurrencyLimiter>> {
+    base: L,
+    /// The current level: 0 for `base`, 1 for its parent, and so on.
+    depth: usize,
+    stage: Stage,
+}
+
+impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
+    /// A caller of `base` that holds nothing yet.
+    pub(crate) const fn new(base: L) -> Self {
+        Self {
+            base,
+            depth: 0,
+            stage: Stage::Arriving,
+        }
+    }
+
+    /// The limiter the caller asked for.
+    pub(crate) fn base(&self) -> &ConcurrencyLimiter {
+        self.base.borrow()
+    }
+
+    /// The current level: 0 for the base, 1 for its parent, and so on.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) const fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The stage at the current level.
+    pub(crate) const fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The limiter of the current level.
+    pub(crate) fn level(&self) -> &ConcurrencyLimiter {
+        let mut level = self.base();
+        for _ in 0..self.depth {
+            level = level.parent().unwrap_or(level);
+        }
+        level
+    }
+
+    /// Makes every lock-free step it can, from `Arriving` or `Climbing`: takes the current level's
+    /// free slot, then the ancestors' in turn. Returns the stage reached: `Held` with every level
+    /// held, `Arriving` at the first level with no free slot (queue there with
+    /// [`enqueue`](Self::enqueue)). Any other stage is returned unchanged.
+    pub(crate) fn advance(&mut self) -> Stage {
+        loop {
+            match self.stage {
+                Stage::Arriving => {
+                    if !self.level().semaphore().try_acquire() {
+                        return Stage::Arriving;
+                    }
+                    self.stage = Stage::Climbing;
+                }
+                Stage::Climbing => {
+                    if self.level().parent().is_none() {
+                        self.hold();
+                        return Stage::Held;
+                    }
+                    self.depth += 1;
+                    self.stage = Stage::Arriving;
+                }
+                stage => return stage,
+            }
+        }
+    }
+
+    /// From `Arriving`, takes the current level's slot if one is free after all (`Climbing`:
+    /// [`advance`](Self::advance) next) or queues behind everyone waiting there (`Queued`).
+    /// Any other stage is returned unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::QueueFull`] when the level's queue is full; the acquisition is then
+    /// cancelled (every slot below is given back).
+    pub(crate) fn enqueue(&mut self, waker: &Waker) -> Result<Stage, AcquireError> {
+        if self.stage != Stage::Arriving {
+            return Ok(self.stage);
+        }
+        match self.level().semaphore().enqueue(waker) {
+            Ok(Enqueued::Acquired) => self.stage = Stage::Climbing,
+            Ok(Enqueued::Queued { id, waiting }) => self.stage = Stage::Queued { id, waiting },
+            Err(err) => {
+                self.cancel();
+                return Err(err);
+            }
+        }
+        Ok(self.stage)
+    }
+
+    /// While `Queued`: takes the slot a release handed over (`true`, now `Climbing`) or leaves
+    /// `waker` to be woken when one is (`false`). `false` in any other stage.
+    pub(crate) fn poll_granted(&mut self, waker: &Waker) -> bool {
+        self.leave_queue(Stage::Climbing, |queue, id| queue.poll_granted(id, waker))
+            .unwrap_or(false)
+    }
+
+    /// While `Queued`: takes the slot a release handed over (`true`, now `Climbing`); the waker
+    /// given to [`enqueue`](Self::enqueue) stays. `false` if none was handed over or in any other
+    /// stage.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn take_granted(&mut self) -> bool {
+        self.leave_queue(Stage::Climbing, Semaphore::take_granted)
+            .unwrap_or(false)
+    }
+
+    /// While `Queued`: leaves the queue if nothing was handed over yet (`true`, now `Arriving`
+    /// at the same level, still holding the slots below); `false` if a slot was handed over,
+    /// which must then be taken with [`take_granted`](Self::take_granted). `true` when not
+    /// queued.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn withdraw(&mut self) -> bool {
+        self.leave_queue(Stage::Arriving, Semaphore::withdraw).unwrap_or(true)
+    }
+
+    /// While `Queued`: asks the current level's queue to let the caller go (`step`); on `true`
+    /// the stage becomes `next`. `None` when not queued.
+    fn leave_queue(&mut self, next: Stage, step: impl FnOnce(&Semaphore, WaiterId) -> bool) -> Option<bool> {
+        let Stage::Queued { id, .. } = self.stage else {
+            return None;
+        };
+        let left = step(self.level().semaphore(), id);
+        if left {
+            self.stage = next;
+        }
+        Some(left)
+    }
+
+    /// Gives up: leaves the current level's queue (a slot handed over at that instant passes to
+    /// the next waiter) or gives back its slot, and gives back every slot below it. Does nothing
+    /// once `Held` or `Cancelled`.
+    pub(crate) fn cancel(&mut self) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Cancelled);
+        match stage {
+            Stage::Held => {
+                self.stage = Stage::Held;
+                return;
+            }
+            Stage::Cancelled => return,
+            Stage::Arriving => {}
+            Stage::Queued { id, .. } => {
+                self.level().semaphore().cancel(id);
+            }
+            Stage::Climbing => release_level(self.level()),
+        }
+        let mut held = self.base();
+        for _ in 0..self.depth {
+            release_level(held);
+            held = held.parent().unwrap_or(held);
+        }
+    }
+
+    /// This acquisition's stage and level, now of `base` (the same limiter); this one is left
+    /// `Cancelled`.
+    fn moved_to<M: Borrow<ConcurrencyLimiter>>(&mut self, base: M) -> Acquisition<M> {
+        Acquisition {
+            base,
+            depth: self.depth,
+            stage: std::mem::replace(&mut self.stage, Stage::Cancelled),
+        }
+    }
+
+    /// Counts the caller as a full holder at every level that has a parent: it holds them all.
+    fn hold(&mut self) {
+        let mut level = self.base();
+        while let Some(parent) = level.parent() {
+            level.full_holders().fetch_add(1, Ordering::AcqRel);
+            level = parent;
+        }
+        self.stage = Stage::Held;
+    }
+}
+
+impl<L: Borrow<ConcurrencyLimiter> + Clone> Acquisition<L> {
+    /// Moves the acquisition out (to act on it outside a lock), leaving this one `Cancelled`:
+    /// it holds nothing and gives nothing back.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn take(&mut self) -> Self {
+        self.moved_to(self.base.clone())
+    }
+}
+
+impl Acquisition<&ConcurrencyLimiter> {
+    /// The same acquisition, owning its limiter (one reference count more), to be kept by a
+    /// waiter that outlives the borrow.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn into_owned(mut self) -> Acquisition<ConcurrencyLimiter> {
+        self.moved_to(self.base.clone())
+    }
+}
+
+impl<L: Borrow<ConcurrencyLimiter>> Drop for Acquisition<L> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Gives back one held slot of `level`. It fails, changing nothing, only if a [`release`] too
+/// many (a caller's misuse, see [`ConcurrencyLimiter::release`]) already gave it back.
+fn release_level(level: &ConcurrencyLimiter) {
+    let _ = level.semaphore().release();
+}
+
+/// Gives back one full holder's slot of `level` (a permit's level: its full-holder count and its
+/// slot; the ancestors' are given back by their own permits). The count never goes below zero,
+/// even after a [`release`] too many.
+pub(crate) fn release_held_level(level: &ConcurrencyLimiter) {
+    if level.parent().is_some() {
+        let _ = level
+            .full_holders()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+    release_level(level);
+}
+
+/// Releases a slot of `limiter` and of every ancestor held without a permit (an acquisition
+/// that reached `Held` and was then let go of).
+///
+/// # Errors
+///
+/// [`ReleaseError`] when nobody holds a slot of `limiter` and its ancestors; nothing changes
+/// then. A caller that holds only this limiter's slot while it waits for the parent's does not
+/// count.
+pub(crate) fn release(limiter: &ConcurrencyLimiter) -> Result<(), ReleaseError> {
+    release_uncontended(limiter).unwrap_or_else(|| release_contended(limiter))
+}
+
+/// [`release`] through the queues' locks.
+fn release_contended(limiter: &ConcurrencyLimiter) -> Result<(), ReleaseError> {
+    let Some(parent) = limiter.parent() else {
+        return limiter.semaphore().release();
+    };
+    // Claim one full holder first, then release the ancestors' slots, and this level's only
+    // once they are gone: a release too many at any level changes nothing at all.
+    let full = limiter.full_holders();
+    let mut n = full.load(Ordering::Acquire);
+    loop {
+        if n == 0 {
+            return Err(ReleaseError);
+        }
+        match full.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(actual) => n = actual,
+        }
+    }
+    if let Err(err) = release(parent) {
+        full.fetch_add(1, Ordering::AcqRel);
+        return Err(err);
+    }
+    // The claimed full holder holds one of this level's slots, which no other release can
+    // take: this cannot fail.
+    limiter.semaphore().release()
+}
+
+/// [`release`] when it needs no lock and wakes nobody: a limiter without a parent and nobody
+/// queued. `None` otherwise; then nothing has changed.
+pub(crate) fn release_uncontended(limiter: &ConcurrencyLimiter) -> Option<Result<(), ReleaseError>> {
+    if limiter.parent().is_some() {
+        return None;
+    }
+    limiter.semaphore().release_uncontended()
+}

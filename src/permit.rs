@@ -1,0 +1,109 @@
+//! [`Permit`], a held slot of a limiter and of each ancestor, and the two calls that take or give
+//! back slots without waiting: [`ConcurrencyLimiter::try_acquire`] and
+//! [`ConcurrencyLimiter::release`]. Both drive an [`Acquisition`] and its release accounting.
+
+use crate::acquisition::{self, Acquisition, Stage};
+use crate::error::ReleaseError;
+use crate::limiter::ConcurrencyLimiter;
+
+/// A held slot; dropping it releases the slot to the oldest waiter.
+///
+/// The permit of a limiter with a parent also holds the parent's slot (its
+/// [`parent`](Self::parent) permit); dropping it releases this limiter's slot, then the
+/// parent's.
+#[derive(Debug)]
+#[must_use = "the slot is released as soon as the permit is dropped"]
+pub struct Permit {
+    limiter: ConcurrencyLimiter,
+    /// The parent's slot; `None` only for a limiter without a parent.
+    parent: Option<Box<Permit>>,
+    /// `false` once [`forget`](Self::forget) let go of the slot.
+    held: bool,
+}
+
+impl Permit {
+    /// The permit of an acquisition of `base` that reached [`Stage::Held`]: one slot at every
+    /// level, each counted as a full holder where it has a parent.
+    pub(crate) fn held(base: &ConcurrencyLimiter) -> Self {
+        Self {
+            limiter: base.clone(),
+            parent: base.parent().map(|parent| Box::new(Self::held(parent))),
+            held: true,
+        }
+    }
+
+    /// The limiter this permit belongs to.
+    #[must_use]
+    pub const fn limiter(&self) -> &ConcurrencyLimiter {
+        &self.limiter
+    }
+
+    /// The permit of the parent limiter held with this one, if the limiter has a parent.
+    #[must_use]
+    pub fn parent(&self) -> Option<&Self> {
+        self.parent.as_deref()
+    }
+
+    /// Keeps the slots (this limiter's and every ancestor's) held after the permit is gone; give
+    /// them back with [`ConcurrencyLimiter::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ferrolimit::ConcurrencyLimiter;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = ConcurrencyLimiter::new(1)?;
+    /// limiter.try_acquire().expect("a slot is free").forget();
+    /// assert_eq!(limiter.running_count(), 1);
+    /// limiter.release()?;
+    /// assert_eq!(limiter.running_count(), 0);
+    /// assert!(limiter.release().is_err(), "nothing is held any more");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forget(mut self) {
+        let mut permit = Some(&mut self);
+        while let Some(level) = permit {
+            level.held = false;
+            permit = level.parent.as_deref_mut();
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // The parent's slot is released after this one, when the `parent` field drops.
+        if self.held {
+            acquisition::release_held_level(&self.limiter);
+        }
+    }
+}
+
+impl ConcurrencyLimiter {
+    /// Takes a slot if one is free and nobody is queued; never waits.
+    ///
+    /// With a parent, takes this limiter's slot and then the parent's; if the parent has none
+    /// free, this limiter's slot is given straight back (it still counts in
+    /// [`LimiterStats::acquired_total`](crate::LimiterStats::acquired_total)) and the result is
+    /// `None`.
+    #[must_use]
+    pub fn try_acquire(&self) -> Option<Permit> {
+        // On `Arriving` the acquisition drops here, giving back the slots it took.
+        (Acquisition::new(self).advance() == Stage::Held).then(|| Permit::held(self))
+    }
+
+    /// Gives back a slot of this limiter and of every ancestor that a [forgotten](Permit::forget)
+    /// permit kept; the oldest waiter gets it. Like a semaphore's release it is not tied to a
+    /// permit: a release while a live permit holds the slot lets one caller more run than the
+    /// limit, and that permit then gives back somebody else's slot (or nothing) when it drops.
+    ///
+    /// # Errors
+    ///
+    /// [`ReleaseError`] when no caller holds a slot of this limiter and of every ancestor:
+    /// nothing changes then. A caller that holds only this limiter's slot while it waits for the
+    /// parent's does not count, so a release too many never takes a waiter's slot away.
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        acquisition::release(self)
+    }
+}
