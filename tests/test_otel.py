@@ -138,3 +138,29 @@ def test_blocking_waiter_opens_the_same_span(tracer: Tracer, exporter: InMemoryS
     }
     assert span.status.status_code is StatusCode.ERROR
     limiter.release()
+
+
+def test_default_tracer_spans_follow_a_provider_set_later() -> None:
+    """Without a tracer or a global provider the wait span is skipped; once a provider is set,
+    every kind of wait (asyncio, trio, blocking, Redis) opens it again (in a fresh interpreter)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = os.environ.get('FERROLIMIT_REDIS_URL')
+    child = Path(__file__).with_name('span_skip_child.py')
+    result = subprocess.run(
+        [sys.executable, str(child), *([url] if url else [])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = [
+        'waiting for local concurrency asyncio',
+        'waiting for local concurrency trio',
+        'waiting for local concurrency blocking',
+    ] + (['waiting for fleet concurrency redis'] if url else [])
+    assert result.stdout.splitlines() == expected

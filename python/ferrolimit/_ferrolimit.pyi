@@ -478,8 +478,8 @@ class _RedisAcquire:
     def cancel(self) -> None:
         """Give up; a slot granted at that instant passes on."""
 
-    def tracer(self) -> Tracer:
-        """The tracer the wait span goes to."""
+    def tracer(self) -> Tracer | None:
+        """The tracer the wait span goes to; `None` when the span would certainly be dropped."""
 
     def span(self) -> tuple[str, dict[str, str | int]]:
         """The wait span's name and attributes."""

@@ -48,7 +48,8 @@ async def acquire(op: RedisAcquire) -> None:
     if admitted:
         _record_fail_open(op, None)
         return
-    span = open_span(op.tracer(), *op.span())
+    tracer = op.tracer()
+    span = None if tracer is None else open_span(tracer, *op.span())
     try:
         await _next(op)
     except BaseException as e:
@@ -86,12 +87,19 @@ async def _next_trio(op: RedisAcquire) -> bool:
 def _record_fail_open(op: RedisAcquire, span: Span | None) -> None:
     """Record that the slot was granted without limiting because Redis was unreachable.
 
-    It goes on the wait span; a caller that did not wait opens one for it.
+    It goes on the wait span; a caller that did not wait opens one for it, unless the span would
+    certainly be dropped.
     """
     error = op.fail_open_error()
     if error is None:
         return
-    target = span if span is not None else open_span(op.tracer(), *op.span())
+    if span is not None:
+        target = span
+    else:
+        tracer = op.tracer()
+        if tracer is None:
+            return  # nobody would record it
+        target = open_span(tracer, *op.span())
     if target.is_recording():
         target.set_attribute('fail_open', True)
         target.record_exception(ConcurrencyBackendError(error))

@@ -109,24 +109,33 @@ impl Handle {
         tracer_or_default(py, self.tracer.as_ref())
     }
 
-    /// The tracer, or `None` when a span would certainly be dropped: no tracer was configured and
-    /// no global tracer provider is set, so the default tracer is OpenTelemetry's no-op proxy.
-    /// Skipping such a span changes nothing anyone can observe and keeps it off the wait path.
+    /// The tracer, or `None` when a span would certainly be dropped (see [`recording_tracer`]).
     pub(crate) fn recording_tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        static TRACE_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-        if self.tracer.is_none() {
-            let module = TRACE_MODULE.get_or_try_init(py, || py.import("opentelemetry.trace").map(Bound::unbind))?;
-            // A private attribute of the OpenTelemetry API; should it ever go, spans are kept.
-            if module
-                .bind(py)
-                .getattr(intern!(py, "_TRACER_PROVIDER"))
-                .is_ok_and(|p| p.is_none())
-            {
-                return Ok(None);
-            }
-        }
-        self.tracer(py).map(Some)
+        recording_tracer(py, self.tracer.as_ref())
     }
+}
+
+/// `tracer` if one was configured, else the global `ferrolimit` tracer; or `None` when a span
+/// would certainly be dropped: no tracer was configured and no global tracer provider is set, so
+/// the default tracer is OpenTelemetry's no-op proxy. Skipping such a span changes nothing anyone
+/// can observe and keeps it off the wait path.
+pub(crate) fn recording_tracer<'py>(
+    py: Python<'py>,
+    tracer: Option<&Py<PyAny>>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    static TRACE_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    if tracer.is_none() {
+        let module = TRACE_MODULE.get_or_try_init(py, || py.import("opentelemetry.trace").map(Bound::unbind))?;
+        // A private attribute of the OpenTelemetry API; should it ever go, spans are kept.
+        if module
+            .bind(py)
+            .getattr(intern!(py, "_TRACER_PROVIDER"))
+            .is_ok_and(|p| p.is_none())
+        {
+            return Ok(None);
+        }
+    }
+    tracer_or_default(py, tracer).map(Some)
 }
 
 /// `tracer` if one was configured, else the global `ferrolimit` tracer. That one is fetched once:

@@ -81,7 +81,7 @@ impl PyRedisConcurrencyLimiter {
         static ACQUIRE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let py = slf.py();
         let this = slf.get();
-        let tracer = this.tracer(py)?.unbind();
+        let tracer = this.tracer.as_ref().map(|t| t.clone_ref(py));
         let op = Py::new(
             py,
             PyRedisAcquire::start(

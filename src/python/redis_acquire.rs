@@ -4,6 +4,7 @@
 
 use crate::RedisLimiterError;
 use crate::python::errors::redis_error;
+use crate::python::handle::recording_tracer;
 use crate::python::span::span_fields;
 use crate::python::wake::LoopWake;
 use crate::redis::{Inner, Slot};
@@ -66,13 +67,14 @@ pub(crate) struct PyRedisAcquire {
     waiting: Mutex<usize>,
     /// Why the slot was granted without limiting, once admitted that way.
     fail_open: Mutex<Option<String>>,
-    tracer: Py<PyAny>,
+    /// The configured tracer, if any (else the global `ferrolimit` tracer).
+    tracer: Option<Py<PyAny>>,
     /// The process the operation started in (see [`ProcessLimiter`]).
     pid: u32,
 }
 
 impl PyRedisAcquire {
-    pub(crate) fn start(runtime: &Runtime, inner: &Arc<Inner>, source: String, tracer: Py<PyAny>) -> Self {
+    pub(crate) fn start(runtime: &Runtime, inner: &Arc<Inner>, source: String, tracer: Option<Py<PyAny>>) -> Self {
         let state = Arc::new(Mutex::new(OpState::default()));
         let token = inner.new_token();
         let task = {
@@ -204,9 +206,10 @@ impl PyRedisAcquire {
         }
     }
 
-    /// The tracer the wait span goes to.
-    fn tracer<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.tracer.bind(py).clone()
+    /// The tracer the wait span goes to, `None` when the span would certainly be dropped (no
+    /// tracer given, no global tracer provider set).
+    fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        recording_tracer(py, self.tracer.as_ref())
     }
 
     /// The wait span's name and attributes.
