@@ -13,7 +13,7 @@
 use crate::python::raw;
 use crate::python::span::{close_span, open_span};
 use crate::python::waiter::PyWaiter;
-use crate::python::wake::resolve_future;
+use crate::python::wake::LoopWake;
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTimeoutError};
 use pyo3::intern;
@@ -78,13 +78,6 @@ fn cancel_timer(py: Python<'_>, timer: Option<&Py<PyAny>>) {
     }
 }
 
-fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
-    static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
-    Ok(RESOLVE
-        .get_or_try_init(py, || wrap_pyfunction!(resolve_future, py).map(Bound::unbind))?
-        .bind(py))
-}
-
 /// The exception `throw(typ, val)` raises in a coroutine: `val`, else `typ` (an instance, or a
 /// class to instantiate).
 pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
@@ -139,12 +132,8 @@ impl PyAsyncioWait {
                 Step::Arrive => {
                     let event_loop = self.event_loop.bind(py);
                     let future = event_loop.call_method0(intern!(py, "create_future"))?;
-                    let schedule = event_loop.getattr(intern!(py, "call_soon_threadsafe"))?;
-                    let resolve = resolve_function(py)?.clone().into_any().unbind();
-                    if self
-                        .waiter
-                        .enqueue(py, resolve, future.clone().unbind(), schedule.unbind())?
-                    {
+                    let wake = LoopWake::future(future.clone().unbind(), self.event_loop.clone_ref(py));
+                    if self.waiter.enqueue_wake(py, wake)? {
                         future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
                         let timer = match self.deadline {
                             Some(deadline) => Some(

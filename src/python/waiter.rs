@@ -48,6 +48,25 @@ impl PyWaiter {
         }
     }
 
+    /// [`enqueue`](Self::enqueue) with the waker `wake`.
+    pub(crate) fn enqueue_wake(&self, py: Python<'_>, wake: LoopWake) -> PyResult<bool> {
+        let mut acquisition = {
+            let mut state = self.state.lock();
+            if state.acquisition.stage() != Stage::Arriving {
+                return Err(misuse("a waiter was queued twice"));
+            }
+            state.acquisition.take()
+        };
+        // Not under the lock: a rejection gives back the slots below, which wakes their waiters.
+        let enqueued = acquisition.enqueue(&Arc::new(wake).into());
+        let depth = acquisition.depth();
+        self.state.lock().acquisition = acquisition;
+        match enqueued {
+            Ok(stage) => Ok(matches!(stage, Stage::Queued { .. })),
+            Err(err) => Err(self.base.at(depth).rejected(py, &err, &self.source)),
+        }
+    }
+
     /// The handle of the current level, and the stage there.
     fn level(&self) -> (&Handle, Stage) {
         let state = self.state.lock();
@@ -65,29 +84,8 @@ impl PyWaiter {
     /// `schedule(callback, arg)` from another. Returns `False` if a slot was free after all (the
     /// caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full (the waiter
     /// is then cancelled).
-    pub(crate) fn enqueue(
-        &self,
-        py: Python<'_>,
-        callback: Py<PyAny>,
-        arg: Py<PyAny>,
-        schedule: Py<PyAny>,
-    ) -> PyResult<bool> {
-        let wake = LoopWake::new(callback, arg, schedule);
-        let mut acquisition = {
-            let mut state = self.state.lock();
-            if state.acquisition.stage() != Stage::Arriving {
-                return Err(misuse("a waiter was queued twice"));
-            }
-            state.acquisition.take()
-        };
-        // Not under the lock: a rejection gives back the slots below, which wakes their waiters.
-        let enqueued = acquisition.enqueue(&Arc::new(wake).into());
-        let depth = acquisition.depth();
-        self.state.lock().acquisition = acquisition;
-        match enqueued {
-            Ok(stage) => Ok(matches!(stage, Stage::Queued { .. })),
-            Err(err) => Err(self.base.at(depth).rejected(py, &err, &self.source)),
-        }
+    fn enqueue(&self, py: Python<'_>, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
+        self.enqueue_wake(py, LoopWake::new(callback, arg, schedule))
     }
 
     /// The tracer the current level's wait span goes to, `None` when the span would certainly

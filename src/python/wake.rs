@@ -6,6 +6,8 @@
 use crate::python::raw;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyCFunction;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Wake;
@@ -22,11 +24,8 @@ pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Wakes a parked waiter: `callback(arg)` directly on the thread that runs its event loop,
-/// `schedule(callback, arg)` (the loop's thread-safe call) from any other thread.
-///
-/// asyncio: `resolve_future(future)` and `loop.call_soon_threadsafe`; trio:
-/// `trio.lowlevel.reschedule(task)` and `TrioToken.run_sync_soon`.
+/// Wakes a parked waiter, directly on the thread that runs its event loop, through the loop's
+/// thread-safe call from any other thread.
 ///
 /// Wake-ups reach a loop in the order they were made, which is the order the slots were handed
 /// over: a wake-up scheduled from another thread runs one loop step later than a direct one, so
@@ -35,9 +34,21 @@ pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
 pub(crate) struct LoopWake {
     thread: ThreadId,
     pending: Arc<AtomicUsize>,
-    callback: Py<PyAny>,
-    arg: Py<PyAny>,
-    schedule: Py<PyAny>,
+    target: Target,
+}
+
+/// What a [`LoopWake`] wakes.
+enum Target {
+    /// An asyncio future: resolved with [`resolve_future`], from another thread through
+    /// `event_loop.call_soon_threadsafe`.
+    Future { future: Py<PyAny>, event_loop: Py<PyAny> },
+    /// `callback(arg)`, from another thread `schedule(callback, arg)`; for trio
+    /// `trio.lowlevel.reschedule(task)` and `TrioToken.run_sync_soon`.
+    Call {
+        callback: Py<PyAny>,
+        arg: Py<PyAny>,
+        schedule: Py<PyAny>,
+    },
 }
 
 thread_local! {
@@ -46,33 +57,74 @@ thread_local! {
 }
 
 impl LoopWake {
-    /// A waker for the loop running on this thread.
+    /// A waker that calls `callback(arg)` for the loop running on this thread, through
+    /// `schedule(callback, arg)` from another thread.
     pub(crate) fn new(callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> Self {
-        Self {
-            thread: std::thread::current().id(),
-            pending: PENDING_WAKES.with(Arc::clone),
+        Self::with_target(Target::Call {
             callback,
             arg,
             schedule,
+        })
+    }
+
+    /// A waker that resolves `future` of `event_loop`, the asyncio loop running on this thread.
+    pub(crate) fn future(future: Py<PyAny>, event_loop: Py<PyAny>) -> Self {
+        Self::with_target(Target::Future { future, event_loop })
+    }
+
+    fn with_target(target: Target) -> Self {
+        Self {
+            thread: std::thread::current().id(),
+            pending: PENDING_WAKES.with(Arc::clone),
+            target,
         }
     }
 
     fn wake_with(&self, py: Python<'_>) -> PyResult<()> {
         if std::thread::current().id() == self.thread && self.pending.load(Ordering::Acquire) == 0 {
-            return self.callback.call1(py, (&self.arg,)).map(drop);
+            return match &self.target {
+                Target::Future { future, .. } => resolve_future(future.bind(py)),
+                Target::Call { callback, arg, .. } => callback.call1(py, (arg,)).map(drop),
+            };
         }
         self.pending.fetch_add(1, Ordering::AcqRel);
-        let scheduled = PyScheduledWake {
-            callback: self.callback.clone_ref(py),
-            pending: Arc::clone(&self.pending),
+        let result = match &self.target {
+            Target::Future { future, event_loop } => {
+                let scheduled = self.scheduled(resolve_function(py)?.clone().into_any().unbind());
+                event_loop
+                    .call_method1(py, intern!(py, "call_soon_threadsafe"), (scheduled, future))
+                    .map(drop)
+            }
+            Target::Call {
+                callback,
+                arg,
+                schedule,
+            } => schedule
+                .call1(py, (self.scheduled(callback.clone_ref(py)), arg))
+                .map(drop),
         };
-        let result = self.schedule.call1(py, (scheduled, &self.arg)).map(drop);
         if result.is_err() {
             // Never scheduled (a closed loop): nothing will run it.
             self.pending.fetch_sub(1, Ordering::AcqRel);
         }
         result
     }
+
+    /// The wake-up to schedule on the loop: `callback`, counted pending until it ran.
+    fn scheduled(&self, callback: Py<PyAny>) -> PyScheduledWake {
+        PyScheduledWake {
+            callback,
+            pending: Arc::clone(&self.pending),
+        }
+    }
+}
+
+/// `resolve_future` as a Python function, made once.
+fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
+    static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    Ok(RESOLVE
+        .get_or_try_init(py, || wrap_pyfunction!(resolve_future, py).map(Bound::unbind))?
+        .bind(py))
 }
 
 /// A wake-up scheduled on a loop: runs the callback, then counts itself done.
