@@ -84,6 +84,7 @@ pub(crate) struct Acquisition<L: Borrow<ConcurrencyLimiter>> {
 
 impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     /// A caller of `base` that holds nothing yet.
+    #[inline]
     pub(crate) const fn new(base: L) -> Self {
         Self {
             base,
@@ -93,6 +94,7 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     }
 
     /// The limiter the caller asked for.
+    #[inline]
     pub(crate) fn base(&self) -> &ConcurrencyLimiter {
         self.base.borrow()
     }
@@ -109,6 +111,7 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     }
 
     /// The limiter of the current level.
+    #[inline]
     pub(crate) fn level(&self) -> &ConcurrencyLimiter {
         let mut level = self.base();
         for _ in 0..self.depth {
@@ -121,6 +124,7 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     /// free slot, then the ancestors' in turn. Returns the stage reached: `Held` with every level
     /// held, `Arriving` at the first level with no free slot (queue there with
     /// [`enqueue`](Self::enqueue)). Any other stage is returned unchanged.
+    #[inline]
     pub(crate) fn advance(&mut self) -> Stage {
         loop {
             match self.stage {
@@ -239,6 +243,7 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     }
 
     /// Counts the caller as a full holder at every level that has a parent: it holds them all.
+    #[inline]
     fn hold(&mut self) {
         let mut level = self.base();
         while let Some(parent) = level.parent() {
@@ -268,8 +273,12 @@ impl Acquisition<&ConcurrencyLimiter> {
 }
 
 impl<L: Borrow<ConcurrencyLimiter>> Drop for Acquisition<L> {
+    #[inline]
     fn drop(&mut self) {
-        self.cancel();
+        // Checked here, inlined: the fast path's acquisition drops `Held`, with nothing to do.
+        if !matches!(self.stage, Stage::Held | Stage::Cancelled) {
+            self.cancel();
+        }
     }
 }
 
