@@ -218,11 +218,15 @@ impl Semaphore {
     pub(crate) fn poll_granted(&self, id: WaiterId, waker: &Waker) -> bool {
         let mut locked = self.locked.lock();
         if locked.waiters.is_granted(id) {
-            locked.waiters.remove(id);
+            let removed = locked.waiters.remove(id);
+            debug_assert!(matches!(removed, Removed::Granted));
             self.settle(&locked);
             true
         } else {
-            locked.waiters.set_waker(id, waker);
+            let old = locked.waiters.set_waker(id, waker);
+            drop(locked);
+            // The old waker may be the last reference to arbitrary objects: dropped unlocked.
+            drop(old);
             false
         }
     }
@@ -235,7 +239,8 @@ impl Semaphore {
         let mut locked = self.locked.lock();
         let granted = locked.waiters.is_granted(id);
         if granted {
-            locked.waiters.remove(id);
+            let removed = locked.waiters.remove(id);
+            debug_assert!(matches!(removed, Removed::Granted));
             self.settle(&locked);
         }
         granted
@@ -250,9 +255,12 @@ impl Semaphore {
         if locked.waiters.is_granted(id) {
             return false;
         }
-        locked.waiters.remove(id);
+        let removed = locked.waiters.remove(id);
         locked.cancelled_total += 1;
         self.settle(&locked);
+        drop(locked);
+        // A queued waiter's waker is dropped unlocked (see `Removed::Queued`).
+        drop(removed);
         true
     }
 
@@ -262,8 +270,11 @@ impl Semaphore {
         let mut locked = self.locked.lock();
         locked.cancelled_total += 1;
         match locked.waiters.remove(id) {
-            Removed::Queued => {
+            Removed::Queued(waker) => {
                 self.settle(&locked);
+                drop(locked);
+                // Dropped unlocked: it may be the last reference to arbitrary objects.
+                drop(waker);
                 false
             }
             Removed::Granted => {

@@ -22,10 +22,12 @@ enum Slot {
 }
 
 /// What a removed slot held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Removed {
-    /// The waiter was still queued: it holds nothing.
-    Queued,
+    /// The waiter was still queued: it holds nothing. Its waker comes back so that the caller
+    /// drops it after unlocking (dropping a waker can run arbitrary code, even a destructor that
+    /// calls back into the limiter).
+    Queued(Waker),
     /// A release had handed the waiter a slot: the caller now owns it.
     Granted,
 }
@@ -116,21 +118,25 @@ impl WaiterList {
         matches!(self.slots[id.0], Slot::Granted)
     }
 
-    /// Replaces a queued waiter's waker (a future may be polled with a new one).
-    pub(crate) fn set_waker(&mut self, id: WaiterId, new: &Waker) {
-        if let Slot::Queued { waker, .. } = &mut self.slots[id.0]
-            && !waker.will_wake(new)
-        {
-            waker.clone_from(new);
+    /// Replaces a queued waiter's waker (a future may be polled with a new one) and returns the
+    /// old one, for the caller to drop after unlocking.
+    #[must_use = "the old waker is to be dropped outside the lock"]
+    pub(crate) fn set_waker(&mut self, id: WaiterId, new: &Waker) -> Option<Waker> {
+        match &mut self.slots[id.0] {
+            Slot::Queued { waker, .. } if !waker.will_wake(new) => Some(std::mem::replace(waker, new.clone())),
+            _ => None,
         }
     }
 
     /// Frees a waiter's slot, unlinking it if it is still queued, and says what it held.
+    #[must_use = "a queued waiter's waker is to be dropped outside the lock"]
     pub(crate) fn remove(&mut self, id: WaiterId) -> Removed {
         let removed = match self.slots[id.0] {
             Slot::Queued { .. } => {
-                self.unlink(id.0);
-                Removed::Queued
+                let Slot::Queued { waker, .. } = self.unlink(id.0) else {
+                    unreachable!("unlink returns the queued slot")
+                };
+                Removed::Queued(waker)
             }
             Slot::Granted => Removed::Granted,
             Slot::Free { .. } => unreachable!("waiter removed twice"),
@@ -188,7 +194,7 @@ mod tests {
     fn fifo_order_and_removal_from_the_middle() {
         let mut list = WaiterList::new();
         let ids: Vec<_> = (0..5).map(|_| list.push_back(Waker::noop().clone())).collect();
-        assert_eq!(list.remove(ids[2]), Removed::Queued);
+        assert!(matches!(list.remove(ids[2]), Removed::Queued(_)));
         assert_eq!(list.len(), 4);
         for expected in [0, 1, 3, 4] {
             assert!(list.grant_front().is_some());
@@ -196,7 +202,7 @@ mod tests {
         }
         assert!(list.grant_front().is_none());
         for id in [ids[0], ids[1], ids[3], ids[4]] {
-            assert_eq!(list.remove(id), Removed::Granted);
+            assert!(matches!(list.remove(id), Removed::Granted));
         }
         assert_eq!(list.slots.len(), 0, "an idle list keeps no slots");
     }
@@ -206,7 +212,7 @@ mod tests {
         let mut list = WaiterList::new();
         let a = list.push_back(Waker::noop().clone());
         let b = list.push_back(Waker::noop().clone());
-        assert_eq!(list.remove(a), Removed::Queued);
+        assert!(matches!(list.remove(a), Removed::Queued(_)));
         let c = list.push_back(Waker::noop().clone());
         assert_eq!(c, a, "the freed slot is reused");
         list.grant_front();
@@ -221,8 +227,8 @@ mod tests {
     fn removing_head_and_tail_keeps_the_rest_linked() {
         let mut list = WaiterList::new();
         let ids: Vec<_> = (0..3).map(|_| list.push_back(Waker::noop().clone())).collect();
-        list.remove(ids[0]);
-        list.remove(ids[2]);
+        assert!(matches!(list.remove(ids[0]), Removed::Queued(_)));
+        assert!(matches!(list.remove(ids[2]), Removed::Queued(_)));
         assert_eq!(list.len(), 1);
         list.grant_front();
         assert!(list.is_granted(ids[1]));

@@ -109,6 +109,56 @@ fn dropping_a_waiter_handed_a_slot_passes_it_on() {
     assert_eq!(limiter.stats().cancelled_total, 1);
 }
 
+/// A waker whose last reference, when dropped, reads the limiter's stats (which lock its queue),
+/// as a Python future's done-callback may.
+struct ReenteringWaker {
+    limiter: ConcurrencyLimiter,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl std::task::Wake for ReenteringWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for ReenteringWaker {
+    fn drop(&mut self) {
+        let _ = self.limiter.stats();
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_waker_dropped_by_the_queue_may_call_back_into_the_limiter() {
+    // Runs on its own thread so that a deadlock fails the test instead of hanging the run.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let limiter = ConcurrencyLimiter::new(1).unwrap();
+        let holder = limiter.try_acquire().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let waker = |dropped: &Arc<AtomicUsize>| {
+            Waker::from(Arc::new(ReenteringWaker {
+                limiter: limiter.clone(),
+                dropped: dropped.clone(),
+            }))
+        };
+        let mut waiter = Box::pin(limiter.acquire());
+        for _ in 0..2 {
+            // The second poll replaces the queued waker: the first one is dropped.
+            let poll = waiter.as_mut().poll(&mut Context::from_waker(&waker(&dropped)));
+            assert!(poll.is_pending());
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        drop(waiter); // cancelled while queued: the second waker is dropped
+        assert_eq!(dropped.load(Ordering::SeqCst), 2);
+        drop(holder);
+        done.send(limiter.stats()).unwrap();
+    });
+    let stats = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("dropping a waker under the queue's lock deadlocked");
+    assert_eq!((stats.running, stats.waiting, stats.cancelled_total), (0, 0, 1));
+}
+
 #[test]
 fn max_queued_rejects_at_once_with_the_contract_message() {
     let limiter = ConcurrencyLimiter::builder(1).max_queued(1).build().unwrap();

@@ -261,3 +261,51 @@ def test_span_end_raising_passes_the_slot_on() -> None:
         'seen': {'w0': "RuntimeError('exporter down')", 'w1': "RuntimeError('exporter down')"},
         'counts': [0, 0, 1],
     }
+
+
+@pytest.mark.parametrize('release_in_del', [False, True], ids=['inspect', 'release'])
+@pytest.mark.parametrize('parked', ['queued', 'queued-with-timeout', 'at-parent'])
+def test_dropping_a_parked_wait_whose_waker_reenters_the_limiter(parked: str, release_in_del: bool) -> None:
+    """Found by an adversarial run on 3c4f87d (a hang holding the GIL): a hand-driven `acquire()`
+    parked in the queue, then dropped, released the last reference to its future (and to an object
+    reachable from the future's callbacks) while the queue's lock was held. That object's `__del__`
+    called back into the limiter (`stats()`, `repr()`, `release()`) and waited for the lock forever.
+    Wakers replaced or removed under the lock are now dropped after it."""
+    outcome = run_isolated(
+        f"""
+        import asyncio, gc, json
+        from ferrolimit import ConcurrencyLimiter
+
+        parked, release_in_del = {parked!r}, {release_in_del!r}
+        P = ConcurrencyLimiter(1, name='P')
+        L = ConcurrencyLimiter(1, name='L', parent=P if parked == 'at-parent' else None)
+        holder = P if parked == 'at-parent' else L
+        seen = []
+
+        class Reenter:
+            def __del__(self):
+                seen.append([L.stats().waiting, repr(L).startswith('ConcurrencyLimiter'), holder.running_count])
+                if release_in_del:
+                    holder.release()
+
+        async def main():
+            await holder.acquire()
+            coro = L.acquire(**({{'timeout': 30}} if parked.endswith('timeout') else {{}}))
+            future = coro.send(None)
+            witness = Reenter()
+            future.add_done_callback(lambda _, witness=witness: None)
+            del witness, future
+            coro.close()
+            del coro
+            gc.collect()
+            if not release_in_del:
+                holder.release()
+            async with L:
+                pass
+            counts = [[lim.running_count, lim.waiting_count, lim.available_count] for lim in (L, P)]
+            print(json.dumps({{'seen': seen, 'counts': counts}}))
+
+        asyncio.run(main())
+        """
+    )
+    assert outcome == {'seen': [[0, True, 1]], 'counts': [[0, 0, 1], [0, 0, 1]]}
