@@ -6,6 +6,7 @@ use crate::error::AcquireError;
 use crate::limiter::ConcurrencyLimiter;
 use crate::permit::Permit;
 use crate::telemetry::WaitSpan;
+use crate::waiters::Request;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -36,10 +37,55 @@ impl ConcurrencyLimiter {
     /// parent, it also gives back this limiter's slot.
     pub fn acquire_for<'a>(&'a self, source: &'a str) -> Acquire<'a> {
         Acquire {
-            acquisition: Acquisition::new(self),
+            acquisition: Acquisition::new(self, Request::ONE),
             source,
             span: None,
+            invalid: None,
         }
+    }
+
+    /// Waits for `weight` slots at once (tokio's `acquire_many`): for a budget counted in units,
+    /// such as tokens or GPU memory. See [`Acquire::weight`].
+    pub fn acquire_many(&self, weight: u32) -> Acquire<'_> {
+        self.acquire().weight(weight)
+    }
+}
+
+impl Acquire<'_> {
+    /// Asks for `weight` slots at once, of this limiter and of every ancestor. The queue stays
+    /// FIFO with head-of-line blocking: a heavy waiter at the head is never overtaken by a
+    /// lighter, later one; the permit gives all `weight` slots back when it drops.
+    ///
+    /// The future resolves to [`AcquireError::ZeroWeight`] for 0 and to
+    /// [`AcquireError::WeightTooLarge`] for more than `max_running` (which could never be
+    /// served).
+    ///
+    /// # Panics
+    ///
+    /// If the future was already polled.
+    pub fn weight(self, weight: u32) -> Self {
+        self.with_request(|request| request.weight = weight)
+    }
+
+    /// Serves this caller by `priority`: higher first, FIFO within one priority (the default is
+    /// 0). Priority only orders the queue: a newcomer never takes a free slot while anyone is
+    /// queued, and holders are never pre-empted. Strict priorities can starve the lower ones
+    /// for as long as higher ones keep coming.
+    ///
+    /// # Panics
+    ///
+    /// If the future was already polled.
+    pub fn priority(self, priority: i32) -> Self {
+        self.with_request(|request| request.priority = priority)
+    }
+
+    fn with_request(mut self, change: impl FnOnce(&mut Request)) -> Self {
+        assert!(self.span.is_none(), "`Acquire` changed after it was polled");
+        let mut request = self.acquisition.request();
+        change(&mut request);
+        self.invalid = (request.weight == 0).then_some(AcquireError::ZeroWeight);
+        self.acquisition.set_request(request);
+        self
     }
 }
 
@@ -52,6 +98,8 @@ pub struct Acquire<'a> {
     source: &'a str,
     /// The wait span of the level it is queued at; it ends when the wait there does.
     span: Option<WaitSpan>,
+    /// A request that can never be served, returned by the first poll.
+    invalid: Option<AcquireError>,
 }
 
 impl Future for Acquire<'_> {
@@ -59,16 +107,22 @@ impl Future for Acquire<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if let Some(err) = this.invalid.take() {
+            this.acquisition.cancel();
+            return Poll::Ready(Err(err));
+        }
         loop {
             match this.acquisition.stage() {
-                Stage::Queued { .. } => {
-                    if !this.acquisition.poll_granted(cx.waker()) {
-                        return Poll::Pending;
+                Stage::Queued { .. } => match this.acquisition.poll_granted(cx.waker()) {
+                    Ok(false) => return Poll::Pending,
+                    Ok(true) => this.span = None,
+                    Err(err) => {
+                        this.span = None;
+                        return Poll::Ready(Err(err));
                     }
-                    this.span = None;
-                }
+                },
                 Stage::Arriving | Stage::Climbing => match this.acquisition.advance() {
-                    Stage::Held => return Poll::Ready(Ok(Permit::held(this.acquisition.base()))),
+                    Stage::Held => return Poll::Ready(Ok(Permit::held(&this.acquisition))),
                     _ => match this.acquisition.enqueue(cx.waker()) {
                         Ok(Stage::Queued { waiting, .. }) => {
                             let fields = this.acquisition.level().wait_span_fields(this.source, waiting);

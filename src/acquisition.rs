@@ -39,20 +39,26 @@
 //! release without a permit ([`release`]) must claim one of those first, so a caller that holds
 //! only a child's slot while it waits for the parent's can never be released by somebody else.
 //!
+//! # The request
+//!
+//! A caller asks every level for the same [`Request`]: `weight` slots at once, served by
+//! `priority` (higher first, FIFO within one). The full-holder counts are in slots too. A queue
+//! may refuse a queued waiter (the limiter was closed, or shrunk below the weight): the waiter's
+//! next look at its place ([`poll_granted`](Acquisition::poll_granted),
+//! [`take_granted`](Acquisition::take_granted)) returns that error and the acquisition is
+//! cancelled, as for a rejection at arrival.
+//!
 //! # What later features add
 //!
-//! The request a caller makes is today one slot, in arrival order. Weights, priorities, closing,
-//! keyed limits and rate budgets (API.md §6-8) are what each level's queue is asked for and how
-//! it answers: a weight and a priority are fields of the request [`enqueue`](Acquisition::enqueue)
-//! passes down, a closed limiter is one more way an arrival or a queued waiter is refused (a
-//! `Cancelled` with a reason), a keyed limit is a base level made on demand, and a rate budget
-//! is one more condition of the same admission step. The stages above stay as they are.
+//! Keyed limits and rate budgets (API.md §6-8) are what each level's queue is asked for and how
+//! it answers: a keyed limit is a base level made on demand, and a rate budget is one more
+//! condition of the same admission step. The stages above stay as they are.
 
 use crate::error::{AcquireError, ReleaseError};
 use crate::limiter::ConcurrencyLimiter;
 use crate::queue::{Enqueued, Semaphore};
 use crate::sync::Ordering;
-use crate::waiters::WaiterId;
+use crate::waiters::{Request, WaiterId};
 use std::borrow::Borrow;
 use std::task::Waker;
 
@@ -80,17 +86,39 @@ pub(crate) struct Acquisition<L: Borrow<ConcurrencyLimiter>> {
     /// The current level: 0 for `base`, 1 for its parent, and so on.
     depth: usize,
     stage: Stage,
+    /// What it asks of every level.
+    request: Request,
 }
 
 impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
-    /// A caller of `base` that holds nothing yet.
+    /// A caller of `base`, asking for `request` at every level, that holds nothing yet.
     #[inline]
-    pub(crate) const fn new(base: L) -> Self {
+    pub(crate) const fn new(base: L, request: Request) -> Self {
         Self {
             base,
             depth: 0,
             stage: Stage::Arriving,
+            request,
         }
+    }
+
+    /// What the caller asks of every level.
+    #[inline]
+    pub(crate) const fn request(&self) -> Request {
+        self.request
+    }
+
+    /// Changes what the caller asks for, before its first step.
+    ///
+    /// # Panics
+    ///
+    /// If it has taken or queued for anything.
+    pub(crate) fn set_request(&mut self, request: Request) {
+        assert!(
+            self.depth == 0 && self.stage == Stage::Arriving,
+            "an acquisition's request changed after its first step"
+        );
+        self.request = request;
     }
 
     /// The limiter the caller asked for.
@@ -129,7 +157,7 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
         loop {
             match self.stage {
                 Stage::Arriving => {
-                    if !self.level().semaphore().try_acquire() {
+                    if !self.level().semaphore().try_acquire(self.request.weight) {
                         return Stage::Arriving;
                     }
                     self.stage = Stage::Climbing;
@@ -153,13 +181,13 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     ///
     /// # Errors
     ///
-    /// [`AcquireError::QueueFull`] when the level's queue is full; the acquisition is then
-    /// cancelled (every slot below is given back).
+    /// What the level's queue refuses the arrival with (its queue is full, it is closed, the
+    /// weight can never fit); the acquisition is then cancelled (every slot below is given back).
     pub(crate) fn enqueue(&mut self, waker: &Waker) -> Result<Stage, AcquireError> {
         if self.stage != Stage::Arriving {
             return Ok(self.stage);
         }
-        match self.level().semaphore().enqueue(waker) {
+        match self.level().semaphore().enqueue(waker, self.request) {
             Ok(Enqueued::Acquired) => self.stage = Stage::Climbing,
             Ok(Enqueued::Queued { id, waiting }) => self.stage = Stage::Queued { id, waiting },
             Err(err) => {
@@ -170,20 +198,52 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
         Ok(self.stage)
     }
 
-    /// While `Queued`: takes the slot a release handed over (`true`, now `Climbing`) or leaves
-    /// `waker` to be woken when one is (`false`). `false` in any other stage.
-    pub(crate) fn poll_granted(&mut self, waker: &Waker) -> bool {
-        self.leave_queue(Stage::Climbing, |queue, id| queue.poll_granted(id, waker))
-            .unwrap_or(false)
+    /// While `Queued`: takes the slots a release handed over (`true`, now `Climbing`) or leaves
+    /// `waker` to be woken when they are (`false`). `false` in any other stage.
+    ///
+    /// # Errors
+    ///
+    /// The queue's refusal of the waiter ([`AcquireError::Closed`],
+    /// [`AcquireError::WeightTooLarge`]); the acquisition is then cancelled.
+    pub(crate) fn poll_granted(&mut self, waker: &Waker) -> Result<bool, AcquireError> {
+        self.claim(|queue, id| queue.poll_granted(id, waker))
     }
 
-    /// While `Queued`: takes the slot a release handed over (`true`, now `Climbing`); the waker
-    /// given to [`enqueue`](Self::enqueue) stays. `false` if none was handed over or in any other
-    /// stage.
+    /// While `Queued`: takes the slots a release handed over (`true`, now `Climbing`); the
+    /// waker given to [`enqueue`](Self::enqueue) stays. `false` if none were handed over or in
+    /// any other stage.
+    ///
+    /// # Errors
+    ///
+    /// As [`poll_granted`](Self::poll_granted).
     #[cfg_attr(not(feature = "python"), allow(dead_code))]
-    pub(crate) fn take_granted(&mut self) -> bool {
-        self.leave_queue(Stage::Climbing, Semaphore::take_granted)
-            .unwrap_or(false)
+    pub(crate) fn take_granted(&mut self) -> Result<bool, AcquireError> {
+        self.claim(Semaphore::take_granted)
+    }
+
+    /// While `Queued`: asks the queue whether the slots were handed over (`step`); on `true` the
+    /// stage becomes `Climbing`, on a refusal the acquisition is cancelled.
+    fn claim(
+        &mut self,
+        step: impl FnOnce(&Semaphore, WaiterId) -> Result<bool, AcquireError>,
+    ) -> Result<bool, AcquireError> {
+        let Stage::Queued { id, .. } = self.stage else {
+            return Ok(false);
+        };
+        match step(self.level().semaphore(), id) {
+            Ok(granted) => {
+                if granted {
+                    self.stage = Stage::Climbing;
+                }
+                Ok(granted)
+            }
+            Err(err) => {
+                // Its place is gone: only the slots below are left to give back.
+                self.stage = Stage::Arriving;
+                self.cancel();
+                Err(err)
+            }
+        }
     }
 
     /// While `Queued`: leaves the queue if nothing was handed over yet (`true`, now `Arriving`
@@ -192,20 +252,14 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
     /// queued.
     #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub(crate) fn withdraw(&mut self) -> bool {
-        self.leave_queue(Stage::Arriving, Semaphore::withdraw).unwrap_or(true)
-    }
-
-    /// While `Queued`: asks the current level's queue to let the caller go (`step`); on `true`
-    /// the stage becomes `next`. `None` when not queued.
-    fn leave_queue(&mut self, next: Stage, step: impl FnOnce(&Semaphore, WaiterId) -> bool) -> Option<bool> {
         let Stage::Queued { id, .. } = self.stage else {
-            return None;
+            return true;
         };
-        let left = step(self.level().semaphore(), id);
+        let left = self.level().semaphore().withdraw(id);
         if left {
-            self.stage = next;
+            self.stage = Stage::Arriving;
         }
-        Some(left)
+        left
     }
 
     /// Gives up: leaves the current level's queue (a slot handed over at that instant passes to
@@ -223,11 +277,11 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
             Stage::Queued { id, .. } => {
                 self.level().semaphore().cancel(id);
             }
-            Stage::Climbing => release_level(self.level()),
+            Stage::Climbing => release_level(self.level(), self.request.weight),
         }
         let mut held = self.base();
         for _ in 0..self.depth {
-            release_level(held);
+            release_level(held, self.request.weight);
             held = held.parent().unwrap_or(held);
         }
     }
@@ -239,15 +293,18 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
             base,
             depth: self.depth,
             stage: std::mem::replace(&mut self.stage, Stage::Cancelled),
+            request: self.request,
         }
     }
 
-    /// Counts the caller as a full holder at every level that has a parent: it holds them all.
+    /// Counts the caller's slots as fully held at every level that has a parent: it holds them
+    /// all.
     #[inline]
     fn hold(&mut self) {
+        let weight = self.request.weight as usize;
         let mut level = self.base();
         while let Some(parent) = level.parent() {
-            level.full_holders().fetch_add(1, Ordering::AcqRel);
+            level.full_holders().fetch_add(weight, Ordering::AcqRel);
             level = parent;
         }
         self.stage = Stage::Held;
@@ -282,68 +339,66 @@ impl<L: Borrow<ConcurrencyLimiter>> Drop for Acquisition<L> {
     }
 }
 
-/// Gives back one held slot of `level`. It fails, changing nothing, only if a [`release`] too
-/// many (a caller's misuse, see [`ConcurrencyLimiter::release`]) already gave it back.
-fn release_level(level: &ConcurrencyLimiter) {
-    let _ = level.semaphore().release();
+/// Gives back `weight` held slots of `level`. It fails, changing nothing, only if a [`release`]
+/// too many (a caller's misuse, see [`ConcurrencyLimiter::release`]) already gave them back.
+fn release_level(level: &ConcurrencyLimiter, weight: u32) {
+    let _ = level.semaphore().release(weight);
 }
 
-/// Gives back one full holder's slot of `level` (a permit's level: its full-holder count and its
-/// slot; the ancestors' are given back by their own permits). The count never goes below zero,
-/// even after a [`release`] too many.
-pub(crate) fn release_held_level(level: &ConcurrencyLimiter) {
+/// Gives back a permit's `weight` slots of `level` (its full-holder count and its slots; the
+/// ancestors' are given back by their own permits). The count never goes below zero, even after
+/// a [`release`] too many.
+pub(crate) fn release_held_level(level: &ConcurrencyLimiter, weight: u32) {
     if level.parent().is_some() {
         let _ = level
             .full_holders()
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(weight as usize));
     }
-    release_level(level);
+    release_level(level, weight);
 }
 
-/// Releases a slot of `limiter` and of every ancestor held without a permit (an acquisition
-/// that reached `Held` and was then let go of).
+/// Releases `weight` slots of `limiter` and of every ancestor held without a permit (an
+/// acquisition that reached `Held` and was then let go of).
 ///
 /// # Errors
 ///
-/// [`ReleaseError`] when nobody holds a slot of `limiter` and its ancestors; nothing changes
-/// then. A caller that holds only this limiter's slot while it waits for the parent's does not
-/// count.
-pub(crate) fn release(limiter: &ConcurrencyLimiter) -> Result<(), ReleaseError> {
-    release_uncontended(limiter).unwrap_or_else(|| release_contended(limiter))
+/// [`ReleaseError`] when fewer than `weight` slots of `limiter` and its ancestors are held;
+/// nothing changes then. A caller that holds only this limiter's slots while it waits for the
+/// parent's does not count.
+pub(crate) fn release(limiter: &ConcurrencyLimiter, weight: u32) -> Result<(), ReleaseError> {
+    release_uncontended(limiter, weight).unwrap_or_else(|| release_contended(limiter, weight))
 }
 
 /// [`release`] through the queues' locks.
-fn release_contended(limiter: &ConcurrencyLimiter) -> Result<(), ReleaseError> {
+fn release_contended(limiter: &ConcurrencyLimiter, weight: u32) -> Result<(), ReleaseError> {
     let Some(parent) = limiter.parent() else {
-        return limiter.semaphore().release();
+        return limiter.semaphore().release(weight);
     };
-    // Claim one full holder first, then release the ancestors' slots, and this level's only
+    // Claim the fully held slots first, then release the ancestors' slots, and this level's only
     // once they are gone: a release too many at any level changes nothing at all.
     let full = limiter.full_holders();
-    let mut n = full.load(Ordering::Acquire);
-    loop {
-        if n == 0 {
-            return Err(ReleaseError);
-        }
-        match full.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => break,
-            Err(actual) => n = actual,
-        }
+    let weight_slots = weight as usize;
+    if full
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(weight_slots))
+        .is_err()
+    {
+        return Err(ReleaseError);
     }
-    if let Err(err) = release(parent) {
-        full.fetch_add(1, Ordering::AcqRel);
+    if let Err(err) = release(parent, weight) {
+        full.fetch_add(weight_slots, Ordering::AcqRel);
         return Err(err);
     }
-    // The claimed full holder holds one of this level's slots, which no other release can
-    // take: this cannot fail.
-    limiter.semaphore().release()
+    // The claimed slots are fully held slots of this level, which no other release can take:
+    // this cannot fail.
+    limiter.semaphore().release(weight)
 }
 
 /// [`release`] when it needs no lock and wakes nobody: a limiter without a parent and nobody
 /// queued. `None` otherwise; then nothing has changed.
-pub(crate) fn release_uncontended(limiter: &ConcurrencyLimiter) -> Option<Result<(), ReleaseError>> {
+#[inline]
+pub(crate) fn release_uncontended(limiter: &ConcurrencyLimiter, weight: u32) -> Option<Result<(), ReleaseError>> {
     if limiter.parent().is_some() {
         return None;
     }
-    limiter.semaphore().release_uncontended()
+    limiter.semaphore().release_uncontended(weight)
 }

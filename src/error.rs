@@ -196,6 +196,7 @@ fn check_session_limit(
 
 /// Why an acquire did not get a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AcquireError {
     /// The queue already held `max_queued` waiters. `depth` is the depth this arrival would have
     /// made.
@@ -205,14 +206,36 @@ pub enum AcquireError {
         /// The limiter's `max_queued`.
         max_queued: usize,
     },
+    /// The limiter was [closed](crate::ConcurrencyLimiter::close): it admits nobody any more.
+    Closed,
+    /// A weight of 0 was asked for.
+    ZeroWeight,
+    /// More slots were asked for at once than the limiter has (`max_running`), so the request
+    /// could never be served. A waiter also ends with it when a resize shrinks the limiter below
+    /// its weight.
+    WeightTooLarge {
+        /// The weight asked for.
+        weight: u32,
+        /// The limiter's `max_running` at that moment.
+        max_running: u32,
+    },
 }
 
 impl AcquireError {
-    /// The message pydantic-ai gives, naming the limiter (or, unnamed, the source).
+    /// The message: for a full queue pydantic-ai's, naming the limiter (or, unnamed, the
+    /// source); the others name it the same way.
     #[must_use]
     pub fn message(&self, display_name: &str) -> String {
-        let Self::QueueFull { depth, max_queued } = self;
-        let mut text = format!("Concurrency queue depth ({depth}) exceeds max_queued ({max_queued})");
+        let mut text = match self {
+            Self::QueueFull { depth, max_queued } => {
+                format!("Concurrency queue depth ({depth}) exceeds max_queued ({max_queued})")
+            }
+            Self::Closed => "concurrency limiter closed".to_owned(),
+            Self::ZeroWeight => "weight must be >= 1, got 0".to_owned(),
+            Self::WeightTooLarge { weight, max_running } => {
+                format!("weight ({weight}) exceeds max_running ({max_running})")
+            }
+        };
         if !display_name.is_empty() {
             text.push_str(" for ");
             text.push_str(display_name);

@@ -37,6 +37,7 @@
 
 mod acquire;
 mod acquisition;
+mod close;
 mod error;
 mod governor;
 mod limiter;
@@ -63,6 +64,7 @@ mod tests;
 pub struct ReadmeDoctests;
 
 pub use acquire::Acquire;
+pub use close::WaitIdle;
 pub use error::{
     AcquireError, ConcurrencyError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError,
     check_max_queued, check_max_running,

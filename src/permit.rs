@@ -3,33 +3,49 @@
 //! [`ConcurrencyLimiter::release`]. Both drive an [`Acquisition`] and its release accounting.
 
 use crate::acquisition::{self, Acquisition, Stage};
-use crate::error::ReleaseError;
+use crate::error::{AcquireError, ReleaseError};
 use crate::limiter::ConcurrencyLimiter;
+use crate::waiters::Request;
+use std::borrow::Borrow;
 
-/// A held slot; dropping it releases the slot to the oldest waiter.
+/// Held slots (one, or the weight asked for); dropping the permit releases them to the waiters
+/// served next.
 ///
-/// The permit of a limiter with a parent also holds the parent's slot (its
-/// [`parent`](Self::parent) permit); dropping it releases this limiter's slot, then the
+/// The permit of a limiter with a parent also holds the parent's slots (its
+/// [`parent`](Self::parent) permit); dropping it releases this limiter's slots, then the
 /// parent's.
 #[derive(Debug)]
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct Permit {
     limiter: ConcurrencyLimiter,
-    /// The parent's slot; `None` only for a limiter without a parent.
+    /// The parent's slots; `None` only for a limiter without a parent.
     parent: Option<Box<Permit>>,
+    /// The slots it holds at each level.
+    weight: u32,
     /// `false` once [`forget`](Self::forget) let go of the slot.
     held: bool,
 }
 
 impl Permit {
-    /// The permit of an acquisition of `base` that reached [`Stage::Held`]: one slot at every
-    /// level, each counted as a full holder where it has a parent.
-    pub(crate) fn held(base: &ConcurrencyLimiter) -> Self {
+    /// The permit of an acquisition that reached [`Stage::Held`]: its weight at every level,
+    /// counted as fully held where the level has a parent.
+    pub(crate) fn held<L: Borrow<ConcurrencyLimiter>>(acquisition: &Acquisition<L>) -> Self {
+        Self::of(acquisition.base(), acquisition.request().weight)
+    }
+
+    fn of(limiter: &ConcurrencyLimiter, weight: u32) -> Self {
         Self {
-            limiter: base.clone(),
-            parent: base.parent().map(|parent| Box::new(Self::held(parent))),
+            limiter: limiter.clone(),
+            parent: limiter.parent().map(|parent| Box::new(Self::of(parent, weight))),
+            weight,
             held: true,
         }
+    }
+
+    /// How many slots it holds (of its limiter, and of each ancestor).
+    #[must_use]
+    pub const fn weight(&self) -> u32 {
+        self.weight
     }
 
     /// The limiter this permit belongs to.
@@ -75,7 +91,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         // The parent's slot is released after this one, when the `parent` field drops.
         if self.held {
-            acquisition::release_held_level(&self.limiter);
+            acquisition::release_held_level(&self.limiter, self.weight);
         }
     }
 }
@@ -89,8 +105,35 @@ impl ConcurrencyLimiter {
     /// `None`.
     #[must_use]
     pub fn try_acquire(&self) -> Option<Permit> {
+        self.try_acquire_request(Request::ONE)
+    }
+
+    /// Takes `weight` slots at once if they are free and nobody is queued; never waits. `None`
+    /// as for [`try_acquire`](Self::try_acquire), and once the limiter is closed.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::ZeroWeight`] for 0 and [`AcquireError::WeightTooLarge`] for more than
+    /// `max_running`.
+    pub fn try_acquire_many(&self, weight: u32) -> Result<Option<Permit>, AcquireError> {
+        if weight == 0 {
+            return Err(AcquireError::ZeroWeight);
+        }
+        let max_running = self.max_running();
+        if weight as usize > max_running {
+            return Err(AcquireError::WeightTooLarge {
+                weight,
+                max_running: u32::try_from(max_running).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(self.try_acquire_request(Request { weight, priority: 0 }))
+    }
+
+    #[inline]
+    fn try_acquire_request(&self, request: Request) -> Option<Permit> {
+        let mut acquisition = Acquisition::new(self, request);
         // On `Arriving` the acquisition drops here, giving back the slots it took.
-        (Acquisition::new(self).advance() == Stage::Held).then(|| Permit::held(self))
+        (acquisition.advance() == Stage::Held).then(|| Permit::held(&acquisition))
     }
 
     /// Gives back a slot of this limiter and of every ancestor that a [forgotten](Permit::forget)
@@ -104,6 +147,16 @@ impl ConcurrencyLimiter {
     /// nothing changes then. A caller that holds only this limiter's slot while it waits for the
     /// parent's does not count, so a release too many never takes a waiter's slot away.
     pub fn release(&self) -> Result<(), ReleaseError> {
-        acquisition::release(self)
+        acquisition::release(self, 1)
+    }
+
+    /// Gives back `weight` slots at once, as [`release`](Self::release) does one.
+    ///
+    /// # Errors
+    ///
+    /// [`ReleaseError`] when fewer than `weight` slots are held (a weight of 0 releases
+    /// nothing and succeeds).
+    pub fn release_many(&self, weight: u32) -> Result<(), ReleaseError> {
+        acquisition::release(self, weight)
     }
 }

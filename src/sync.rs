@@ -7,12 +7,12 @@
 #[cfg(not(ferrolimit_loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(ferrolimit_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(ferrolimit_loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(ferrolimit_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock with an infallible `lock()`.
 #[derive(Debug)]

@@ -15,6 +15,7 @@ from ._interop import after_import
 __all__ = (
     'ConcurrencyBackendError',
     'ConcurrencyLimitExceeded',
+    'LimiterClosedError',
     'MaxRunsExceeded',
     'MaxSessionsExceeded',
     'UserError',
@@ -98,3 +99,10 @@ def _adopt_pydantic_ai(module: ModuleType) -> None:
 
 
 after_import('pydantic_ai.exceptions', _adopt_pydantic_ai)
+
+
+class LimiterClosedError(RuntimeError):
+    """Raised by an acquire on a closed limiter, and by every waiter queued when it was closed.
+
+    The limiter admits nobody any more; its holders finish and release as usual.
+    """

@@ -10,10 +10,12 @@
 
 use crate::ConcurrencyLimiter;
 use crate::acquisition::{Acquisition, Stage};
+use crate::error::AcquireError;
 use crate::python::errors::timeout_message;
 use crate::python::handle::Handle;
 use crate::python::span::span_fields;
 use crate::python::span::{close_span, open_span};
+use crate::waiters::Request;
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ impl Wake for Unpark {
 
 enum Parked {
     Granted,
+    /// The queue refused the waiter (the limiter was closed, or shrunk below its weight).
+    Refused(AcquireError),
     TimedOut,
     /// A slice ended: time to look at the signals.
     Slice,
@@ -55,7 +59,7 @@ pub(crate) fn acquire_blocking(
 ) -> PyResult<()> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut acquisition = Acquisition::new(&handle.core);
+    let mut acquisition = Acquisition::new(&handle.core, Request::ONE);
     while acquisition.advance() != Stage::Held {
         let level = handle.at(acquisition.depth());
         wait_level(py, &mut acquisition, level, source, deadline, &waker)?;
@@ -84,8 +88,10 @@ fn wait_level(
             let now = Instant::now();
             let slice_end = deadline.map_or(now + SIGNAL_CHECK_INTERVAL, |d| d.min(now + SIGNAL_CHECK_INTERVAL));
             loop {
-                if acquisition.take_granted() {
-                    return Parked::Granted;
+                match acquisition.take_granted() {
+                    Ok(true) => return Parked::Granted,
+                    Ok(false) => {}
+                    Err(err) => return Parked::Refused(err),
                 }
                 let now = Instant::now();
                 if now >= slice_end {
@@ -103,6 +109,7 @@ fn wait_level(
                 level.record_wait(py, arrived);
                 break Ok(());
             }
+            Parked::Refused(err) => break Err(level.rejected(py, &err, source)),
             Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(&level.core, source))),
             Parked::Slice => {
                 if let Err(err) = py.check_signals() {

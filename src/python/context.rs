@@ -57,7 +57,7 @@ impl Fields {
     /// `__aexit__`: a new reference, or NULL with an error set.
     fn exit(&self, py: Python<'_>) -> *mut ffi::PyObject {
         match &self.target {
-            Target::Native(handle) => match acquisition::release_uncontended(&handle.core) {
+            Target::Native(handle) => match acquisition::release_uncontended(&handle.core, 1) {
                 Some(Ok(())) => ready_ptr(py),
                 _ => raw::run(py, |py| {
                     handle.release()?;

@@ -11,6 +11,7 @@ pyo3::import_exception!(ferrolimit.exceptions, UserError);
 pyo3::import_exception!(ferrolimit.exceptions, MaxSessionsExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, MaxRunsExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyBackendError);
+pyo3::import_exception!(ferrolimit.exceptions, LimiterClosedError);
 
 /// A Redis limiter's error: a full queue as the local limiter words it, an invalid argument as
 /// `ValueError`, anything about the server (unreachable, a key of the wrong type) as
@@ -34,9 +35,16 @@ pub(crate) fn limit_error(err: &LimitError) -> PyErr {
     }
 }
 
-/// A full queue, in pydantic-ai's words, naming the limiter or the source.
+/// A refused acquire, naming the limiter or the source: a full queue in pydantic-ai's words
+/// (`ConcurrencyLimitExceeded`), a closed limiter as `LimiterClosedError`, a weight that can
+/// never be served as `ValueError`.
 pub(crate) fn acquire_error(err: &AcquireError, display_name: &str) -> PyErr {
-    ConcurrencyLimitExceeded::new_err(err.message(display_name))
+    let message = err.message(display_name);
+    match err {
+        AcquireError::QueueFull { .. } => ConcurrencyLimitExceeded::new_err(message),
+        AcquireError::Closed => LimiterClosedError::new_err(message),
+        _ => PyValueError::new_err(message),
+    }
 }
 
 /// The `TimeoutError` message of a wait that ran out of time.

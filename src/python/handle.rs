@@ -7,6 +7,7 @@ use crate::acquisition::{Acquisition, Stage};
 use crate::error::AcquireError;
 use crate::python::errors::{acquire_error, release_error};
 use crate::telemetry::display_name;
+use crate::waiters::Request;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -65,7 +66,7 @@ impl Handle {
     /// The first step of an entry, lock-free and without Python: takes this level's free slot
     /// and the ancestors' in turn.
     pub(crate) fn start(&self) -> Start {
-        let mut acquisition = Acquisition::new(&self.core);
+        let mut acquisition = Acquisition::new(&self.core, Request::ONE);
         match acquisition.advance() {
             Stage::Held => Start::Held,
             _ => Start::Wait(acquisition.into_owned()),
@@ -75,7 +76,7 @@ impl Handle {
     /// Takes a slot of this limiter and its ancestors if all are free; never waits.
     pub(crate) fn try_acquire(&self) -> bool {
         // An acquisition that stops short of `Held` gives back what it took when it drops.
-        Acquisition::new(&self.core).advance() == Stage::Held
+        Acquisition::new(&self.core, Request::ONE).advance() == Stage::Held
     }
 
     /// Releases a slot of this limiter and of its ancestors.
@@ -83,9 +84,11 @@ impl Handle {
         self.core.release().map_err(release_error)
     }
 
-    /// The error of a caller refused at this level (its queue is full), counted in the metrics.
+    /// The error of a caller refused at this level; a full queue's is counted in the metrics.
     pub(crate) fn rejected(&self, py: Python<'_>, err: &AcquireError, source: &str) -> PyErr {
-        self.record(py, intern!(py, "rejected"), ());
+        if matches!(err, AcquireError::QueueFull { .. }) {
+            self.record(py, intern!(py, "rejected"), ());
+        }
         acquire_error(err, display_name(self.core.name(), source))
     }
 

@@ -109,16 +109,26 @@ impl PyWaiter {
         timeout_message(&self.level().0.core, &self.source)
     }
 
-    /// Takes the slot a release handed over; only called once the waiter's future resolved.
+    /// Takes the slots a release handed over; only called once the waiter's future resolved.
+    /// Raises the refusal if the waiter was refused instead (the limiter was closed, or shrunk
+    /// below its weight); the waiter is then cancelled.
     pub(crate) fn finish(&self, py: Python<'_>) -> PyResult<()> {
-        let mut state = self.state.lock();
-        if !state.acquisition.take_granted() {
-            return Err(misuse("a waiter was woken without a slot"));
+        let (mut acquisition, arrived) = {
+            let mut state = self.state.lock();
+            (state.acquisition.take(), state.arrived)
+        };
+        // Not under the lock: a refusal gives back the slots below, which wakes their waiters.
+        let taken = acquisition.take_granted();
+        let level = self.base.at(acquisition.depth());
+        self.state.lock().acquisition = acquisition;
+        match taken {
+            Ok(true) => {
+                level.record_wait(py, arrived);
+                Ok(())
+            }
+            Ok(false) => Err(misuse("a waiter was woken without a slot")),
+            Err(err) => Err(level.rejected(py, &err, &self.source)),
         }
-        let (level, arrived) = (self.base.at(state.acquisition.depth()), state.arrived);
-        drop(state);
-        level.record_wait(py, arrived);
-        Ok(())
     }
 
     /// Goes on from holding the current level's slot: takes the free slots of the ancestors in

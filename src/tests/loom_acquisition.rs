@@ -4,13 +4,14 @@
 
 use crate::ConcurrencyLimiter;
 use crate::acquisition::{Acquisition, Stage};
+use crate::waiters::Request;
 use loom::thread;
 use std::task::Waker;
 
 /// A caller of `child` that holds the child's slot and is queued at `parent` (whose only slot
 /// is held elsewhere).
 fn queued_at_parent(child: &ConcurrencyLimiter) -> Acquisition<&ConcurrencyLimiter> {
-    let mut acquisition = Acquisition::new(child);
+    let mut acquisition = Acquisition::new(child, Request::ONE);
     assert_eq!(acquisition.advance(), Stage::Arriving);
     assert_eq!(acquisition.depth(), 1, "stopped at the parent");
     let stage = acquisition.enqueue(Waker::noop()).unwrap();
@@ -20,7 +21,7 @@ fn queued_at_parent(child: &ConcurrencyLimiter) -> Acquisition<&ConcurrencyLimit
 
 /// Spins until a queued acquisition is handed its slot, then climbs to `Held`.
 fn take_spinning(acquisition: &mut Acquisition<&ConcurrencyLimiter>) {
-    while !acquisition.take_granted() {
+    while !acquisition.take_granted().unwrap() {
         thread::yield_now();
     }
     assert_eq!(acquisition.advance(), Stage::Held);
@@ -34,7 +35,7 @@ fn loom_withdraw_racing_a_grant_loses_nothing() {
     loom::model(|| {
         let limiter = ConcurrencyLimiter::new(1).unwrap();
         let holder = limiter.try_acquire().unwrap();
-        let mut acquisition = Acquisition::new(&limiter);
+        let mut acquisition = Acquisition::new(&limiter, Request::ONE);
         assert_eq!(acquisition.advance(), Stage::Arriving);
         assert!(matches!(acquisition.enqueue(Waker::noop()), Ok(Stage::Queued { .. })));
         let releaser = thread::spawn(move || drop(holder));
@@ -42,7 +43,7 @@ fn loom_withdraw_racing_a_grant_loses_nothing() {
             assert_eq!(acquisition.stage(), Stage::Arriving);
         } else {
             assert!(
-                acquisition.take_granted(),
+                acquisition.take_granted().unwrap(),
                 "refused to withdraw, yet not handed the slot"
             );
             assert_eq!(acquisition.advance(), Stage::Held);
@@ -68,7 +69,7 @@ fn loom_cancel_at_the_parent_gives_back_every_level() {
         let mut acquisition = queued_at_parent(&child);
         let releaser = thread::spawn(move || drop(holder));
         // Sometimes the slot was handed over already: the cancel must pass it on.
-        let _ = acquisition.take_granted();
+        let _ = acquisition.take_granted().unwrap();
         acquisition.cancel();
         assert_eq!(acquisition.stage(), Stage::Cancelled);
         releaser.join().unwrap();

@@ -1,10 +1,12 @@
 //! loom models of `queue::Semaphore`: no over-admission, nothing lost on cancellation at the
 //! instant of handoff, FIFO handoff, an exact `max_queued`, a stray release that changes
-//! nothing, and wake-ups delivered in grant order.
+//! nothing, wake-ups delivered in grant order, weighted handoff with head-of-line blocking,
+//! closing against arrivals and releases, and the wait for idleness.
 
+use crate::error::AcquireError;
 use crate::queue::{Enqueued, Semaphore};
 use crate::sync::{Arc, Mutex};
-use crate::waiters::WaiterId;
+use crate::waiters::{Request, WaiterId};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use std::task::{Wake, Waker};
@@ -24,7 +26,7 @@ fn loom_no_over_admission() {
                     acquire_spinning(&sem);
                     assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
                     inside.fetch_sub(1, Ordering::SeqCst);
-                    sem.release().unwrap();
+                    sem.release(1).unwrap();
                 })
             })
             .collect();
@@ -42,7 +44,7 @@ fn loom_cancel_at_handoff_loses_nothing() {
     loom::model(|| {
         let (sem, id) = held_with_a_waiter();
         let releaser = release_on_a_thread(&sem);
-        sem.cancel(id);
+        let _ = sem.cancel(id);
         releaser.join().unwrap();
         assert_eq!(sem.available(), 1, "the slot was lost");
         assert_eq!(sem.running(), 0);
@@ -58,11 +60,11 @@ fn loom_release_goes_to_the_waiter_not_a_newcomer() {
         let releaser = release_on_a_thread(&sem);
         let newcomer = {
             let sem = Arc::clone(&sem);
-            thread::spawn(move || sem.try_acquire())
+            thread::spawn(move || sem.try_acquire(1))
         };
         releaser.join().unwrap();
         assert!(!newcomer.join().unwrap(), "a newcomer overtook the waiter");
-        assert!(sem.take_granted(id));
+        assert!(sem.take_granted(id).unwrap());
     });
 }
 
@@ -71,11 +73,11 @@ fn loom_release_goes_to_the_waiter_not_a_newcomer() {
 fn loom_max_queued_is_exact() {
     loom::model(|| {
         let sem = Arc::new(Semaphore::new(1, Some(1)));
-        assert!(sem.try_acquire());
+        assert!(sem.try_acquire(1));
         let arrivals: Vec<_> = (0..2)
             .map(|_| {
                 let sem = Arc::clone(&sem);
-                thread::spawn(move || sem.enqueue(Waker::noop()))
+                thread::spawn(move || sem.enqueue(Waker::noop(), Request::ONE))
             })
             .collect();
         let results: Vec<_> = arrivals.into_iter().map(|h| h.join().unwrap()).collect();
@@ -94,14 +96,14 @@ fn loom_max_queued_is_exact() {
 fn loom_release_racing_an_arrival_is_never_lost() {
     loom::model(|| {
         let sem = Arc::new(Semaphore::new(1, None));
-        assert!(sem.try_acquire());
+        assert!(sem.try_acquire(1));
         let releaser = release_on_a_thread(&sem);
-        match sem.enqueue(Waker::noop()).unwrap() {
+        match sem.enqueue(Waker::noop(), Request::ONE).unwrap() {
             Enqueued::Acquired => {}
             Enqueued::Queued { id, .. } => {
                 releaser.join().unwrap();
-                assert!(sem.take_granted(id), "queued beside a free slot");
-                sem.release().unwrap();
+                assert!(sem.take_granted(id).unwrap(), "queued beside a free slot");
+                sem.release(1).unwrap();
                 assert_eq!(sem.available(), 1);
                 return;
             }
@@ -122,7 +124,7 @@ fn loom_stray_release_at_handoff_changes_nothing() {
         let releasers: Vec<_> = (0..2)
             .map(|_| {
                 let sem = Arc::clone(&sem);
-                thread::spawn(move || sem.release().is_ok())
+                thread::spawn(move || sem.release(1).is_ok())
             })
             .collect();
         let succeeded: Vec<bool> = releasers.into_iter().map(|h| h.join().unwrap()).collect();
@@ -154,7 +156,7 @@ impl Wake for Recorder {
 fn loom_wake_ups_follow_grant_order() {
     loom::model(|| {
         let sem = Arc::new(Semaphore::new(2, None));
-        assert!(sem.try_acquire() && sem.try_acquire());
+        assert!(sem.try_acquire(1) && sem.try_acquire(1));
         let log = Arc::new(Mutex::new(Vec::new()));
         let ids: Vec<_> = (0..2)
             .map(|id| {
@@ -162,7 +164,7 @@ fn loom_wake_ups_follow_grant_order() {
                     id,
                     log: Arc::clone(&log),
                 }));
-                let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(&waker) else {
+                let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(&waker, Request::ONE) else {
                     panic!("expected to queue")
                 };
                 id
@@ -171,7 +173,7 @@ fn loom_wake_ups_follow_grant_order() {
         let releasers: Vec<_> = (0..2)
             .map(|_| {
                 let sem = Arc::clone(&sem);
-                thread::spawn(move || sem.release().unwrap())
+                thread::spawn(move || sem.release(1).unwrap())
             })
             .collect();
         for releaser in releasers {
@@ -179,16 +181,126 @@ fn loom_wake_ups_follow_grant_order() {
         }
         assert_eq!(*log.lock(), [0, 1], "wake-ups out of grant order");
         for id in ids {
-            assert!(sem.take_granted(id));
+            assert!(sem.take_granted(id).unwrap());
         }
     });
+}
+
+/// Three slots, two held by one caller; a waiter for two waits at the head for a second free
+/// slot while a newcomer for one races the release of the held
+/// pair and the waiter's own cancellation. The newcomer never takes a slot the head waits for,
+/// and every slot is back at the end.
+#[test]
+fn loom_weighted_head_of_line_and_cancel_at_handoff() {
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(3, None));
+        assert!(sem.try_acquire(2));
+        let heavy = Request { weight: 2, priority: 0 };
+        let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop(), heavy) else {
+            panic!("one slot free, two asked for: expected to queue")
+        };
+        assert_eq!(sem.available(), 1, "the free slot stays for the head");
+        let releaser = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || sem.release(2).unwrap())
+        };
+        let newcomer = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || {
+                let took = sem.try_acquire(1);
+                // The heavy waiter only ever leaves the queue: if it is still there, the
+                // newcomer took a slot beside it.
+                assert!(
+                    !took || sem.waiting() == 0,
+                    "a newcomer overtook the waiter at the head"
+                );
+                took
+            })
+        };
+        let _ = sem.cancel(id);
+        releaser.join().unwrap();
+        if newcomer.join().unwrap() {
+            sem.release(1).unwrap();
+        }
+        assert_eq!((sem.running(), sem.available(), sem.waiting()), (0, 3, 0));
+    });
+}
+
+/// Closing races an arrival: the arrival either got its slot before the close or is refused
+/// (`Closed`), and the waiter queued before the close is refused. Then the holder's release
+/// races a newcomer: the release goes through, the newcomer is never admitted, and nothing is
+/// held at the end.
+#[test]
+fn loom_close_refuses_arrivals_and_waiters_but_not_releases() {
+    loom::model(|| {
+        let (sem, id) = held_with_a_waiter();
+        let closer = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || sem.close())
+        };
+        let arrival = sem.enqueue(Waker::noop(), Request::ONE);
+        closer.join().unwrap();
+        assert_eq!(
+            sem.take_granted(id),
+            Err(AcquireError::Closed),
+            "a queued waiter outlived the close"
+        );
+        match arrival {
+            Ok(Enqueued::Queued { id, .. }) => {
+                assert_eq!(sem.take_granted(id), Err(AcquireError::Closed));
+            }
+            Ok(Enqueued::Acquired) => panic!("the only slot is held"),
+            Err(err) => assert_eq!(err, AcquireError::Closed),
+        }
+        let releaser = release_on_a_thread(&sem);
+        assert!(!sem.try_acquire(1), "a closed limiter admitted a newcomer");
+        releaser.join().unwrap();
+        assert!(!sem.try_acquire(1), "a closed limiter admitted a newcomer");
+        assert_eq!((sem.running(), sem.available(), sem.waiting()), (0, 1, 0));
+    });
+}
+
+/// A wait for idleness races the last holder's lock-free release: it is either idle at once or
+/// woken by that release, never left waiting beside an idle limiter.
+#[test]
+fn loom_wait_idle_sees_the_last_release() {
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(1, None));
+        assert!(sem.try_acquire(1));
+        let releaser = release_on_a_thread(&sem);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let waker = Waker::from(std::sync::Arc::new(Counter(Arc::clone(&woken))));
+        let mut registration = None;
+        if !sem.poll_idle(&mut registration, &waker) {
+            releaser.join().unwrap();
+            assert_eq!(
+                woken.load(Ordering::SeqCst),
+                1,
+                "the last release did not wake the idle waiter"
+            );
+            assert!(sem.poll_idle(&mut registration, &waker));
+        } else {
+            releaser.join().unwrap();
+        }
+        assert_eq!(registration, None);
+        assert!(sem.try_acquire(1), "the idle wait left the limiter contended");
+    });
+}
+
+/// Counts its wake-ups.
+struct Counter(Arc<AtomicUsize>);
+
+impl Wake for Counter {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// A semaphore of one slot, held, with one waiter queued.
 fn held_with_a_waiter() -> (Arc<Semaphore>, WaiterId) {
     let sem = Arc::new(Semaphore::new(1, None));
-    assert!(sem.try_acquire());
-    let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop()) else {
+    assert!(sem.try_acquire(1));
+    let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(Waker::noop(), Request::ONE) else {
         panic!("expected to queue")
     };
     (sem, id)
@@ -197,18 +309,18 @@ fn held_with_a_waiter() -> (Arc<Semaphore>, WaiterId) {
 /// Releases a slot of `sem` on another thread.
 fn release_on_a_thread(sem: &Arc<Semaphore>) -> thread::JoinHandle<()> {
     let sem = Arc::clone(sem);
-    thread::spawn(move || sem.release().unwrap())
+    thread::spawn(move || sem.release(1).unwrap())
 }
 
 /// Takes a slot by the fast path or by queueing and spinning until granted.
 fn acquire_spinning(sem: &Semaphore) {
-    if sem.try_acquire() {
+    if sem.try_acquire(1) {
         return;
     }
-    match sem.enqueue(Waker::noop()).unwrap() {
+    match sem.enqueue(Waker::noop(), Request::ONE).unwrap() {
         Enqueued::Acquired => {}
         Enqueued::Queued { id, .. } => {
-            while !sem.take_granted(id) {
+            while !sem.take_granted(id).unwrap() {
                 thread::yield_now();
             }
         }
