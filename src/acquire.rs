@@ -68,9 +68,11 @@ impl Acquire<'_> {
     }
 
     /// Serves this caller by `priority`: higher first, FIFO within one priority (the default is
-    /// 0). Priority only orders the queue: a newcomer never takes a free slot while anyone is
-    /// queued, and holders are never pre-empted. Strict priorities can starve the lower ones
-    /// for as long as higher ones keep coming.
+    /// 0). Priority only orders the queue, and holders are never pre-empted: a newcomer never
+    /// overtakes a queued caller of its own or a higher priority (it takes free slots at once
+    /// only if it outranks everyone queued and they fit, as beside a heavy head that waits for
+    /// more). Strict priorities can starve the lower ones for as long as higher ones keep
+    /// coming.
     ///
     /// # Panics
     ///
@@ -83,7 +85,8 @@ impl Acquire<'_> {
         assert!(self.span.is_none(), "`Acquire` changed after it was polled");
         let mut request = self.acquisition.request();
         change(&mut request);
-        self.invalid = (request.weight == 0).then_some(AcquireError::ZeroWeight);
+        // Only a weight of 0 is certain to stay invalid: `max_running` may grow before the poll.
+        self.invalid = request.check(u32::MAX).err();
         self.acquisition.set_request(request);
         self
     }

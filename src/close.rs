@@ -3,9 +3,10 @@
 
 use crate::limiter::ConcurrencyLimiter;
 use crate::queue::IdleWait;
+use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 impl ConcurrencyLimiter {
     /// Stops admitting: from now on every queued waiter and every new acquire fails with
@@ -41,27 +42,20 @@ impl ConcurrencyLimiter {
     /// a slot passed from one holder straight to a waiter does not make the limiter idle.
     /// Dropping the future gives up the wait. With [`close`](Self::close), a graceful shutdown.
     pub const fn wait_idle(&self) -> WaitIdle<'_> {
-        WaitIdle {
-            limiter: self,
-            registration: None,
-        }
+        WaitIdle(IdleWaiter::new(self))
     }
 }
 
 /// Future returned by [`ConcurrencyLimiter::wait_idle`].
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
-pub struct WaitIdle<'a> {
-    limiter: &'a ConcurrencyLimiter,
-    registration: Option<IdleWait>,
-}
+pub struct WaitIdle<'a>(IdleWaiter<&'a ConcurrencyLimiter>);
 
 impl Future for WaitIdle<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if this.limiter.semaphore().poll_idle(&mut this.registration, cx.waker()) {
+        if self.0.poll(cx.waker()) {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -69,10 +63,42 @@ impl Future for WaitIdle<'_> {
     }
 }
 
-impl Drop for WaitIdle<'_> {
-    fn drop(&mut self) {
-        if let Some(registration) = self.registration.take() {
-            self.limiter.semaphore().cancel_idle(registration);
+/// A wait for a limiter to be idle, over a borrowed or an owned limiter (the Python glue keeps
+/// one in an object): registered by its first [`poll`](Self::poll), given up when it drops.
+#[derive(Debug)]
+pub(crate) struct IdleWaiter<L: Borrow<ConcurrencyLimiter>> {
+    limiter: L,
+    registration: Option<IdleWait>,
+}
+
+impl<L: Borrow<ConcurrencyLimiter>> IdleWaiter<L> {
+    pub(crate) const fn new(limiter: L) -> Self {
+        Self {
+            limiter,
+            registration: None,
         }
+    }
+
+    /// Whether the limiter is idle now or was since the last poll; if not, `waker` is woken
+    /// when it becomes idle (spurious wake-ups are possible: poll again).
+    pub(crate) fn poll(&mut self, waker: &Waker) -> bool {
+        self.limiter
+            .borrow()
+            .semaphore()
+            .poll_idle(&mut self.registration, waker)
+    }
+
+    /// Gives up the wait: the registered waker is dropped (a wake-up that a release already
+    /// took out may still arrive).
+    pub(crate) fn cancel(&mut self) {
+        if let Some(registration) = self.registration.take() {
+            self.limiter.borrow().semaphore().cancel_idle(registration);
+        }
+    }
+}
+
+impl<L: Borrow<ConcurrencyLimiter>> Drop for IdleWaiter<L> {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }

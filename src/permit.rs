@@ -114,19 +114,29 @@ impl ConcurrencyLimiter {
     /// # Errors
     ///
     /// [`AcquireError::ZeroWeight`] for 0 and [`AcquireError::WeightTooLarge`] for more than
-    /// `max_running`.
+    /// `max_running` (this limiter's or an ancestor's).
     pub fn try_acquire_many(&self, weight: u32) -> Result<Option<Permit>, AcquireError> {
-        if weight == 0 {
-            return Err(AcquireError::ZeroWeight);
+        let request = Request { weight, priority: 0 };
+        if let Some((_, err)) = self.unservable(request) {
+            return Err(err);
         }
-        let max_running = self.max_running();
-        if weight as usize > max_running {
-            return Err(AcquireError::WeightTooLarge {
-                weight,
-                max_running: u32::try_from(max_running).unwrap_or(u32::MAX),
-            });
+        Ok(self.try_acquire_request(request))
+    }
+
+    /// The first level, counted up from this limiter (0) through its ancestors, that could
+    /// never serve `request` as its `max_running` stands now, and why.
+    pub(crate) fn unservable(&self, request: Request) -> Option<(usize, AcquireError)> {
+        let mut level = Some(self);
+        let mut depth = 0;
+        while let Some(limiter) = level {
+            let max_running = u32::try_from(limiter.max_running()).unwrap_or(u32::MAX);
+            if let Err(err) = request.check(max_running) {
+                return Some((depth, err));
+            }
+            level = limiter.parent();
+            depth += 1;
         }
-        Ok(self.try_acquire_request(Request { weight, priority: 0 }))
+        None
     }
 
     #[inline]

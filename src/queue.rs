@@ -235,15 +235,7 @@ impl Semaphore {
         if locked.closed {
             return Err(AcquireError::Closed);
         }
-        if weight == 0 {
-            return Err(AcquireError::ZeroWeight);
-        }
-        if weight > locked.max_running {
-            return Err(AcquireError::WeightTooLarge {
-                weight,
-                max_running: locked.max_running,
-            });
-        }
+        request.check(locked.max_running)?;
         let waiting = locked.waiters.len();
         if let Some(max_queued) = self.max_queued
             && waiting >= max_queued

@@ -33,6 +33,22 @@ pub(crate) struct Request {
 impl Request {
     /// One slot, at the default priority: what pydantic-ai's limiter asks for.
     pub(crate) const ONE: Self = Self { weight: 1, priority: 0 };
+
+    /// Whether a limiter of `max_running` slots could ever serve this request: a weight of 0
+    /// never can ([`AcquireError::ZeroWeight`]), nor one above `max_running`
+    /// ([`AcquireError::WeightTooLarge`]).
+    pub(crate) const fn check(self, max_running: u32) -> Result<(), AcquireError> {
+        if self.weight == 0 {
+            Err(AcquireError::ZeroWeight)
+        } else if self.weight > max_running {
+            Err(AcquireError::WeightTooLarge {
+                weight: self.weight,
+                max_running,
+            })
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug)]

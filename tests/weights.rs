@@ -120,6 +120,26 @@ fn invalid_weights_are_errors() {
 }
 
 #[test]
+fn a_weight_above_an_ancestors_max_running_is_an_error_and_takes_nothing() {
+    let parent = ConcurrencyLimiter::new(2).unwrap();
+    let child = ConcurrencyLimiter::builder(5).parent(parent.clone()).build().unwrap();
+    let too_large = AcquireError::WeightTooLarge {
+        weight: 3,
+        max_running: 2,
+    };
+    assert_eq!(child.try_acquire_many(3).unwrap_err(), too_large);
+    let mut waiting = child.acquire_many(3);
+    assert_eq!(refusal(poll(&mut waiting)), Some(too_large));
+    drop(waiting);
+    assert_eq!(counts(&child), (0, 5, 0));
+    assert_eq!(counts(&parent), (0, 2, 0));
+    let permit = child.try_acquire_many(2).unwrap().unwrap();
+    assert_eq!((child.running_count(), parent.running_count()), (2, 2));
+    drop(permit);
+    assert_eq!(counts(&parent), (0, 2, 0));
+}
+
+#[test]
 fn release_many_checks_the_held_slots() {
     let limiter = ConcurrencyLimiter::new(4).unwrap();
     limiter.try_acquire_many(3).unwrap().unwrap().forget();

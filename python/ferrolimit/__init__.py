@@ -18,6 +18,7 @@ from ._wait import SUPPORTS_TRIO
 from .exceptions import (
     ConcurrencyBackendError,
     ConcurrencyLimitExceeded,
+    LimiterClosedError,
     MaxRunsExceeded,
     MaxSessionsExceeded,
     UserError,
@@ -34,6 +35,7 @@ __all__ = (
     'ConcurrencyLimiter',
     'ConcurrencyPermit',
     'GovernorStats',
+    'LimiterClosedError',
     'LimiterStats',
     'MaxRunsExceeded',
     'MaxSessionsExceeded',

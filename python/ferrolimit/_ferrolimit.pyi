@@ -173,7 +173,9 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
     def _get_tracer(self) -> Tracer:
         """The tracer, falling back to the global `ferrolimit` tracer if none was given."""
 
-    async def acquire(self, source: str = 'unnamed', *, timeout: float | None = None) -> None:
+    async def acquire(
+        self, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> None:
         """Acquire a slot, waiting in FIFO order if none is free (`await limiter.acquire(...)`).
 
         As with an `async def`, calling `acquire()` takes nothing: it returns a coroutine that
@@ -186,37 +188,62 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
             source: Identifier for observability (e.g. 'model:gpt-4o').
             timeout: Give up after this many seconds; `None`, infinity or any timeout of 2**32
                 seconds (about 136 years) or more waits as long as it takes.
+            weight: How many slots to take at once (tokio's `acquire_many`), for a budget counted
+                in units: with `max_running=200_000` as a token budget, `weight` is a request's
+                tokens. The queue stays FIFO with head-of-line blocking: a heavy waiter at the
+                head is never overtaken by a lighter, later one. Pair it with
+                `release(weight=weight)`.
+            priority: Higher is served first, FIFO within one priority. It only orders the queue
+                and holders are never pre-empted: a newcomer never overtakes a queued caller of
+                its own or a higher priority (it takes free slots at once only if it outranks
+                everyone queued and they fit, e.g. beside a heavy head waiting for more). Strict
+                priorities starve the lower ones for as long as higher ones keep coming.
 
         Raises:
             ConcurrencyLimitExceeded: If `max_queued` callers are already waiting (here or, with a
                 parent, at the parent: then this limiter's slot is given back).
+            LimiterClosedError: If the limiter is closed (`close()`), or is closed while waiting.
             TimeoutError: If no slot came within `timeout` (with a parent: no slot of both);
                 nothing is taken or lost.
             TypeError: If `source` is not a str (`None` included: leave it out for 'unnamed'), or
-                `timeout` not a number (a `bool` is not one).
-            ValueError: If `timeout` is negative or NaN.
+                `timeout` not a number (a `bool` is not one), or `weight` or `priority` not an int.
+            ValueError: If `timeout` is negative or NaN, `weight` is less than 1 or more than
+                `max_running` (this limiter's or a parent's; also when a resize shrinks it below
+                the weight of a queued waiter), or `priority` does not fit 32 bits.
         """
 
-    def acquire_blocking(self, source: str = 'unnamed', *, timeout: float | None = None) -> None:
+    def acquire_blocking(
+        self, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> None:
         """Acquire a slot from a plain thread, blocking it until one is free (FIFO with all waiters).
 
         The GIL is released while waiting, and Ctrl-C (`KeyboardInterrupt`) interrupts the wait
-        promptly without losing anything. Pair it with one `release()`.
+        promptly without losing anything. Pair it with one `release(weight=weight)`.
 
         Args:
             source: Identifier for observability.
             timeout: Give up after this many seconds; `None`, infinity or 2**32 seconds or more
                 waits as long as it takes.
+            weight: How many slots to take at once, as for `acquire`.
+            priority: Higher is served first, as for `acquire`.
 
         Raises:
             ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
+            LimiterClosedError: If the limiter is closed, or is closed while waiting.
             TimeoutError: If no slot came within `timeout`.
-            TypeError: If `source` is not a str, or `timeout` not a number.
-            ValueError: If `timeout` is negative or NaN.
+            TypeError: If `source` is not a str, `timeout` not a number, or `weight` or
+                `priority` not an int.
+            ValueError: If `timeout` is negative or NaN, or `weight` or `priority` is out of
+                range (as for `acquire`).
         """
 
-    def blocking(self, source: str = 'unnamed', *, timeout: float | None = None) -> BlockingContext:
-        """`with limiter.blocking(source):` holds one slot for the block, from a plain thread.
+    def blocking(
+        self, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> BlockingContext:
+        """`with limiter.blocking(source):` holds one slot (or `weight` slots) for the block, from a plain thread.
+
+        The arguments and errors are those of `acquire_blocking`; leaving the block releases
+        `weight` slots.
 
         Example:
         ```python
@@ -225,33 +252,84 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         ```
         """
 
-    def try_acquire(self) -> bool:
-        """Take a slot only if one is free and nobody is queued; never waits.
+    def try_acquire(self, *, weight: int = 1) -> bool:
+        """Take `weight` slots only if they are free and nobody is queued; never waits.
 
-        With a parent, takes a slot of both or of neither.
+        With a parent, takes the slots of both or of neither.
 
         Returns:
-            Whether a slot was taken (pair it with one `release()`).
-        """
-
-    def release(self) -> None:
-        """Release a slot, handing it to the oldest waiter if there is one.
-
-        May be called from any task or thread, not only the one that acquired. With a parent,
-        releases the parent's slot too.
+            Whether the slots were taken (pair it with one `release(weight=weight)`); `False`
+            once the limiter is closed.
 
         Raises:
-            ValueError: If no slot is held (`semaphore released too many times`; with a parent,
-                a caller still waiting for the parent's slot holds none, and a slot that was just
-                handed to a waiter that has not resumed yet is that waiter's); nothing changes,
-                at this level or any other.
+            TypeError: If `weight` is not an int.
+            ValueError: If `weight` is less than 1, or more than `max_running` (this limiter's
+                or a parent's): it could never be taken.
+        """
+
+    def release(self, *, weight: int = 1) -> None:
+        """Release `weight` slots, handing them to the oldest waiters that fit.
+
+        May be called from any task or thread, not only the one that acquired. With a parent,
+        releases the parent's slots too.
+
+        Raises:
+            TypeError: If `weight` is not an int.
+            ValueError: If fewer than `weight` slots are held (`semaphore released too many
+                times`; with a parent, a caller still waiting for the parent's slot holds none,
+                and slots just handed to a waiter that has not resumed yet are that waiter's);
+                nothing changes, at this level or any other. Also if `weight` is less than 1.
+        """
+
+    def close(self) -> None:
+        """Stop admitting: a graceful shutdown, with `wait_idle()`.
+
+        From now on every queued waiter and every new acquire raises `LimiterClosedError`, and
+        `try_acquire()` returns False. Holders keep their slots and release them as usual (a
+        waiter handed its slots just before the close may keep them). Idempotent; a parent is
+        not closed with its child, but a child's callers are refused by a closed parent.
+
+        Example:
+        ```python
+        limiter.close()
+        if not await limiter.wait_idle(timeout=30):
+            print('some calls are still running')
+        ```
+        """
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+
+    async def wait_idle(self, *, timeout: float | None = None) -> bool:
+        """Wait until no slot is held (at once if none is); on asyncio or trio.
+
+        It takes no slot and is not a waiter (not in `waiting_count`, not under `max_queued`),
+        and slots passed from one holder straight to a waiter do not make the limiter idle.
+
+        Args:
+            timeout: Give up after this many seconds (`None` waits as long as it takes).
+
+        Returns:
+            True once the limiter is idle, False if `timeout` passed first.
+
+        Raises:
+            TypeError: If `timeout` is not a number.
+            ValueError: If `timeout` is negative or NaN.
         """
 
     def stats(self) -> LimiterStats:
         """A consistent snapshot of all counts and lifetime totals."""
 
-    def __call__(self, source: str = 'unnamed') -> LimiterContext:
-        """`async with limiter(source):` holds one slot for the block."""
+    def __call__(self, source: str = 'unnamed', *, weight: int = 1, priority: int = 0) -> LimiterContext:
+        """`async with limiter(source):` holds one slot (or `weight` slots) for the block.
+
+        `weight` and `priority` are those of `acquire`; leaving the block releases `weight` slots.
+
+        Raises:
+            TypeError: If `source` is not a str, or `weight` or `priority` not an int.
+            ValueError: If `weight` is less than 1, or `priority` does not fit 32 bits.
+        """
 
     async def __aenter__(self) -> None:
         """`async with limiter:` holds one slot for the block (source 'unnamed')."""
@@ -965,6 +1043,19 @@ def get_concurrency_context(
     Raises:
         TypeError: If `limiter` has no `acquire`/`release`, or `source` is not a str.
     """
+
+@final
+class _IdleWait:
+    """One caller's wait for a limiter to be idle (internal: used by `ferrolimit._idle`)."""
+
+    def poll(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
+        """Whether the limiter is idle (now or since the last call); else `callback(arg)` wakes the caller.
+
+        The wake-up may come early: call again then.
+        """
+
+    def cancel(self) -> None:
+        """Give the wait up."""
 
 def _resolve_future(future: asyncio.Future[None]) -> None:
     """Set an asyncio waiter's future's result unless it is already done."""

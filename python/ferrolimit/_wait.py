@@ -60,11 +60,13 @@ async def wait(waiter: Waiter, timeout: float | None = None) -> None:
                         await wait_task_rescheduled(abort)
                     if scope.cancelled_caught:
                         raise TimeoutError(waiter.timeout_message())
+                    # Raises if the waiter was refused (the limiter was closed, or shrunk below
+                    # its weight): the span then records it, as it does a timeout.
+                    waiter.finish()
                 except BaseException as e:
                     close_span(span, e)
                     raise
                 close_span(span, None)
-                waiter.finish()
             if waiter.climb():
                 return
     except BaseException:

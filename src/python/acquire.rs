@@ -11,6 +11,7 @@
 use crate::python::asyncio_wait::thrown;
 use crate::python::handle::{Handle, Start};
 use crate::python::wait::wait;
+use crate::waiters::Request;
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::intern;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 enum State {
     /// Not awaited yet: holds nothing.
-    Created { timeout: Option<f64> },
+    Created { timeout: Option<f64>, request: Request },
     /// Suspended in its wait.
     Waiting(Py<PyAny>),
     /// Finished, failed or closed.
@@ -43,11 +44,16 @@ pub(crate) struct PyAcquire {
 }
 
 impl PyAcquire {
-    pub(crate) fn new(handle: Arc<Handle>, source: Bound<'_, PyString>, timeout: Option<f64>) -> Self {
+    pub(crate) fn new(
+        handle: Arc<Handle>,
+        source: Bound<'_, PyString>,
+        timeout: Option<f64>,
+        request: Request,
+    ) -> Self {
         Self {
             handle,
             source: source.unbind(),
-            state: Mutex::new(State::Created { timeout }),
+            state: Mutex::new(State::Created { timeout, request }),
         }
     }
 
@@ -64,14 +70,14 @@ impl PyAcquire {
         let mut state = self.lock()?;
         let wait = match std::mem::replace(&mut *state, State::Done) {
             State::Waiting(wait) => wait,
-            State::Created { timeout } => match input {
+            State::Created { timeout, request } => match input {
                 Input::Send(value) if !value.is_none() => {
-                    *state = State::Created { timeout };
+                    *state = State::Created { timeout, request };
                     return Err(PyTypeError::new_err(
                         "can't send non-None value to a just-started coroutine",
                     ));
                 }
-                Input::Send(_) => match self.handle.start() {
+                Input::Send(_) => match self.handle.start(request) {
                     Start::Held => return Ok(None),
                     Start::Wait(acquisition) => wait(&self.handle, py, acquisition, self.source.bind(py), timeout)?,
                 },

@@ -2,6 +2,7 @@
 //! ranges (`ValueError`, or the contract's `UserError` through the core's checks).
 
 use crate::python::errors::limit_error;
+use crate::waiters::Request;
 use crate::{MAX_RUNNING_LIMIT, check_max_queued, check_max_running};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -48,6 +49,38 @@ pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> P
         } else {
             err
         }
+    })
+}
+
+/// Reads `weight=` (left out: 1): an int of at least 1. Whether the limiter could ever serve it
+/// is the core's to decide, against `max_running` as it stands when the caller arrives.
+pub(crate) fn weight_arg(arg: &Arg<'_>) -> PyResult<u32> {
+    let Arg::Given(value) = arg else { return Ok(1) };
+    let weight = extract_limit(value, "weight", u64::from(u32::MAX))?;
+    if weight < 1 {
+        return Err(PyValueError::new_err(format!("weight must be >= 1, got {weight}")));
+    }
+    u32::try_from(weight).map_err(|_| PyValueError::new_err(format!("weight must be <= {}, got {weight}", u32::MAX)))
+}
+
+/// Reads `priority=` (left out: 0): an int that fits 32 bits, higher served first.
+pub(crate) fn priority_arg(arg: &Arg<'_>) -> PyResult<i32> {
+    let Arg::Given(value) = arg else { return Ok(0) };
+    let priority = extract_limit(value, "priority", i32::MAX as u64)?;
+    i32::try_from(priority).map_err(|_| {
+        PyValueError::new_err(format!(
+            "priority must be between {} and {}, got {priority}",
+            i32::MIN,
+            i32::MAX
+        ))
+    })
+}
+
+/// Reads `weight=` and `priority=` into the request a caller queues with.
+pub(crate) fn request_arg(weight: &Arg<'_>, priority: &Arg<'_>) -> PyResult<Request> {
+    Ok(Request {
+        weight: weight_arg(weight)?,
+        priority: priority_arg(priority)?,
     })
 }
 

@@ -166,10 +166,13 @@ impl PyAsyncioWait {
                     // Resumed with `send(None)`: the task only does that once the future has its
                     // result (a cancelled or failed future makes it `throw()` instead).
                     cancel_timer(py, timer.as_ref());
+                    // A refusal (the limiter closed, or shrunk below the weight) ends the span
+                    // as an error, as a timeout does.
+                    let finished = self.waiter.finish(py);
                     if let Some(span) = span {
-                        close_span(py, span.bind(py), None)?;
+                        close_span(py, span.bind(py), finished.as_ref().err())?;
                     }
-                    self.waiter.finish(py)?;
+                    finished?;
                     if self.waiter.climb()? {
                         return Ok(None);
                     }

@@ -56,10 +56,11 @@ pub(crate) fn acquire_blocking(
     handle: &Handle,
     source: &str,
     timeout: Option<Duration>,
+    request: Request,
 ) -> PyResult<()> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut acquisition = Acquisition::new(&handle.core, Request::ONE);
+    let mut acquisition = Acquisition::new(&handle.core, request);
     while acquisition.advance() != Stage::Held {
         let level = handle.at(acquisition.depth());
         wait_level(py, &mut acquisition, level, source, deadline, &waker)?;
@@ -142,20 +143,23 @@ fn enter_span<'py>(
     open_span(py, &tracer, name, &attributes).map(Some)
 }
 
-/// `with limiter.blocking(source):` holds one slot for the block, on a plain thread.
+/// `with limiter.blocking(source):` holds one slot (or `weight` slots) for the block, on a plain
+/// thread.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "BlockingContext")]
 pub(crate) struct PyBlockingContext {
     handle: Arc<Handle>,
     source: String,
     timeout: Option<Duration>,
+    request: Request,
 }
 
 impl PyBlockingContext {
-    pub(crate) const fn new(handle: Arc<Handle>, source: String, timeout: Option<Duration>) -> Self {
+    pub(crate) const fn new(handle: Arc<Handle>, source: String, timeout: Option<Duration>, request: Request) -> Self {
         Self {
             handle,
             source,
             timeout,
+            request,
         }
     }
 }
@@ -163,10 +167,10 @@ impl PyBlockingContext {
 #[pymethods]
 impl PyBlockingContext {
     fn __enter__(&self, py: Python<'_>) -> PyResult<()> {
-        acquire_blocking(py, &self.handle, &self.source, self.timeout)
+        acquire_blocking(py, &self.handle, &self.source, self.timeout, self.request)
     }
 
     fn __exit__(&self, _exc_type: &Bound<'_, PyAny>, _exc: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.handle.release()
+        self.handle.release(self.request.weight)
     }
 }

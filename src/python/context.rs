@@ -1,5 +1,5 @@
 //! `LimiterContext`: the async context manager `get_concurrency_context` and `limiter(source)`
-//! return, holding one slot for its body.
+//! return, holding one slot (or `weight` slots) for its body.
 //!
 //! Its `__aenter__`/`__aexit__` are plain C methods (see [`raw`](crate::python::raw)): on a
 //! native limiter with a free slot, entering is one compare-and-swap and returns the shared
@@ -14,6 +14,7 @@ use crate::python::handle::{Handle, Start};
 use crate::python::raw::{self, RawType, Release, method_fast, method_noargs, slot};
 use crate::python::ready::{ready, ready_ptr};
 use crate::python::wait::wait;
+use crate::waiters::Request;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
@@ -36,13 +37,16 @@ enum Target {
 struct Fields {
     target: Target,
     source: Py<PyString>,
+    /// The weight and priority of each entry (a generic limiter's are always one slot at the
+    /// default priority).
+    request: Request,
 }
 
 impl Fields {
     /// `__aenter__`: a new reference, or NULL with an error set.
     fn enter(&self, py: Python<'_>) -> *mut ffi::PyObject {
         match &self.target {
-            Target::Native(handle) => match handle.start() {
+            Target::Native(handle) => match handle.start(self.request) {
                 Start::Held => ready_ptr(py),
                 Start::Wait(acquisition) => {
                     raw::run(py, |py| wait(handle, py, acquisition, self.source.bind(py), None))
@@ -57,10 +61,10 @@ impl Fields {
     /// `__aexit__`: a new reference, or NULL with an error set.
     fn exit(&self, py: Python<'_>) -> *mut ffi::PyObject {
         match &self.target {
-            Target::Native(handle) => match acquisition::release_uncontended(&handle.core, 1) {
+            Target::Native(handle) => match acquisition::release_uncontended(&handle.core, self.request.weight) {
                 Some(Ok(())) => ready_ptr(py),
                 _ => raw::run(py, |py| {
-                    handle.release()?;
+                    handle.release(self.request.weight)?;
                     ready(py)
                 }),
             },
@@ -101,20 +105,26 @@ static TYPE: PyOnceLock<RawType<Fields>> = PyOnceLock::new();
 pub(crate) struct Context(Py<PyAny>);
 
 impl Context {
-    /// A context for a native limiter.
-    pub(crate) fn native(py: Python<'_>, handle: Arc<Handle>, source: &Bound<'_, PyString>) -> PyResult<Self> {
-        Self::new(py, Target::Native(handle), source)
+    /// A context for a native limiter, each entry asking for `request`.
+    pub(crate) fn native(
+        py: Python<'_>,
+        handle: Arc<Handle>,
+        source: &Bound<'_, PyString>,
+        request: Request,
+    ) -> PyResult<Self> {
+        Self::new(py, Target::Native(handle), source, request)
     }
 
     /// A context for any limiter with `acquire(source)` and `release()`.
     pub(crate) fn generic(py: Python<'_>, limiter: Py<PyAny>, source: &Bound<'_, PyString>) -> PyResult<Self> {
-        Self::new(py, Target::Generic(Mutex::new(Some(limiter))), source)
+        Self::new(py, Target::Generic(Mutex::new(Some(limiter))), source, Request::ONE)
     }
 
-    fn new(py: Python<'_>, target: Target, source: &Bound<'_, PyString>) -> PyResult<Self> {
+    fn new(py: Python<'_>, target: Target, source: &Bound<'_, PyString>, request: Request) -> PyResult<Self> {
         let fields = Fields {
             target,
             source: source.clone().unbind(),
+            request,
         };
         let ty = TYPE.get(py).ok_or_else(not_initialised)?;
         Ok(Self(ty.instantiate(py, fields)?.unbind()))

@@ -92,12 +92,12 @@ impl PyConcurrencyGovernor {
         Ok(self.tools.get().context(py, &source)?.into_any())
     }
 
-    fn try_stream(&self) -> Option<PyConcurrencyPermit> {
-        PyConcurrencyPermit::try_take(&self.streams.get().handle)
+    fn try_stream(&self, py: Python<'_>) -> PyResult<Option<PyConcurrencyPermit>> {
+        PyConcurrencyPermit::try_take(py, &self.streams.get().handle)
     }
 
-    fn try_tool(&self) -> Option<PyConcurrencyPermit> {
-        PyConcurrencyPermit::try_take(&self.tools.get().handle)
+    fn try_tool(&self, py: Python<'_>) -> PyResult<Option<PyConcurrencyPermit>> {
+        PyConcurrencyPermit::try_take(py, &self.tools.get().handle)
     }
 
     fn stats(&self) -> PyGovernorStats {
@@ -138,17 +138,17 @@ pub(crate) struct PyConcurrencyPermit {
 
 impl PyConcurrencyPermit {
     /// A permit for a slot of `handle`'s limiter and its ancestors, if all are free.
-    fn try_take(handle: &Arc<Handle>) -> Option<Self> {
-        handle.try_acquire().then(|| Self {
+    fn try_take(py: Python<'_>, handle: &Arc<Handle>) -> PyResult<Option<Self>> {
+        Ok(handle.try_acquire(py, 1)?.then(|| Self {
             handle: Arc::clone(handle),
             held: AtomicBool::new(true),
-        })
+        }))
     }
 
     /// Releases the slots unless already released; whether this call released them.
     fn release_once(&self) -> PyResult<bool> {
         if self.held.swap(false, Ordering::AcqRel) {
-            self.handle.release()?;
+            self.handle.release(1)?;
             Ok(true)
         } else {
             Ok(false)

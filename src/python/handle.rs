@@ -3,7 +3,7 @@
 //! which either seats the caller or hands its [`Acquisition`] to a wait.
 
 use crate::ConcurrencyLimiter;
-use crate::acquisition::{Acquisition, Stage};
+use crate::acquisition::{self, Acquisition, Stage};
 use crate::error::AcquireError;
 use crate::python::errors::{acquire_error, release_error};
 use crate::telemetry::display_name;
@@ -65,23 +65,29 @@ impl Handle {
 
     /// The first step of an entry, lock-free and without Python: takes this level's free slot
     /// and the ancestors' in turn.
-    pub(crate) fn start(&self) -> Start {
-        let mut acquisition = Acquisition::new(&self.core, Request::ONE);
+    pub(crate) fn start(&self, request: Request) -> Start {
+        let mut acquisition = Acquisition::new(&self.core, request);
         match acquisition.advance() {
             Stage::Held => Start::Held,
             _ => Start::Wait(acquisition.into_owned()),
         }
     }
 
-    /// Takes a slot of this limiter and its ancestors if all are free; never waits.
-    pub(crate) fn try_acquire(&self) -> bool {
+    /// Takes `weight` slots of this limiter and its ancestors if all are free and nobody is
+    /// queued; never waits. `False` once closed; a `ValueError` for a weight no level could
+    /// ever serve.
+    pub(crate) fn try_acquire(&self, py: Python<'_>, weight: u32) -> PyResult<bool> {
+        let request = Request { weight, priority: 0 };
+        if let Some((depth, err)) = self.core.unservable(request) {
+            return Err(self.at(depth).rejected(py, &err, "unnamed"));
+        }
         // An acquisition that stops short of `Held` gives back what it took when it drops.
-        Acquisition::new(&self.core, Request::ONE).advance() == Stage::Held
+        Ok(Acquisition::new(&self.core, request).advance() == Stage::Held)
     }
 
-    /// Releases a slot of this limiter and of its ancestors.
-    pub(crate) fn release(&self) -> PyResult<()> {
-        self.core.release().map_err(release_error)
+    /// Releases `weight` slots of this limiter and of its ancestors.
+    pub(crate) fn release(&self, weight: u32) -> PyResult<()> {
+        acquisition::release(&self.core, weight).map_err(release_error)
     }
 
     /// The error of a caller refused at this level; a full queue's is counted in the metrics.

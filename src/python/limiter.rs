@@ -1,13 +1,17 @@
 //! `ferrolimit.ConcurrencyLimiter`: the native class, a thin wrapper over the core limiter.
 
 use crate::python::acquire::PyAcquire;
-use crate::python::args::{Arg, check_timeout, extract_limit, limits, source_or_unnamed, tracer_arg};
+use crate::python::args::{
+    Arg, check_timeout, extract_limit, limits, request_arg, source_or_unnamed, tracer_arg, weight_arg,
+};
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::context::Context;
 use crate::python::errors::limit_error;
 use crate::python::handle::Handle;
+use crate::python::idle::wait_idle;
 use crate::python::ready::ready;
 use crate::python::wait::enter;
+use crate::waiters::Request;
 use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -37,7 +41,7 @@ pub(crate) fn check_limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&B
 impl PyConcurrencyLimiter {
     /// The context manager for `source`: the cached one when it is for the same source.
     pub(crate) fn context(&self, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Context> {
-        let new = || Context::native(py, Arc::clone(&self.handle), source);
+        let new = || Context::native(py, Arc::clone(&self.handle), source, Request::ONE);
         let cached = self.context.get_or_try_init(py, new)?;
         if cached.is_for(source)? {
             Ok(cached.clone_ref(py))
@@ -213,53 +217,105 @@ impl PyConcurrencyLimiter {
         self.handle.tracer(py)
     }
 
-    #[pyo3(signature = (source = Arg::Omitted, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
-    fn acquire(&self, py: Python<'_>, source: Arg<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<PyAcquire> {
+    #[pyo3(
+        signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
+        text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
+    )]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        source: Arg<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
+    ) -> PyResult<PyAcquire> {
         let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());
+        let request = request_arg(&weight, &priority)?;
         Ok(PyAcquire::new(
             Arc::clone(&self.handle),
             source_or_unnamed(py, &source)?,
             timeout,
+            request,
         ))
     }
 
-    #[pyo3(signature = (source = Arg::Omitted, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
-    fn acquire_blocking(&self, py: Python<'_>, source: Arg<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    #[pyo3(
+        signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
+        text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
+    )]
+    fn acquire_blocking(
+        &self,
+        py: Python<'_>,
+        source: Arg<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
+    ) -> PyResult<()> {
         let timeout = check_timeout(timeout)?;
+        let request = request_arg(&weight, &priority)?;
         let source = source_or_unnamed(py, &source)?;
-        acquire_blocking(py, &self.handle, &source.to_string_lossy(), timeout)
+        acquire_blocking(py, &self.handle, &source.to_string_lossy(), timeout, request)
     }
 
-    #[pyo3(signature = (source = Arg::Omitted, *, timeout = None), text_signature = "($self, source='unnamed', *, timeout=None)")]
+    #[pyo3(
+        signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
+        text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
+    )]
     fn blocking(
         &self,
         py: Python<'_>,
         source: Arg<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
     ) -> PyResult<PyBlockingContext> {
         let source = source_or_unnamed(py, &source)?.to_string_lossy().into_owned();
         Ok(PyBlockingContext::new(
             Arc::clone(&self.handle),
             source,
             check_timeout(timeout)?,
+            request_arg(&weight, &priority)?,
         ))
     }
 
-    fn try_acquire(&self) -> bool {
-        self.handle.try_acquire()
+    #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
+    fn try_acquire(&self, py: Python<'_>, weight: Arg<'_>) -> PyResult<bool> {
+        self.handle.try_acquire(py, weight_arg(&weight)?)
     }
 
-    fn release(&self) -> PyResult<()> {
-        self.handle.release()
+    #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
+    fn release(&self, weight: Arg<'_>) -> PyResult<()> {
+        self.handle.release(weight_arg(&weight)?)
+    }
+
+    fn close(&self) {
+        self.core().close();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core().is_closed()
+    }
+
+    #[pyo3(signature = (*, timeout = None))]
+    fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        wait_idle(py, self.core(), check_timeout(timeout)?)
     }
 
     fn stats(&self) -> PyLimiterStats {
         PyLimiterStats(self.core().stats())
     }
 
-    #[pyo3(signature = (source = Arg::Omitted))]
-    fn __call__(&self, py: Python<'_>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
-        Ok(self.context(py, &source_or_unnamed(py, &source)?)?.into_any())
+    #[pyo3(signature = (source = Arg::Omitted, *, weight = Arg::Omitted, priority = Arg::Omitted))]
+    fn __call__(&self, py: Python<'_>, source: Arg<'_>, weight: Arg<'_>, priority: Arg<'_>) -> PyResult<Py<PyAny>> {
+        let source = source_or_unnamed(py, &source)?;
+        let request = request_arg(&weight, &priority)?;
+        let context = if request == Request::ONE {
+            self.context(py, &source)?
+        } else {
+            Context::native(py, Arc::clone(&self.handle), &source, request)?
+        };
+        Ok(context.into_any())
     }
 
     fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -273,7 +329,7 @@ impl PyConcurrencyLimiter {
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.release()?;
+        self.handle.release(1)?;
         ready(py)
     }
 

@@ -11,6 +11,7 @@ mod context_call;
 mod errors;
 mod governor;
 mod handle;
+mod idle;
 mod limiter;
 mod raw;
 mod ready;
@@ -53,6 +54,7 @@ mod native {
         m.setattr("_Counts", py.get_type::<super::limiter::PyCounts>())?;
         m.setattr("_Waiter", py.get_type::<super::waiter::PyWaiter>())?;
         m.setattr("_ScheduledWake", py.get_type::<super::wake::PyScheduledWake>())?;
+        m.setattr("_IdleWait", py.get_type::<super::idle::PyIdleWait>())?;
         m.setattr("_AsyncioWait", py.get_type::<super::asyncio_wait::PyAsyncioWait>())?;
         m.setattr("_RedisAcquire", py.get_type::<super::redis_acquire::PyRedisAcquire>())?;
         m.setattr("_check_limits", wrap_pyfunction!(super::limiter::check_limits, m)?)?;

@@ -7,14 +7,15 @@ use crate::python::asyncio_wait::{PyAsyncioWait, running_loop};
 use crate::python::handle::{Handle, Start};
 use crate::python::ready::ready;
 use crate::python::waiter::PyWaiter;
+use crate::waiters::Request;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use std::sync::Arc;
 
-/// Takes a free slot of `handle` and returns the finished awaitable, or returns the waiting one.
+/// Takes one free slot of `handle` and returns the finished awaitable, or returns the waiting one.
 pub(crate) fn enter(handle: &Arc<Handle>, py: Python<'_>, source: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
-    match handle.start() {
+    match handle.start(Request::ONE) {
         Start::Held => ready(py),
         Start::Wait(acquisition) => wait(handle, py, acquisition, source, None),
     }
