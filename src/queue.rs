@@ -237,6 +237,16 @@ impl Semaphore {
         }
         request.check(locked.max_running)?;
         let waiting = locked.waiters.len();
+        if waiting > 0
+            && locked.waiters.would_lead(request.priority)
+            && available_of(self.state.load(Ordering::Acquire)) >= weight
+        {
+            // Served before everyone queued, and its slots are free: it does not queue, so a
+            // full queue does not turn it away. `CONTENDED` is set, so only this lock's holder
+            // changes the state.
+            self.state.fetch_add(take_delta(weight), Ordering::AcqRel);
+            return Ok(Enqueued::Acquired);
+        }
         if let Some(max_queued) = self.max_queued
             && waiting >= max_queued
         {
@@ -248,16 +258,7 @@ impl Semaphore {
                 max_queued,
             });
         }
-        if waiting == 0 {
-            if self.take_or_contend(weight) {
-                return Ok(Enqueued::Acquired);
-            }
-        } else if locked.waiters.would_lead(request.priority)
-            && available_of(self.state.load(Ordering::Acquire)) >= weight
-        {
-            // Served before everyone queued, and its slots are free: `CONTENDED` is set, so
-            // only this lock's holder changes the state.
-            self.state.fetch_add(take_delta(weight), Ordering::AcqRel);
+        if waiting == 0 && self.take_or_contend(weight) {
             return Ok(Enqueued::Acquired);
         }
         let id = locked.waiters.push(waker.clone(), request);
@@ -345,14 +346,16 @@ impl Semaphore {
         }
     }
 
-    /// Leaves the queue if still queued (`true`), or if refused; a waiter that was already
-    /// handed its slots keeps its place and must take them (`false`). For runtimes whose
-    /// cancellation can refuse.
+    /// Leaves the queue if still queued (`true`). A waiter that was already handed its slots,
+    /// or refused, keeps its place (`false`): its waker was taken to be woken, so it must wait
+    /// for that wake-up and then claim the outcome. For runtimes whose cancellation can refuse
+    /// (trio's abort: a wake-up after a successful abort would resume a task that is not
+    /// waiting).
     // Only the pyo3 layer calls it (for trio).
     #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub(crate) fn withdraw(&self, id: WaiterId) -> bool {
         let mut locked = self.locked.lock();
-        if locked.waiters.standing(id) == Standing::Granted {
+        if locked.waiters.standing(id) != Standing::Queued {
             return false;
         }
         let removed = locked.waiters.remove(id);

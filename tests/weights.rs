@@ -202,6 +202,28 @@ fn a_newcomer_of_a_higher_priority_queues_but_is_served_next() {
 }
 
 #[test]
+fn a_full_queue_does_not_turn_away_a_newcomer_served_at_once() {
+    let limiter = ConcurrencyLimiter::builder(2).max_queued(1).build().unwrap();
+    let holder = limiter.try_acquire().unwrap();
+    let mut heavy = limiter.acquire_many(2);
+    assert!(poll(&mut heavy).is_pending());
+    // The queue is full; a plain newcomer is rejected...
+    let mut plain = limiter.acquire();
+    assert!(matches!(
+        refusal(poll(&mut plain)),
+        Some(AcquireError::QueueFull { .. })
+    ));
+    // ...but one that outranks the head takes the free slot without queueing.
+    let mut urgent = limiter.acquire().priority(1);
+    let urgent = ready(&mut urgent);
+    assert_eq!(counts(&limiter), (2, 0, 1));
+    assert_eq!(limiter.stats().rejected_total, 1);
+    drop((holder, urgent));
+    drop(ready(&mut heavy));
+    assert_eq!(counts(&limiter), (0, 2, 0));
+}
+
+#[test]
 fn resizing_with_weights_serves_and_refuses_by_weight() {
     let limiter = ConcurrencyLimiter::new(4).unwrap();
     let holder = limiter.try_acquire_many(2).unwrap().unwrap();

@@ -260,6 +260,36 @@ fn loom_close_refuses_arrivals_and_waiters_but_not_releases() {
     });
 }
 
+/// trio's cancellation racing a close: a queued waiter withdraws while another thread closes
+/// the limiter. Either it left the queue (and no wake-up comes: trio would resume a task that
+/// is not waiting) or it was refused, its wake-up comes, and it must claim the refusal.
+#[test]
+fn loom_withdraw_racing_a_close_is_refused_or_withdrawn_never_both() {
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(1, None));
+        assert!(sem.try_acquire(1));
+        let woken = Arc::new(AtomicUsize::new(0));
+        let waker = Waker::from(std::sync::Arc::new(Counter(Arc::clone(&woken))));
+        let Ok(Enqueued::Queued { id, .. }) = sem.enqueue(&waker, Request::ONE) else {
+            panic!("expected to queue")
+        };
+        let closer = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || sem.close())
+        };
+        if sem.withdraw(id) {
+            closer.join().unwrap();
+            assert_eq!(woken.load(Ordering::SeqCst), 0, "a withdrawn waiter was woken");
+        } else {
+            closer.join().unwrap();
+            assert_eq!(woken.load(Ordering::SeqCst), 1, "a refused waiter was not woken");
+            assert_eq!(sem.take_granted(id), Err(AcquireError::Closed));
+        }
+        sem.release(1).unwrap();
+        assert_eq!((sem.running(), sem.available(), sem.waiting()), (0, 1, 0));
+    });
+}
+
 /// A wait for idleness races the last holder's lock-free release: it is either idle at once or
 /// woken by that release, never left waiting beside an idle limiter.
 #[test]
