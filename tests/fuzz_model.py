@@ -8,19 +8,24 @@ event loop between them, followed by a full settle (every task blocked) and a co
 model. Actions:
 
 - spawn callers: `async with lim(source)` or `await lim.acquire(source, timeout=...)` (timeout
-  `None`, 0, a few ticks of a virtual clock, or one that never expires), on any level; some keep a
-  reference to the awaitable, some catch `ConcurrencyLimitExceeded` in the very frame that awaits
-  it (two ways in which the cleanup of a failed wait can go wrong);
+  `None`, 0, a few ticks of a virtual clock, or one that never expires), on any level, with a
+  random `weight` (1 to 3: some above a level's `max_running`, a `ValueError`) and `priority`;
+  some keep a reference to the awaitable, some catch `ConcurrencyLimitExceeded` in the very frame
+  that awaits it (two ways in which the cleanup of a failed wait can go wrong); and
+  `await lim.wait_idle(timeout=None or 0)` callers;
 - let a holder leave (`__aexit__` or `release()`), or have an `acquire()` holder hand its slot to
   the driver, which `release()`s it later (slots are not owned by tasks);
 - cancel a caller (`Task.cancel()` / its trio cancel scope) at any moment;
-- `try_acquire()`, and a later `release()` of that raw slot;
+- `try_acquire(weight=...)` (a `ValueError` that changes nothing when too heavy for a level),
+  and a later `release(weight=...)` of those raw slots;
 - a handoff race: release a raw slot (handing it to the oldest waiter) and, before anything runs,
   cancel that waiter and/or `release()` once too often, in either order;
 - an extra `release()` on a level where nothing is releasable (must raise `ValueError` and change
   nothing anywhere);
-- resize `max_running` of a level; advance the virtual clock; create an `acquire()` awaitable and
-  close it without awaiting it (must change nothing).
+- resize `max_running` of a level (a shrink refuses queued waiters heavier than the new limit);
+  in some runs `close()` a level (its queued waiters and later arrivals end with
+  `LimiterClosedError`); advance the virtual clock; create an `acquire()` awaitable and close it
+  without awaiting it (must change nothing).
 
 The model
 ---------
@@ -31,9 +36,13 @@ wait for an ancestor's), the FIFO of queued callers and the lifetime totals; per
 where it stands (new, queued at level i of its chain, granted there, unwinding, in the body, done)
 and what is pending for it (a cancellation, an expired deadline, a request to leave).
 
-Everything the driver does is synchronous and modelled exactly: a release hands the slot to the
-oldest waiter of each level (or retires it while a shrink left the level over its limit, or frees
-it), a grow hands new slots to waiters at once, a rejection gives back the slots below. What the
+Everything the driver does is synchronous and modelled exactly: a release of `w` slots hands
+them to the waiters at the head of each level's queue while their weights fit (head-of-line: the
+head that does not fit stops everyone behind it; none while a shrink left the level over its
+limit), a grow does the same at once, a rejection gives back the slots below; the queue is ordered
+by priority, FIFO within one, and an arrival takes free slots at once only if they fit and nobody
+is queued or it outranks everyone queued; `wait_idle()` callers wake when a release leaves a level
+with no slot held. What the
 tasks do in between is modelled as atomic *task steps* (from one suspension to the next, which is
 exact on a single-threaded event loop): arrive (take free slots level by level up the chain, queue
 at the first level without one, or be rejected by its `max_queued`), resume after a grant (climb
@@ -92,7 +101,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferrolimit import ConcurrencyLimiter, ConcurrencyLimitExceeded
+from ferrolimit import ConcurrencyLimiter, ConcurrencyLimitExceeded, LimiterClosedError
 
 BACKENDS = ('asyncio', 'uvloop', 'trio')
 SHAPES = ('flat', 'child', 'siblings', 'three')
@@ -165,8 +174,16 @@ def make_config(name: str, seed: int) -> Config:
 # --------------------------------------------------------------------------------------------
 # The model
 
-NEW, QUEUED, UNWIND, BODY, RAW, DONE = 'new', 'queued', 'unwind', 'body', 'raw', 'done'
-OBSERVED_STATUS = {NEW: 'new', QUEUED: 'pending', UNWIND: 'pending', BODY: 'body', RAW: 'raw', DONE: 'done'}
+NEW, QUEUED, UNWIND, BODY, RAW, IDLE, DONE = 'new', 'queued', 'unwind', 'body', 'raw', 'idle', 'done'
+OBSERVED_STATUS = {
+    NEW: 'new',
+    QUEUED: 'pending',
+    UNWIND: 'pending',
+    BODY: 'body',
+    RAW: 'raw',
+    IDLE: 'pending',
+    DONE: 'done',
+}
 
 
 @dataclass(frozen=True)
@@ -176,17 +193,29 @@ class CallerSpec:
     cid: int
     level: int
     chain: tuple[int, ...]
-    mode: str  # 'ctx' (async with), 'acq' (await acquire + release()), 'raw' (try_acquire)
+    mode: str  # 'ctx' (async with), 'acq' (await acquire + release()), 'raw' (try_acquire), 'idle' (wait_idle)
     timeout: float | None = None
     keep: bool = False
     source: str = 's'
     inline: bool = False  # the awaitable is a temporary and the rejection is caught in the same frame
+    weight: int = 1
+    priority: int = 0
 
     def describe(self, config: Config) -> str:
         name = config.levels[self.level].name
+        request = (f', weight={self.weight}' if self.weight != 1 else '') + (
+            f', priority={self.priority}' if self.priority else ''
+        )
         if self.mode == 'raw':
-            return f'raw slot r{self.cid} on {name}'
-        how = f'async with {name}({self.source!r})' if self.mode == 'ctx' else f'await {name}.acquire({self.source!r}'
+            return f'raw slot r{self.cid} on {name}' + (f' (weight={self.weight})' if self.weight != 1 else '')
+        if self.mode == 'idle':
+            timeout = '' if self.timeout is None else f'timeout={self.timeout:g}'
+            return f'c{self.cid}: await {name}.wait_idle({timeout})'
+        how = (
+            f'async with {name}({self.source!r}{request})'
+            if self.mode == 'ctx'
+            else f'await {name}.acquire({self.source!r}{request}'
+        )
         if self.mode == 'acq':
             how += ')' if self.timeout is None else f', timeout={self.timeout:g})'
         return (
@@ -199,21 +228,23 @@ class CallerSpec:
 class LevelState:
     """One level of one model state."""
 
-    __slots__ = ('cancelled', 'extra', 'max_running', 'queue', 'rejected', 'running', 'taken')
+    __slots__ = ('cancelled', 'closed', 'extra', 'max_running', 'queue', 'rejected', 'running', 'taken')
 
     def __init__(self, max_running: int) -> None:
         self.max_running = max_running
-        self.running = 0
-        self.queue: list[int] = []
+        self.running = 0  # slots held (weights count)
+        self.queue: list[int] = []  # by priority (higher first), FIFO within one
         self.taken = 0  # slots handed out for sure (acquired_total's lower bound)
         self.extra = 0  # transient takes the implementation may count on top
         self.rejected = 0
         self.cancelled = 0
+        self.closed = False
 
     def copy(self) -> LevelState:
         new = LevelState.__new__(LevelState)
         new.max_running, new.running, new.queue = self.max_running, self.running, self.queue.copy()
         new.taken, new.extra, new.rejected, new.cancelled = self.taken, self.extra, self.rejected, self.cancelled
+        new.closed = self.closed
         return new
 
     def key(self) -> tuple[Any, ...]:
@@ -225,25 +256,24 @@ class LevelState:
             self.extra,
             self.rejected,
             self.cancelled,
+            self.closed,
         )
 
     @property
     def available(self) -> int:
         return max(0, self.max_running - self.running)
 
-    def free(self) -> bool:
-        return self.running < self.max_running and not self.queue
-
 
 class CallerState:
     """One caller in one model state."""
 
-    __slots__ = ('cancel', 'deadline', 'entered', 'first', 'granted', 'leave', 'outcome', 'phase', 'pos')
+    __slots__ = ('cancel', 'deadline', 'entered', 'first', 'granted', 'leave', 'outcome', 'phase', 'pos', 'refused')
 
     def __init__(self, phase: str) -> None:
         self.phase = phase
         self.pos = 0  # index into the chain of the level it is queued at (or unwinds from)
-        self.granted = False  # handed the slot of chain[pos], not resumed yet
+        self.granted = False  # handed the slot of chain[pos], not resumed yet (IDLE: woken)
+        self.refused = ''  # queued at chain[pos] and refused there: 'closed' or 'weight' (a shrink)
         self.cancel = ''  # 'c' cancelled, 't' deadline expired (both possible)
         self.leave = ''  # 'r' leave and release, 'd' leave and hand the slot to the driver
         self.first = ''  # 'l' or 'c': which of leave / cancel was requested first
@@ -254,12 +284,22 @@ class CallerState:
     def copy(self) -> CallerState:
         new = CallerState.__new__(CallerState)
         new.phase, new.pos, new.granted, new.cancel = self.phase, self.pos, self.granted, self.cancel
-        new.leave, new.first, new.entered = self.leave, self.first, self.entered
+        new.leave, new.first, new.entered, new.refused = self.leave, self.first, self.entered, self.refused
         new.outcome, new.deadline = self.outcome, self.deadline
         return new
 
     def key(self) -> tuple[Any, ...]:
-        return (self.phase, self.pos, self.granted, self.cancel, self.leave, self.first, self.entered, self.outcome)
+        return (
+            self.phase,
+            self.pos,
+            self.granted,
+            self.refused,
+            self.cancel,
+            self.leave,
+            self.first,
+            self.entered,
+            self.outcome,
+        )
 
     def holds(self, chain_len: int) -> int:
         """How many levels of its chain (from the bottom) it holds."""
@@ -324,23 +364,50 @@ class Model:
 
     # -- the semantics of one state ------------------------------------------------------------
 
-    def _release_level(self, st: State, level: int) -> None:
-        """A release of one slot of `level`: retire it (over the limit after a shrink), hand it to
-        the oldest waiter, or free it."""
+    def _weight(self, cid: int) -> int:
+        return self.specs[cid].weight
+
+    def _grant(self, st: State, level: int) -> None:
+        """Hand free slots to the head of `level`'s queue while its weight fits (head-of-line:
+        a waiter that does not fit stops everyone behind it)."""
         lv = st.levels[level]
-        assert lv.running > 0, 'model: release of a level nobody holds'
-        if lv.running > lv.max_running:
-            lv.running -= 1
-        elif lv.queue:
+        while lv.queue and lv.running + self._weight(lv.queue[0]) <= lv.max_running:
             cid = lv.queue.pop(0)
             st.callers[cid].granted = True
-            lv.taken += 1
-        else:
-            lv.running -= 1
+            lv.running += self._weight(cid)
+            lv.taken += self._weight(cid)
 
-    def _release_below(self, st: State, chain: tuple[int, ...], pos: int) -> None:
+    def _release_level(self, st: State, level: int, weight: int) -> None:
+        """A release of `weight` slots of `level`: they go to the waiters that fit in order (none
+        while a shrink left the level over its limit), else they are free; the limiter's idle
+        waiters wake once no slot is held."""
+        lv = st.levels[level]
+        assert lv.running >= weight, 'model: release of more slots than are held'
+        lv.running -= weight
+        self._grant(st, level)
+        if lv.running == 0:
+            for cid, c in st.callers.items():
+                if c.phase == IDLE and self.specs[cid].level == level:
+                    c.granted = True
+
+    def _release_below(self, st: State, chain: tuple[int, ...], pos: int, weight: int) -> None:
         for level in chain[:pos]:
-            self._release_level(st, level)
+            self._release_level(st, level, weight)
+
+    def _enqueue(self, lv: LevelState, cid: int) -> None:
+        """Queue `cid` behind everyone of its priority or a higher one."""
+        priority = self.specs[cid].priority
+        at = len(lv.queue)
+        while at > 0 and self.specs[lv.queue[at - 1]].priority < priority:
+            at -= 1
+        lv.queue.insert(at, cid)
+
+    def _can_take(self, lv: LevelState, spec: CallerSpec) -> bool:
+        """Whether an arrival takes free slots at once: they fit, and nobody is queued or it
+        outranks everyone queued (it would be the head)."""
+        if lv.closed or lv.running + spec.weight > lv.max_running:
+            return False
+        return not lv.queue or spec.priority > self.specs[lv.queue[0]].priority
 
     def _finish(self, c: CallerState, kinds: Iterable[str]) -> None:
         c.phase = DONE
@@ -352,19 +419,25 @@ class Model:
 
     def _climb(self, st: State, cid: int, start: int) -> None:
         """Take free slots up the chain from `start`; queue at the first level without one, or be
-        rejected by its `max_queued`; in the body once every level is held."""
+        refused (closed, weight above its `max_running`) or rejected by its `max_queued`; in the
+        body once every level is held."""
         c, spec = st.callers[cid], self.specs[cid]
         for pos in range(start, len(spec.chain)):
             level = spec.chain[pos]
             lv = st.levels[level]
-            if lv.free():
-                lv.running += 1
-                lv.taken += 1
+            refusal = 'closed' if lv.closed else 'weight' if spec.weight > lv.max_running else ''
+            if refusal:
+                self._release_below(st, spec.chain, pos, spec.weight)
+                self._finish(c, [refusal])
+                return
+            if self._can_take(lv, spec):
+                lv.running += spec.weight
+                lv.taken += spec.weight
                 continue
             max_queued = self.config.levels[level].max_queued
             if max_queued is not None and len(lv.queue) >= max_queued:
                 lv.rejected += 1
-                self._release_below(st, spec.chain, pos)
+                self._release_below(st, spec.chain, pos, spec.weight)
                 self._finish(c, ['rejected'])
                 return
             c.pos, c.granted = pos, False
@@ -376,7 +449,7 @@ class Model:
                 lv.cancelled += 1
                 c.phase = UNWIND
                 return
-            lv.queue.append(cid)
+            self._enqueue(lv, cid)
             c.phase = QUEUED
             return
         c.phase = BODY
@@ -386,20 +459,24 @@ class Model:
         if c.phase in (NEW, UNWIND):
             return True
         if c.phase == QUEUED:
-            return c.granted or (bool(c.cancel) and not self.trio)
+            return c.granted or bool(c.refused) or (bool(c.cancel) and not self.trio)
         if c.phase == BODY:
             return bool(c.leave or c.cancel)
+        if c.phase == IDLE:
+            return c.granted or bool(c.cancel)
         return False
 
     def _can_expire(self, c: CallerState) -> bool:
-        if c.phase != QUEUED or c.granted or not self._expired(c):
+        if c.phase != QUEUED or c.granted or c.refused or not self._expired(c):
             return False
         return 't' not in c.cancel if self.trio else not c.cancel
 
     def _step(self, st: State, cid: int) -> None:
         """One task step of caller `cid` (it must be runnable)."""
         c, spec = st.callers[cid], self.specs[cid]
-        if c.phase == NEW:
+        if c.phase == NEW and spec.mode == 'idle':
+            self._step_idle_arrival(st, cid)
+        elif c.phase == NEW:
             if c.cancel and not self.trio:
                 self._finish(c, ['cancelled'])  # cancelled before it started: the coroutine never runs
                 return
@@ -409,48 +486,92 @@ class Model:
         elif c.phase == QUEUED:
             self._step_queued(st, cid)
         elif c.phase == UNWIND:
-            self._release_below(st, spec.chain, c.pos)
+            self._release_below(st, spec.chain, c.pos, spec.weight)
             self._finish(c, outcome_kinds(c.cancel))
-        elif c.phase == BODY:
-            cancelled = bool(c.cancel) and (not self.trio or c.first == 'c' or not c.leave)
-            if cancelled:
-                self._release_below(st, spec.chain, len(spec.chain))
-                self._finish(c, ['cancelled'])
-            elif c.leave == 'd':
-                c.phase = RAW
+        elif c.phase == IDLE:
+            # Woken (the limiter was idle at some instant), cancelled, or timed out (`t`); woken and
+            # cancelled or timed out at once, the backends differ in which one wins.
+            if c.granted:
+                also = ['cancelled'] * ('c' in c.cancel) + ['notidle'] * ('t' in c.cancel)
+                self._finish(c, ['idle', *also])
             else:
-                self._release_below(st, spec.chain, len(spec.chain))
-                self._finish(c, ['left'])
+                self._finish(c, ['cancelled'] if 'c' in c.cancel else ['notidle'])
+        elif c.phase == BODY:
+            self._step_body(st, cid)
         else:  # pragma: no cover
             raise AssertionError(f'model: caller {cid} is not runnable')
 
-    def _step_queued(self, st: State, cid: int) -> None:
-        """A queued caller's step: it resumes with the slot handed over, or (asyncio) processes its
-        cancellation, passing a slot handed over at that instant on."""
+    def _step_body(self, st: State, cid: int) -> None:
+        """A holder leaves its body: asked to, or cancelled (on trio a leave asked first wins)."""
         c, spec = st.callers[cid], self.specs[cid]
+        cancelled = bool(c.cancel) and (not self.trio or c.first == 'c' or not c.leave)
+        if cancelled:
+            self._release_below(st, spec.chain, len(spec.chain), spec.weight)
+            self._finish(c, ['cancelled'])
+        elif c.leave == 'd':
+            c.phase = RAW
+        else:
+            self._release_below(st, spec.chain, len(spec.chain), spec.weight)
+            self._finish(c, ['left'])
+
+    def _step_idle_arrival(self, st: State, cid: int) -> None:
+        """The first step of `wait_idle()`: idle at once, or registered until the last holder
+        leaves (with timeout=0: until its next step, which times out)."""
+        c, spec = st.callers[cid], self.specs[cid]
+        idle = st.levels[spec.level].running == 0
+        if c.cancel and not self.trio:
+            self._finish(c, ['cancelled'])  # never started
+        elif idle:
+            self._finish(c, ['idle'])  # at once, without a checkpoint (where trio would cancel)
+        elif c.cancel:
+            c.phase = UNWIND  # trio: cancelled at its first checkpoint, finished at its next step
+        else:
+            c.phase = IDLE
+            if spec.timeout == 0:
+                c.cancel = 't'
+
+    def _step_queued(self, st: State, cid: int) -> None:
+        """A queued caller's step: it resumes with the slots handed over or with its refusal, or
+        (asyncio) processes its cancellation, passing slots handed over at that instant on."""
+        c, spec = st.callers[cid], self.specs[cid]
+        level = spec.chain[c.pos]
         if not (c.cancel and not self.trio):
+            if c.refused:
+                self._release_below(st, spec.chain, c.pos, spec.weight)
+                self._finish(c, [c.refused])
+                return
             c.granted = False
             self._climb(st, cid, c.pos + 1)
             return
-        lv = st.levels[spec.chain[c.pos]]
+        lv = st.levels[level]
         if c.granted:
             c.granted = False
-            self._release_level(st, spec.chain[c.pos])
-        else:
+            lv.cancelled += 1
+            self._release_level(st, level, spec.weight)
+        elif not c.refused:
             lv.queue.remove(cid)
-        lv.cancelled += 1
-        self._release_below(st, spec.chain, c.pos)
+            lv.cancelled += 1
+            self._grant(st, level)  # the head may have changed: whoever is there now may fit
+        self._release_below(st, spec.chain, c.pos, spec.weight)
         self._finish(c, outcome_kinds(c.cancel))
+
+    def _withdraw(self, st: State, cid: int) -> None:
+        """trio's abort of a queued waiter (cancelled, or its deadline passed): it leaves the queue
+        at once, and unwinds at its next step."""
+        c = st.callers[cid]
+        level = self.specs[cid].chain[c.pos]
+        lv = st.levels[level]
+        lv.queue.remove(cid)
+        lv.cancelled += 1
+        self._grant(st, level)
+        c.phase = UNWIND
 
     def _expire(self, st: State, cid: int) -> None:
         """The pseudo step of an expired deadline (the loop's timer, or trio's deadline check)."""
         c = st.callers[cid]
         c.cancel += 't'
         if self.trio:
-            lv = st.levels[self.specs[cid].chain[c.pos]]
-            lv.queue.remove(cid)
-            lv.cancelled += 1
-            c.phase = UNWIND
+            self._withdraw(st, cid)
 
     def _successors(self, st: State) -> Iterator[State]:
         for cid, c in st.callers.items():
@@ -499,42 +620,45 @@ class Model:
         self.apply(lambda st: st.callers.__setitem__(spec.cid, CallerState(NEW)))
 
     def try_acquire(self, spec: CallerSpec, result: bool) -> None:
-        """Keep the states where `try_acquire()` on `spec.level` gives `result`; on success the raw
-        slot is caller `spec.cid`."""
+        """Keep the states where `try_acquire(weight=...)` on `spec.level` gives `result`; on
+        success the raw slots are caller `spec.cid`. (A weight above some level's `max_running`
+        is a `ValueError` that changes nothing: the runner checks that itself.)"""
         self.specs[spec.cid] = spec
         kept = []
         for st in self.states:
             free = 0
             for level in spec.chain:
-                if not st.levels[level].free():
+                lv = st.levels[level]
+                if lv.closed or lv.queue or lv.running + spec.weight > lv.max_running:
                     break
                 free += 1
             if (free == len(spec.chain)) != result:
                 continue
             if result:
                 for level in spec.chain:
-                    st.levels[level].running += 1
-                    st.levels[level].taken += 1
+                    st.levels[level].running += spec.weight
+                    st.levels[level].taken += spec.weight
                 c = CallerState(RAW)
                 c.entered = True
                 st.callers[spec.cid] = c
             else:
                 for level in spec.chain[:free]:
-                    st.levels[level].extra += 1
+                    st.levels[level].extra += spec.weight
             kept.append(st)
         if not kept:
             name = self.config.levels[spec.level].name
             raise FuzzFailure(
-                f'{name}.try_acquire() returned {result}, which no model state allows\n{self.describe(self.states[0])}'
+                f'{name}.try_acquire(weight={spec.weight}) returned {result}, which no model state allows\n'
+                f'{self.describe(self.states[0])}'
             )
         self.states = kept
 
     def release_raw(self, cid: int) -> None:
-        chain = self.specs[cid].chain
+        spec = self.specs[cid]
 
         def action(st: State) -> None:
             assert st.callers[cid].phase == RAW, 'model: release of a slot that is not raw'
-            self._release_below(st, chain, len(chain))
+            self._release_below(st, spec.chain, len(spec.chain), spec.weight)
             del st.callers[cid]
 
         self.apply(action)
@@ -544,11 +668,10 @@ class Model:
             c = st.callers[cid]
             if c.phase in (DONE, RAW):
                 return
-            if self.trio and c.phase == QUEUED and not c.granted:
-                lv = st.levels[self.specs[cid].chain[c.pos]]
-                lv.queue.remove(cid)
-                lv.cancelled += 1
-                c.phase = UNWIND
+            if self.trio and c.phase == QUEUED and not c.granted and not c.refused:
+                self._withdraw(st, cid)
+            if self.trio and c.phase == IDLE and not c.granted:
+                c.phase = UNWIND  # withdrawn at once; it finishes cancelled at its next step
             if 'c' not in c.cancel:
                 c.cancel += 'c'
             c.first = c.first or 'c'
@@ -565,13 +688,29 @@ class Model:
         self.apply(action)
 
     def resize(self, level: int, value: int) -> None:
+        """A shrink refuses the queued waiters heavier than the new limit; either way the
+        waiters that fit now are served."""
+
         def action(st: State) -> None:
             lv = st.levels[level]
             lv.max_running = value
-            while lv.queue and lv.running < value:
-                st.callers[lv.queue.pop(0)].granted = True
-                lv.running += 1
-                lv.taken += 1
+            for cid in [cid for cid in lv.queue if self._weight(cid) > value]:
+                lv.queue.remove(cid)
+                st.callers[cid].refused = 'weight'
+            self._grant(st, level)
+
+        self.apply(action)
+
+    def close(self, level: int) -> None:
+        """`close()`: every waiter queued at `level` is refused; holders and waiters already
+        handed their slots keep them; arrivals are refused from now on."""
+
+        def action(st: State) -> None:
+            lv = st.levels[level]
+            lv.closed = True
+            for cid in lv.queue:
+                st.callers[cid].refused = 'closed'
+            lv.queue.clear()
 
         self.apply(action)
 
@@ -582,9 +721,10 @@ class Model:
 
         def action(st: State) -> None:
             for lv_index in chain:
-                if not st.levels[lv_index].free():
+                lv = st.levels[lv_index]
+                if lv.closed or lv.queue or lv.running >= lv.max_running:
                     break
-                st.levels[lv_index].extra += 1
+                lv.extra += 1
 
         self.apply(action)
 
@@ -683,15 +823,20 @@ class Model:
             queue = ' '.join(f'c{cid}' for cid in lv.queue) or '-'
             lines.append(
                 f'  {self.config.levels[index].name}: max_running={lv.max_running} running={lv.running} '
-                f'queue=[{queue}] acquired={lv.taken}(+{lv.extra}) rejected={lv.rejected} cancelled={lv.cancelled}'
+                + ('closed ' if lv.closed else '')
+                + f'queue=[{queue}] acquired={lv.taken}(+{lv.extra}) rejected={lv.rejected} cancelled={lv.cancelled}'
             )
         for cid, c in st.callers.items():
             spec = self.specs[cid]
             where = ''
             if c.phase in (QUEUED, UNWIND):
                 where = f' at {self.config.levels[spec.chain[c.pos]].name}' + (' (granted)' if c.granted else '')
+            if c.phase == IDLE and c.granted:
+                where = ' (woken)'
             extra = ''.join(
-                f' {k}={v}' for k, v in (('cancel', c.cancel), ('leave', c.leave), ('outcome', c.outcome)) if v
+                f' {k}={v}'
+                for k, v in (('refused', c.refused), ('cancel', c.cancel), ('leave', c.leave), ('outcome', c.outcome))
+                if v
             )
             lines.append(f'  {spec.describe(self.config)}: {c.phase}{where}{extra}')
         return '\n'.join(lines)
@@ -887,6 +1032,8 @@ class Runner:
         self.steps = 0
         self.limiters: list[ConcurrencyLimiter] = []
         self.h: Any = None
+        self.closing = self.rng.random() < 0.3 and 'close' not in skip
+        """Whether this run closes limiters (a closed level admits nobody for the rest of the run)."""
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -1037,10 +1184,17 @@ class Runner:
         try:
             if handle.spec.mode == 'ctx':
                 await self._caller_ctx(handle)
+            elif handle.spec.mode == 'idle':
+                idle = await self.limiters[handle.spec.level].wait_idle(timeout=handle.spec.timeout)
+                handle.finish('idle' if idle else 'notidle')
             else:
                 await self._caller_acquire(handle)
         except ConcurrencyLimitExceeded:
             handle.finish('rejected')
+        except LimiterClosedError:
+            handle.finish('closed')
+        except ValueError as e:
+            handle.finish('weight' if 'exceeds max_running' in str(e) else f'error ValueError: {e}')
         except TimeoutError:
             handle.finish('timeout')
         except self.h.cancelled_exc:
@@ -1053,16 +1207,17 @@ class Runner:
     async def _caller_ctx(self, handle: Handle) -> None:
         """`async with lim(source)`; with `keep`, the same by hand, keeping `__aenter__()`'s awaitable."""
         spec = handle.spec
+        lim = self.limiters[spec.level]
         if spec.inline:
             try:
-                async with self.limiters[spec.level](spec.source):
+                async with lim(spec.source, weight=spec.weight, priority=spec.priority):
                     await self._hold(handle)
             except ConcurrencyLimitExceeded:
                 handle.finish('rejected')
                 return
             handle.finish('left')
             return
-        cm = self.limiters[spec.level](spec.source)
+        cm = lim(spec.source, weight=spec.weight, priority=spec.priority)
         if spec.keep:
             awaitable = cm.__aenter__()
             handle.kept.append(awaitable)
@@ -1082,12 +1237,12 @@ class Runner:
         lim = self.limiters[spec.level]
         if spec.inline:
             try:
-                await lim.acquire(spec.source, timeout=spec.timeout)
+                await lim.acquire(spec.source, timeout=spec.timeout, weight=spec.weight, priority=spec.priority)
             except ConcurrencyLimitExceeded:
                 handle.finish('rejected')
                 return
         else:
-            awaitable = lim.acquire(spec.source, timeout=spec.timeout)
+            awaitable = lim.acquire(spec.source, timeout=spec.timeout, weight=spec.weight, priority=spec.priority)
             if spec.keep:
                 handle.kept.append(awaitable)
             await awaitable
@@ -1110,7 +1265,7 @@ class Runner:
 
     def _release(self, handle: Handle, lim: ConcurrencyLimiter) -> None:
         try:
-            lim.release()
+            lim.release(weight=handle.spec.weight)
         except ValueError as e:
             handle.outcome = f'error release() raised ValueError: {e}'
 
@@ -1133,6 +1288,7 @@ class Runner:
                 ('resize', 1.2, self._resize),
                 ('clock', 1, self._advance),
                 ('abandon', 0.4, self._abandon),
+                ('close', 0.15 if self.closing else 0.0, self._close),
             ]
             if name not in self.skip
         ]
@@ -1164,13 +1320,16 @@ class Runner:
             if self._live_count() >= MAX_LIVE:
                 return
             level = self._level()
-            mode = self.rng.choice(['ctx', 'acq'])
+            modes = ['ctx', 'acq'] + ([] if 'idle' in self.skip else ['idle'] * (self.rng.random() < 0.3))
+            mode = self.rng.choice(modes)
             timeout: float | None = None
             if mode == 'acq':
                 small = [1.0, 2.0, 3.0] if self.backend != 'uvloop' else [0.0]
                 timeout = self.rng.choice([None, None, None, 0.0, self.rng.choice(small), NEVER])
+            elif mode == 'idle':
+                timeout = self.rng.choice([None, None, 0.0])
             cid = self._new_id()
-            keep = self.rng.random() < 0.15 and 'keep' not in self.skip
+            keep = self.rng.random() < 0.15 and 'keep' not in self.skip and mode != 'idle'
             spec = CallerSpec(
                 cid,
                 level,
@@ -1180,12 +1339,17 @@ class Runner:
                 keep=keep,
                 source=self.rng.choice(['s', 's', 't', f'c{cid}']),
                 inline=not keep and self.rng.random() < 0.5,
+                weight=self._random_weight(),
+                priority=0 if 'priorities' in self.skip else self.rng.choice([0, 0, 0, 0, 1, -1, 2]),
             )
             handle = Handle(spec, self.h.event())
             self.handles[cid] = handle
             self._note(f'spawn {spec.describe(self.config)}')
             self.model.spawn(spec)
             self.h.start(handle, self._caller)
+
+    def _random_weight(self) -> int:
+        return 1 if 'weights' in self.skip else self.rng.choice([1, 1, 1, 1, 2, 3])
 
     def _leave(self) -> None:
         candidates = [h for h in self._live_handles('body') if not h.leave_event.is_set()]
@@ -1217,12 +1381,42 @@ class Runner:
             return
         level = self._level()
         cid = self._new_id()
-        result = self.limiters[level].try_acquire()
-        self._note(f'{self._name(level)}.try_acquire() -> {result}' + (f' (raw slot r{cid})' if result else ''))
-        spec = CallerSpec(cid, level, self.config.chain(level), 'raw')
+        weight = self._random_weight()
+        chain = self.config.chain(level)
+        if any(weight > self.limiters[i].max_running for i in chain):
+            self._try_acquire_too_heavy(level, weight)
+            return
+        result = self.limiters[level].try_acquire(weight=weight)
+        self._note(
+            f'{self._name(level)}.try_acquire(weight={weight}) -> {result}' + (f' (raw slot r{cid})' if result else '')
+        )
+        spec = CallerSpec(cid, level, chain, 'raw', weight=weight)
         self.model.try_acquire(spec, result)
         if result:
             self.raw.add(cid)
+        self._check(callers=False)
+
+    def _try_acquire_too_heavy(self, level: int, weight: int) -> None:
+        """`try_acquire(weight=...)` above some level's `max_running`: `ValueError`, nothing changes."""
+        before = self._observe_levels()
+        self._note(f'{self._name(level)}.try_acquire(weight={weight}) (too heavy)')
+        try:
+            self.limiters[level].try_acquire(weight=weight)
+        except ValueError:
+            pass
+        else:
+            raise FuzzFailure(f'{self._name(level)}.try_acquire(weight={weight}) did not raise ValueError')
+        if self._observe_levels() != before:
+            raise FuzzFailure(f'{self._name(level)}.try_acquire(weight={weight}) raised but changed counts')
+        self._check(callers=False)
+
+    def _close(self) -> None:
+        level = self._level()
+        self._note(f'{self._name(level)}.close()')
+        self.limiters[level].close()
+        if not self.limiters[level].closed:
+            raise FuzzFailure(f'{self._name(level)}.closed is False after close()')
+        self.model.close(level)
         self._check(callers=False)
 
     def _collect_handed(self) -> None:
@@ -1238,9 +1432,9 @@ class Runner:
                 return self._try_acquire()
             cid = self.rng.choice(sorted(self.raw))
         spec = self.model.specs[cid]
-        self._note(f'{self._name(spec.level)}.release() of raw slot r{cid}')
+        self._note(f'{self._name(spec.level)}.release(weight={spec.weight}) of raw slot r{cid}')
         try:
-            self.limiters[spec.level].release()
+            self.limiters[spec.level].release(weight=spec.weight)
         except ValueError as e:
             raise FuzzFailure(f'{self._name(spec.level)}.release() of a held slot raised ValueError: {e}') from None
         self.raw.discard(cid)
