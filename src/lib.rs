@@ -40,6 +40,7 @@ mod acquisition;
 mod close;
 mod error;
 mod governor;
+mod keyed;
 mod limiter;
 mod permit;
 mod queue;
@@ -70,6 +71,7 @@ pub use error::{
     check_max_queued, check_max_running,
 };
 pub use governor::{ConcurrencyGovernor, ConcurrencyPermit};
+pub use keyed::{KeyedBuilder, KeyedConcurrencyLimiter};
 pub use limiter::{Builder, ConcurrencyLimiter};
 pub use permit::Permit;
 pub use session::{SessionLimiter, SessionLimits, SessionStatus};

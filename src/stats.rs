@@ -2,7 +2,7 @@
 
 /// A snapshot of a limiter: the counts are taken at a single instant; the totals are exact
 /// whenever no release is halfway through (they may lag one in-flight release).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LimiterStats {
     /// Slots held right now.
     pub running: usize,

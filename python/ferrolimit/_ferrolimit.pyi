@@ -19,6 +19,7 @@ __all__ = [
     'ConcurrencyLimiter',
     'ConcurrencyPermit',
     'GovernorStats',
+    'KeyedConcurrencyLimiter',
     'LimiterContext',
     'LimiterStats',
     'RedisConcurrencyLimiter',
@@ -338,6 +339,169 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Release the slot; an exception in the block propagates unchanged."""
+
+@final
+class KeyedConcurrencyLimiter:
+    """One independent limit per key (a `str`: a user, a tenant, an API key), backed by Rust.
+
+    Every key has its own `max_running` slots and its own FIFO queue (bounded by `max_queued`,
+    per key), with the weights, priorities and errors of `ConcurrencyLimiter`. With `parent=`,
+    every key's slots are also slots of that one limiter: per user 2, all users together 50.
+
+    A key's state exists only while the key is in use: while it has a holder or a waiter, or an
+    acquire coroutine, context manager or blocking context made for it is alive. A million
+    distinct keys used one after another leave `len(keyed) == 0` and no memory behind. Reading
+    a key nobody uses (`running_count`, `stats`, ...) gives zeros and creates nothing.
+
+    Spans and errors name the limiter (or the source), never the key, and metrics (`meter=`) are
+    attributed by limiter name only, summed over the keys: keys are unbounded, names of spans and
+    metric series should not be. `rate=` (requests and tokens per period) is not available yet.
+
+    Example:
+    ```python
+    from ferrolimit import ConcurrencyLimiter, KeyedConcurrencyLimiter
+
+    provider = ConcurrencyLimiter(50, name='openai')
+    per_user = KeyedConcurrencyLimiter(2, name='per-user', parent=provider)
+
+    async def answer(user_id: str) -> None:
+        async with per_user(user_id, 'chat'):
+            ...  # at most 2 per user, 50 in all
+    ```
+    """
+
+    def __new__(
+        cls,
+        max_running: int,
+        *,
+        max_queued: int | None = None,
+        name: str | None = None,
+        tracer: Tracer | None = None,
+        meter: Meter | None = None,
+        parent: ConcurrencyLimiter | None = None,
+    ) -> Self:
+        """Create the keyed limiter; the arguments are those of `ConcurrencyLimiter`, per key.
+
+        Raises:
+            UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
+            TypeError: If a limit is not an int, `parent` is not a ferrolimit
+                `ConcurrencyLimiter`, or `tracer` has no `start_span`.
+            ValueError: If a limit is larger than ferrolimit can count.
+        """
+
+    @property
+    def name(self) -> str | None:
+        """Name of the limiter for observability."""
+
+    @property
+    def parent(self) -> ConcurrencyLimiter | None:
+        """The limiter every key is nested under (`parent=`), if any."""
+
+    @property
+    def max_running(self) -> int:
+        """Slots per key."""
+
+    @max_running.setter
+    def max_running(self, value: int) -> None:
+        """Resize every key (those in use at once, as `ConcurrencyLimiter.max_running`, and new ones).
+
+        Raises:
+            UserError: If `value` is less than 1.
+        """
+
+    @property
+    def max_queued(self) -> int | None:
+        """Each key's queue bound (`None` when unbounded)."""
+
+    async def acquire(
+        self,
+        key: str,
+        source: str = 'unnamed',
+        *,
+        timeout: float | None = None,
+        weight: int = 1,
+        priority: int = 0,
+    ) -> None:
+        """Acquire a slot of `key` (and of the parent), waiting in FIFO order among that key's callers.
+
+        The arguments after `key` and the errors are those of `ConcurrencyLimiter.acquire`. Pair
+        it with `release(key, weight=weight)`.
+
+        Raises:
+            TypeError: If `key` is not a str (as on every method), or an argument has the wrong type.
+        """
+
+    def acquire_blocking(
+        self,
+        key: str,
+        source: str = 'unnamed',
+        *,
+        timeout: float | None = None,
+        weight: int = 1,
+        priority: int = 0,
+    ) -> None:
+        """Acquire a slot of `key` from a plain thread, as `ConcurrencyLimiter.acquire_blocking`."""
+
+    def blocking(
+        self,
+        key: str,
+        source: str = 'unnamed',
+        *,
+        timeout: float | None = None,
+        weight: int = 1,
+        priority: int = 0,
+    ) -> BlockingContext:
+        """`with keyed.blocking(key, source):` holds a slot of `key` for the block, from a plain thread."""
+
+    def try_acquire(self, key: str, *, weight: int = 1) -> bool:
+        """Take `weight` slots of `key` only if they are free and nobody of `key` is queued; never waits.
+
+        Returns:
+            Whether the slots were taken; `False` once closed.
+
+        Raises:
+            ValueError: If `weight` is less than 1 or more than `max_running` (or the parent's).
+        """
+
+    def release(self, key: str, *, weight: int = 1) -> None:
+        """Release `weight` slots of `key`, handing them to that key's oldest waiters that fit.
+
+        Raises:
+            ValueError: If `key` holds fewer than `weight` slots (a key nobody uses holds none);
+                nothing changes.
+        """
+
+    def running_count(self, key: str) -> int:
+        """Slots of `key` held right now (0 for a key nobody uses)."""
+
+    def waiting_count(self, key: str) -> int:
+        """Callers of `key` queued right now."""
+
+    def available_count(self, key: str) -> int:
+        """Free slots of `key` right now (`max_running` for a key nobody uses)."""
+
+    def stats(self, key: str) -> LimiterStats:
+        """A consistent snapshot of the counts of `key` (zeros for a key nobody uses; asking creates nothing)."""
+
+    def __len__(self) -> int:
+        """The number of keys in use (with a holder, a waiter, or a live coroutine or context of theirs)."""
+
+    def close(self) -> None:
+        """Stop admitting on every key, as `ConcurrencyLimiter.close()`; holders keep their slots."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+
+    async def wait_idle(self, *, timeout: float | None = None) -> bool:
+        """Wait until no key holds a slot; on asyncio or trio.
+
+        Returns:
+            True once no key holds a slot, False if `timeout` passed first.
+        """
+
+    def __call__(self, key: str, source: str = 'unnamed', *, weight: int = 1, priority: int = 0) -> LimiterContext:
+        """`async with keyed(key, source):` holds a slot (or `weight` slots) of `key` for the block."""
 
 @final
 class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):

@@ -15,6 +15,7 @@ from __future__ import annotations as _annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._ferrolimit import _resolve_future
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from ._ferrolimit import _IdleWait as IdleWait
 
-__all__ = ('wait_idle',)
+__all__ = ('wait_all_idle', 'wait_idle')
 
 
 async def wait_idle(idle: IdleWait, time_limit: float | None) -> bool:
@@ -38,6 +39,34 @@ async def wait_idle(idle: IdleWait, time_limit: float | None) -> bool:
     except RuntimeError:
         return await _wait_idle_trio(idle, time_limit)
     return await _wait_idle_asyncio(idle, time_limit)
+
+
+async def wait_all_idle(waits: Callable[[], list[IdleWait]], time_limit: float | None) -> bool:
+    """Wait until a keyed limiter holds no slot of any key.
+
+    `waits()` gives a wait for each key that holds one; they are waited for in turn until a look
+    finds none.
+
+    Returns:
+        True once no key holds a slot, False if `time_limit` seconds passed first.
+    """
+    deadline = None if time_limit is None else _now() + time_limit
+    while pending := waits():
+        for idle in pending:
+            remaining = None if deadline is None else max(0.0, deadline - _now())
+            if not await wait_idle(idle, remaining):
+                return False
+    return True
+
+
+def _now() -> float:
+    """The running event loop's clock."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        import trio
+
+        return trio.current_time()
 
 
 async def _wait_idle_asyncio(idle: IdleWait, time_limit: float | None) -> bool:

@@ -20,8 +20,12 @@ use pyo3::types::{PyString, PyTuple};
 use std::sync::Arc;
 
 enum State {
-    /// Not awaited yet: holds nothing.
-    Created { timeout: Option<f64>, request: Request },
+    /// Not awaited yet: holds nothing but the handle of the limiter to take the slots of.
+    Created {
+        handle: Arc<Handle>,
+        timeout: Option<f64>,
+        request: Request,
+    },
     /// Suspended in its wait.
     Waiting(Py<PyAny>),
     /// Finished, failed or closed.
@@ -35,10 +39,11 @@ enum Input<'py> {
     Throw(PyErr, Bound<'py, PyTuple>),
 }
 
-/// The coroutine `acquire()` returns.
+/// The coroutine `acquire()` returns. Once started it holds the limiter's handle only through
+/// its wait, which lets go of it when finished: a finished coroutine kept alive by a traceback
+/// keeps no keyed limiter's key in use.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_Acquire")]
 pub(crate) struct PyAcquire {
-    handle: Arc<Handle>,
     source: Py<PyString>,
     state: Mutex<State>,
 }
@@ -51,9 +56,12 @@ impl PyAcquire {
         request: Request,
     ) -> Self {
         Self {
-            handle,
             source: source.unbind(),
-            state: Mutex::new(State::Created { timeout, request }),
+            state: Mutex::new(State::Created {
+                handle,
+                timeout,
+                request,
+            }),
         }
     }
 
@@ -70,16 +78,24 @@ impl PyAcquire {
         let mut state = self.lock()?;
         let wait = match std::mem::replace(&mut *state, State::Done) {
             State::Waiting(wait) => wait,
-            State::Created { timeout, request } => match input {
+            State::Created {
+                handle,
+                timeout,
+                request,
+            } => match input {
                 Input::Send(value) if !value.is_none() => {
-                    *state = State::Created { timeout, request };
+                    *state = State::Created {
+                        handle,
+                        timeout,
+                        request,
+                    };
                     return Err(PyTypeError::new_err(
                         "can't send non-None value to a just-started coroutine",
                     ));
                 }
-                Input::Send(_) => match self.handle.start(request) {
+                Input::Send(_) => match handle.start(request) {
                     Start::Held => return Ok(None),
-                    Start::Wait(acquisition) => wait(&self.handle, py, acquisition, self.source.bind(py), timeout)?,
+                    Start::Wait(acquisition) => wait(&handle, py, acquisition, self.source.bind(py), timeout)?,
                 },
                 // Never started: nothing is held, the exception goes straight back.
                 Input::Throw(err, _) => return Err(err),

@@ -140,7 +140,7 @@ impl PyAsyncioWait {
                                 event_loop
                                     .call_method1(
                                         intern!(py, "call_at"),
-                                        (deadline, expire_function(py)?, &future, self.waiter.timeout_message()),
+                                        (deadline, expire_function(py)?, &future, self.waiter.timeout_message()?),
                                     )?
                                     .unbind(),
                             ),

@@ -16,6 +16,11 @@ use std::time::Duration;
 pub(crate) struct PyIdleWait(Mutex<IdleWaiter<ConcurrencyLimiter>>);
 
 impl PyIdleWait {
+    /// A wait for `limiter` to be idle, registered by its first `poll`.
+    pub(crate) fn new(limiter: &ConcurrencyLimiter) -> Self {
+        Self(Mutex::new(IdleWaiter::new(limiter.clone())))
+    }
+
     /// The wait, unless it is in use at this moment (from another thread, or from a destructor
     /// that a dropped waker ran): an error rather than a lock to wait for holding the GIL.
     fn lock(&self) -> PyResult<MutexGuard<'_, IdleWaiter<ConcurrencyLimiter>>> {
@@ -53,9 +58,8 @@ pub(crate) fn wait_idle(
     timeout: Option<Duration>,
 ) -> PyResult<Py<PyAny>> {
     static WAIT_IDLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let wait = PyIdleWait(Mutex::new(IdleWaiter::new(limiter.clone())));
     Ok(WAIT_IDLE
         .import(py, "ferrolimit._idle", "wait_idle")?
-        .call1((wait, timeout.map(|t| t.as_secs_f64())))?
+        .call1((PyIdleWait::new(limiter), timeout.map(|t| t.as_secs_f64())))?
         .unbind())
 }

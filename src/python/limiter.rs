@@ -67,15 +67,7 @@ impl PyConcurrencyLimiter {
         meter: Option<&Bound<'_, PyAny>>,
         parent: Option<&Bound<'_, Self>>,
     ) -> PyResult<Self> {
-        let metrics = match meter.filter(|m| !m.is_none()) {
-            Some(meter) => {
-                static METRICS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-                let counts = PyCounts(core.clone());
-                let class = METRICS.import(py, "ferrolimit._metrics", "LimiterMetrics")?;
-                Some(class.call1((meter, core.name(), counts))?.unbind())
-            }
-            None => None,
-        };
+        let metrics = limiter_metrics(py, meter, core.name(), || PyCounts(core.clone()))?;
         let handle = Arc::new(Handle::new(
             core,
             tracer,
@@ -90,9 +82,27 @@ impl PyConcurrencyLimiter {
     }
 }
 
+/// The metric instruments (`ferrolimit._metrics.LimiterMetrics`) of a limiter named `name` when
+/// a meter was given; `counts()` makes the object whose `stats()` the gauges read.
+pub(crate) fn limiter_metrics<'py, C: IntoPyObject<'py>>(
+    py: Python<'py>,
+    meter: Option<&Bound<'py, PyAny>>,
+    name: Option<&str>,
+    counts: impl FnOnce() -> C,
+) -> PyResult<Option<Py<PyAny>>> {
+    static METRICS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    match meter.filter(|m| !m.is_none()) {
+        Some(meter) => {
+            let class = METRICS.import(py, "ferrolimit._metrics", "LimiterMetrics")?;
+            Ok(Some(class.call1((meter, name, counts()))?.unbind()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The `parent` argument: `None`, or a ferrolimit limiter (a subclass too: its slots are taken
 /// natively, whatever its methods do).
-fn parent_arg<'a, 'py>(
+pub(crate) fn parent_arg<'a, 'py>(
     parent: Option<&'a Bound<'py, PyAny>>,
 ) -> PyResult<Option<&'a Bound<'py, PyConcurrencyLimiter>>> {
     match parent.filter(|p| !p.is_none()) {
@@ -363,7 +373,7 @@ impl PyCounts {
 
 /// A consistent snapshot of a limiter's counts (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "LimiterStats")]
-pub(crate) struct PyLimiterStats(LimiterStats);
+pub(crate) struct PyLimiterStats(pub(crate) LimiterStats);
 
 #[pymethods]
 impl PyLimiterStats {

@@ -12,6 +12,7 @@ mod errors;
 mod governor;
 mod handle;
 mod idle;
+mod keyed;
 mod limiter;
 mod raw;
 mod ready;
@@ -35,6 +36,8 @@ mod native {
     use super::blocking::PyBlockingContext;
     #[pymodule_export]
     use super::governor::{PyConcurrencyGovernor, PyConcurrencyPermit, PyGovernorStats};
+    #[pymodule_export]
+    use super::keyed::PyKeyedConcurrencyLimiter;
     #[pymodule_export]
     use super::limiter::{PyConcurrencyLimiter, PyLimiterStats};
     #[pymodule_export]

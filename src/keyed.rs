@@ -1,0 +1,541 @@
+//! One limit per key ([`KeyedConcurrencyLimiter`]), with the state of a key alive only while it
+//! is in use, and the map that keeps those states ([`KeyedMap`], shared with the Python glue).
+//!
+//! Each key in use has a limiter of its own, created on first use (under the keyed limiter's
+//! `parent`, if any) and kept in the map behind an `Arc`. A key's state is *unused* once the map
+//! holds the only reference to it (no future, context or waiter of the key is alive: every user
+//! clones the reference under the map's lock first) and its limiter has no holder and no waiter.
+//! Unused states are removed:
+//!
+//! * by every lookup that creates a key: it also checks the next two entries in a round-robin
+//!   order (entries sit in a vector, so a cursor walks them), so unused states never outnumber
+//!   the keys in use by more than a few: a million keys used one after another leave at most a
+//!   handful behind at any moment, not a million;
+//! * when a key's slots are released through the keyed limiter (that key is checked at once);
+//! * by [`KeyedMap::sweep`], which checks every entry (`len()` does that: it is exact).
+//!
+//! Whatever a removal drops (a limiter, in the Python glue also references to Python objects) is
+//! dropped after the map's lock is released.
+
+use crate::error::{AcquireError, LimitError};
+use crate::limiter::ConcurrencyLimiter;
+use crate::permit::Permit;
+use crate::stats::LimiterStats;
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::{check_max_queued, check_max_running};
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+
+/// A key's state as the map sees it: the limiter whose holders and waiters keep it in use.
+pub(crate) trait KeyState {
+    fn limiter(&self) -> &ConcurrencyLimiter;
+}
+
+impl KeyState for ConcurrencyLimiter {
+    fn limiter(&self) -> &ConcurrencyLimiter {
+        self
+    }
+}
+
+/// The states of the keys in use (see the module docs).
+#[derive(Debug)]
+pub(crate) struct KeyedMap<K, V> {
+    inner: Mutex<Entries<K, V>>,
+}
+
+#[derive(Debug)]
+struct Entries<K, V> {
+    /// Every key's state; `index` finds a key's position.
+    states: Vec<(K, Arc<V>)>,
+    index: HashMap<K, usize>,
+    /// Where the round-robin check of unused states goes on.
+    cursor: usize,
+}
+
+/// How many other entries each creation of a key checks: more than one, so that unused states
+/// are removed faster than new keys can leave them.
+const CHECKS_PER_CREATION: usize = 2;
+
+impl<K: Hash + Eq + Clone, V: KeyState> KeyedMap<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Mutex::new(Entries {
+                states: Vec::new(),
+                index: HashMap::new(),
+                cursor: 0,
+            }),
+        }
+    }
+
+    /// The state of `key`, made by `make` if the key is not in use (`owned` then makes the key
+    /// the map keeps).
+    pub(crate) fn get_or_insert<Q>(&self, key: &Q, owned: impl FnOnce() -> K, make: impl FnOnce() -> V) -> Arc<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut removed = Vec::new();
+        let state = {
+            let mut inner = self.inner.lock();
+            if let Some(&at) = inner.index.get(key) {
+                Arc::clone(&inner.states[at].1)
+            } else {
+                for _ in 0..CHECKS_PER_CREATION {
+                    inner.check_next(&mut removed);
+                }
+                let state = Arc::new(make());
+                let key = owned();
+                let at = inner.states.len();
+                inner.index.insert(key.clone(), at);
+                inner.states.push((key, Arc::clone(&state)));
+                state
+            }
+        };
+        drop(removed);
+        state
+    }
+
+    /// The state of `key` if it is in use.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = self.inner.lock();
+        inner.index.get(key).map(|&at| Arc::clone(&inner.states[at].1))
+    }
+
+    /// Removes the state of `key` if it is unused; `state` is the caller's reference to it,
+    /// given up here.
+    pub(crate) fn release_state<Q>(&self, key: &Q, state: Arc<V>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut inner = self.inner.lock();
+        drop(state);
+        let removed = inner.index.get(key).copied().and_then(|at| inner.remove_if_unused(at));
+        drop(inner);
+        drop(removed);
+    }
+
+    /// Removes every unused state; returns how many keys are in use.
+    pub(crate) fn sweep(&self) -> usize {
+        let mut removed = Vec::new();
+        let len = {
+            let mut inner = self.inner.lock();
+            let mut at = 0;
+            while at < inner.states.len() {
+                match inner.remove_if_unused(at) {
+                    Some(state) => removed.push(state),
+                    None => at += 1,
+                }
+            }
+            inner.states.len()
+        };
+        drop(removed);
+        len
+    }
+
+    /// Every state in the map at this moment.
+    pub(crate) fn states(&self) -> Vec<Arc<V>> {
+        self.inner.lock().states.iter().map(|(_, v)| Arc::clone(v)).collect()
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: KeyState> Entries<K, V> {
+    /// Checks the entry at the cursor, and moves the cursor on unless that entry was removed
+    /// (another one took its place).
+    fn check_next(&mut self, removed: &mut Vec<Arc<V>>) {
+        if self.states.is_empty() {
+            return;
+        }
+        let at = self.cursor % self.states.len();
+        match self.remove_if_unused(at) {
+            Some(state) => removed.push(state),
+            None => self.cursor = at + 1,
+        }
+    }
+
+    /// Removes the entry at `at` if it is unused (the map's reference is the only one, and its
+    /// limiter has no holder and no waiter), moving the last entry into its place.
+    fn remove_if_unused(&mut self, at: usize) -> Option<Arc<V>> {
+        let (_, state) = &self.states[at];
+        let limiter = state.limiter();
+        if Arc::strong_count(state) != 1 || limiter.running_count() != 0 || limiter.waiting_count() != 0 {
+            return None;
+        }
+        let (key, state) = self.states.swap_remove(at);
+        self.index.remove(&key);
+        if let Some((moved, _)) = self.states.get(at) {
+            *self.index.get_mut(moved).expect("every entry is indexed") = at;
+        }
+        Some(state)
+    }
+}
+
+/// One limit per key (a user, a tenant, an API key), each key with its own `max_running` slots
+/// and FIFO queue, optionally all under one `parent` limiter (per user 2, all users together 50).
+///
+/// A key's state exists only while it is in use (a holder, a waiter or a future of it is alive):
+/// a million distinct keys used one after another leave nothing behind, and [`len`](Self::len)
+/// is back to 0.
+///
+/// ```
+/// use ferrolimit::{ConcurrencyLimiter, KeyedConcurrencyLimiter};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let all_users = ConcurrencyLimiter::new(50)?;
+/// let per_user = KeyedConcurrencyLimiter::<String>::builder(2).parent(all_users.clone()).build()?;
+/// let permit = per_user.acquire("alice".to_owned()).await?;
+/// assert_eq!((per_user.running_count("alice"), all_users.running_count()), (1, 1));
+/// drop(permit);
+/// assert_eq!(per_user.len(), 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct KeyedConcurrencyLimiter<K> {
+    shared: Arc<KeyedShared<K>>,
+}
+
+#[derive(Debug)]
+struct KeyedShared<K> {
+    keys: KeyedMap<K, ConcurrencyLimiter>,
+    settings: KeySettings,
+}
+
+/// What every key's limiter is made with.
+#[derive(Debug)]
+pub(crate) struct KeySettings {
+    max_running: AtomicUsize,
+    max_queued: Option<usize>,
+    name: Option<String>,
+    parent: Option<ConcurrencyLimiter>,
+    closed: AtomicBool,
+}
+
+impl KeySettings {
+    /// Checks the limits as [`ConcurrencyLimiter::builder`] does.
+    pub(crate) fn new(
+        max_running: usize,
+        max_queued: Option<usize>,
+        name: Option<String>,
+        parent: Option<ConcurrencyLimiter>,
+    ) -> Result<Self, LimitError> {
+        let max_running = check_max_running(max_running as i128)? as usize;
+        let max_queued = max_queued.map(|q| check_max_queued(q as i128)).transpose()?;
+        Ok(Self {
+            max_running: AtomicUsize::new(max_running),
+            max_queued,
+            name,
+            parent,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A new key's limiter: the current `max_running`, closed if the keyed limiter is.
+    pub(crate) fn make(&self) -> ConcurrencyLimiter {
+        let mut builder = ConcurrencyLimiter::builder(self.max_running());
+        if let Some(max_queued) = self.max_queued {
+            builder = builder.max_queued(max_queued);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        if let Some(parent) = &self.parent {
+            builder = builder.parent(parent.clone());
+        }
+        let limiter = builder
+            .build()
+            .expect("the limits were checked when the keyed limiter was made");
+        if self.is_closed() {
+            limiter.close();
+        }
+        limiter
+    }
+
+    pub(crate) fn max_running(&self) -> usize {
+        self.max_running.load(Ordering::Acquire)
+    }
+
+    pub(crate) const fn max_queued(&self) -> Option<usize> {
+        self.max_queued
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) const fn parent(&self) -> Option<&ConcurrencyLimiter> {
+        self.parent.as_ref()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The counts of a key nobody uses: all slots free, nobody queued, no totals.
+    pub(crate) fn unused_stats(&self) -> LimiterStats {
+        let max_running = self.max_running();
+        LimiterStats {
+            running: 0,
+            waiting: 0,
+            available: max_running,
+            max_running,
+            max_queued: self.max_queued,
+            acquired_total: 0,
+            rejected_total: 0,
+            cancelled_total: 0,
+        }
+    }
+
+    /// Sets `max_running` for new keys and then for every key of `states` (the keys in use).
+    pub(crate) fn set_max_running<V: KeyState>(&self, max_running: usize, states: &[Arc<V>]) -> Result<(), LimitError> {
+        let max_running = check_max_running(max_running as i128)? as usize;
+        // First for the keys made from now on, then for those already made: none is left out.
+        self.max_running.store(max_running, Ordering::Release);
+        for state in states {
+            state.limiter().set_max_running(max_running)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the keyed limiter: new keys are made closed, and every key of `states` (the keys
+    /// in use) is closed.
+    pub(crate) fn close<V: KeyState>(&self, states: &[Arc<V>]) {
+        self.closed.store(true, Ordering::Release);
+        for state in states {
+            state.limiter().close();
+        }
+    }
+}
+
+/// Builds a [`KeyedConcurrencyLimiter`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct KeyedBuilder {
+    max_running: usize,
+    max_queued: Option<usize>,
+    name: Option<String>,
+    parent: Option<ConcurrencyLimiter>,
+}
+
+impl KeyedBuilder {
+    /// Bounds each key's queue (per key, not over all keys).
+    pub const fn max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = Some(max_queued);
+        self
+    }
+
+    /// Names the limiter in wait spans and errors (the key is not part of the name: keys are
+    /// unbounded, names of spans and metrics should not be).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Nests every key under `parent`: a global cap over all keys.
+    pub fn parent(mut self, parent: ConcurrencyLimiter) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Creates the keyed limiter.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] when `max_running` is 0 or above [`MAX_RUNNING_LIMIT`](crate::MAX_RUNNING_LIMIT).
+    pub fn build<K: Hash + Eq + Clone>(self) -> Result<KeyedConcurrencyLimiter<K>, LimitError> {
+        Ok(KeyedConcurrencyLimiter {
+            shared: Arc::new(KeyedShared {
+                keys: KeyedMap::new(),
+                settings: KeySettings::new(self.max_running, self.max_queued, self.name, self.parent)?,
+            }),
+        })
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
+    /// A keyed limiter of `max_running` slots per key, with unbounded queues.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] when `max_running` is 0 or above [`MAX_RUNNING_LIMIT`](crate::MAX_RUNNING_LIMIT).
+    pub fn new(max_running: usize) -> Result<Self, LimitError> {
+        Self::builder(max_running).build()
+    }
+
+    /// Starts a [`KeyedBuilder`] for `max_running` slots per key.
+    pub const fn builder(max_running: usize) -> KeyedBuilder {
+        KeyedBuilder {
+            max_running,
+            max_queued: None,
+            name: None,
+            parent: None,
+        }
+    }
+
+    fn state<Q>(&self, key: &Q) -> Arc<ConcurrencyLimiter>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let settings = &self.shared.settings;
+        self.shared
+            .keys
+            .get_or_insert(key, || key.to_owned(), || settings.make())
+    }
+
+    /// Waits for a slot of `key` (and of the parent), FIFO among the callers of that key.
+    pub fn acquire(&self, key: K) -> impl Future<Output = Result<Permit, AcquireError>> + Send + 'static
+    where
+        K: Send + Sync + 'static,
+    {
+        self.acquire_with(key, 1, 0)
+    }
+
+    /// Waits for `weight` slots of `key` at once, served by `priority` among that key's callers
+    /// (see [`Acquire::weight`](crate::Acquire::weight) and
+    /// [`Acquire::priority`](crate::Acquire::priority)).
+    ///
+    /// # Errors
+    ///
+    /// The future resolves to the errors of [`ConcurrencyLimiter::acquire`]'s future.
+    pub fn acquire_with(
+        &self,
+        key: K,
+        weight: u32,
+        priority: i32,
+    ) -> impl Future<Output = Result<Permit, AcquireError>> + Send + 'static
+    where
+        K: Send + Sync + 'static,
+    {
+        let state = self.state(&key);
+        let keyed = self.clone();
+        async move {
+            let result = state.acquire().weight(weight).priority(priority).await;
+            keyed.shared.keys.release_state(&key, state);
+            result
+        }
+    }
+
+    /// Takes `weight` slots of `key` (and of the parent) if they are free and nobody of that
+    /// key is queued; never waits. `None` once closed.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConcurrencyLimiter::try_acquire_many`].
+    pub fn try_acquire_many<Q>(&self, key: &Q, weight: u32) -> Result<Option<Permit>, AcquireError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let state = self.state(key);
+        let taken = state.try_acquire_many(weight);
+        self.shared.keys.release_state(key, state);
+        taken
+    }
+
+    /// [`try_acquire_many`](Self::try_acquire_many) of one slot.
+    pub fn try_acquire<Q>(&self, key: &Q) -> Option<Permit>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.try_acquire_many(key, 1).ok().flatten()
+    }
+
+    /// The counts of `key`; a key nobody uses has all its slots free (and asking creates no
+    /// state).
+    pub fn stats<Q>(&self, key: &Q) -> LimiterStats
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shared
+            .keys
+            .get(key)
+            .map_or_else(|| self.shared.settings.unused_stats(), |state| state.stats())
+    }
+
+    /// Slots of `key` held right now.
+    pub fn running_count<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.stats(key).running
+    }
+
+    /// Callers of `key` queued right now.
+    pub fn waiting_count<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.stats(key).waiting
+    }
+
+    /// The number of keys in use (with a holder, a waiter or a live future).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shared.keys.sweep()
+    }
+
+    /// Whether no key is in use.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name given to the builder.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.shared.settings.name()
+    }
+
+    /// Each key's queue bound.
+    #[must_use]
+    pub fn max_queued(&self) -> Option<usize> {
+        self.shared.settings.max_queued()
+    }
+
+    /// The limiter every key is nested under, if any.
+    #[must_use]
+    pub fn parent(&self) -> Option<&ConcurrencyLimiter> {
+        self.shared.settings.parent()
+    }
+
+    /// Slots per key.
+    #[must_use]
+    pub fn max_running(&self) -> usize {
+        self.shared.settings.max_running()
+    }
+
+    /// Changes the slots per key, for the keys in use (as
+    /// [`ConcurrencyLimiter::set_max_running`]) and for new ones.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] for 0 or a value above [`MAX_RUNNING_LIMIT`](crate::MAX_RUNNING_LIMIT).
+    pub fn set_max_running(&self, max_running: usize) -> Result<(), LimitError> {
+        self.shared
+            .settings
+            .set_max_running(max_running, &self.shared.keys.states())
+    }
+
+    /// Stops admitting on every key (see [`ConcurrencyLimiter::close`]); holders keep their
+    /// slots. Idempotent.
+    pub fn close(&self) {
+        self.shared.settings.close(&self.shared.keys.states());
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.settings.is_closed()
+    }
+}

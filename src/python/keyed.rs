@@ -1,0 +1,345 @@
+//! `ferrolimit.KeyedConcurrencyLimiter`: one limit per `str` key over the core's [`KeyedMap`],
+//! each key's state a [`Handle`] (so every acquire form of the local limiter serves a key as it
+//! is), alive only while the key is in use.
+
+use crate::keyed::{KeySettings, KeyState, KeyedMap};
+use crate::python::acquire::PyAcquire;
+use crate::python::args::{
+    Arg, check_str, check_timeout, extract_limit, limits, request_arg, source_or_unnamed, tracer_arg, weight_arg,
+};
+use crate::python::blocking::{PyBlockingContext, acquire_blocking};
+use crate::python::context::Context;
+use crate::python::errors::limit_error;
+use crate::python::handle::Handle;
+use crate::python::idle::PyIdleWait;
+use crate::python::limiter::{PyConcurrencyLimiter, PyLimiterStats, limiter_metrics, parent_arg};
+use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
+use std::sync::{Arc, Weak};
+
+impl KeyState for Handle {
+    fn limiter(&self) -> &ConcurrencyLimiter {
+        &self.core
+    }
+}
+
+/// What the limiter, its key states' makers and its metrics' gauges share.
+struct Keys {
+    /// Keys shared by the map's index and its entries: one allocation per key.
+    map: KeyedMap<Arc<str>, Handle>,
+    settings: KeySettings,
+}
+
+impl Keys {
+    /// The counts of every key in use, summed (the limits are per key).
+    fn total(&self) -> LimiterStats {
+        let mut total = self.settings.unused_stats();
+        for state in self.map.states() {
+            let stats = state.core.stats();
+            total.running += stats.running;
+            total.waiting += stats.waiting;
+            total.acquired_total += stats.acquired_total;
+            total.rejected_total += stats.rejected_total;
+            total.cancelled_total += stats.cancelled_total;
+        }
+        total.available = 0;
+        total
+    }
+}
+
+/// One limit per key (documented in `_ferrolimit.pyi`).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "KeyedConcurrencyLimiter")]
+pub(crate) struct PyKeyedConcurrencyLimiter {
+    keys: Arc<Keys>,
+    tracer: Option<Py<PyAny>>,
+    metrics: Option<Py<PyAny>>,
+    parent: Option<(Py<PyConcurrencyLimiter>, Arc<Handle>)>,
+}
+
+impl PyKeyedConcurrencyLimiter {
+    /// The state of `key` (a `str`, else `TypeError`), made if the key is not in use.
+    fn state(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Arc<Handle>> {
+        let key = check_str(key, "key")?.to_str()?;
+        Ok(self.keys.map.get_or_insert(
+            key,
+            || Arc::from(key),
+            || {
+                Handle::new(
+                    self.keys.settings.make(),
+                    self.tracer.as_ref().map(|t| t.clone_ref(py)),
+                    self.metrics.as_ref().map(|m| m.clone_ref(py)),
+                    self.parent.as_ref().map(|(_, handle)| Arc::clone(handle)),
+                )
+            },
+        ))
+    }
+
+    /// The state of `key` if it is in use; creates none.
+    fn existing(key: &Bound<'_, PyAny>, keys: &Keys) -> PyResult<Option<Arc<Handle>>> {
+        Ok(keys.map.get(check_str(key, "key")?.to_str()?))
+    }
+
+    /// Gives up a reference from [`state`](Self::state), removing the key's state if unused.
+    fn done(&self, key: &Bound<'_, PyAny>, state: Arc<Handle>) -> PyResult<()> {
+        self.keys.map.release_state(key.cast::<PyString>()?.to_str()?, state);
+        Ok(())
+    }
+
+    fn key_stats(&self, key: &Bound<'_, PyAny>) -> PyResult<LimiterStats> {
+        Ok(Self::existing(key, &self.keys)?.map_or_else(|| self.keys.settings.unused_stats(), |s| s.core.stats()))
+    }
+}
+
+#[pymethods]
+impl PyKeyedConcurrencyLimiter {
+    #[new]
+    #[pyo3(signature = (max_running, *, max_queued = None, name = None, tracer = None, meter = None, parent = None))]
+    fn new(
+        py: Python<'_>,
+        max_running: &Bound<'_, PyAny>,
+        max_queued: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        tracer: Option<Py<PyAny>>,
+        meter: Option<&Bound<'_, PyAny>>,
+        parent: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let parent = parent_arg(parent)?;
+        let tracer = tracer_arg(tracer, py)?;
+        let settings = KeySettings::new(
+            max_running as usize,
+            max_queued,
+            name,
+            parent.map(|p| p.get().handle.core.clone()),
+        )
+        .map_err(|e| limit_error(&e))?;
+        let keys = Arc::new(Keys {
+            map: KeyedMap::new(),
+            settings,
+        });
+        let metrics = limiter_metrics(py, meter, keys.settings.name(), || PyKeyedCounts(Arc::downgrade(&keys)))?;
+        Ok(Self {
+            keys,
+            tracer,
+            metrics,
+            parent: parent.map(|p| (p.clone().unbind(), Arc::clone(&p.get().handle))),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.keys.settings.name()
+    }
+
+    #[getter]
+    fn parent(&self, py: Python<'_>) -> Option<Py<PyConcurrencyLimiter>> {
+        self.parent.as_ref().map(|(p, _)| p.clone_ref(py))
+    }
+
+    #[getter]
+    fn max_running(&self) -> usize {
+        self.keys.settings.max_running()
+    }
+
+    #[setter]
+    fn set_max_running(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let value = extract_limit(value, "max_running", MAX_RUNNING_LIMIT)?;
+        let value = check_max_running(value).map_err(|e| limit_error(&e))?;
+        self.keys
+            .settings
+            .set_max_running(value as usize, &self.keys.map.states())
+            .map_err(|e| limit_error(&e))
+    }
+
+    #[getter]
+    fn max_queued(&self) -> Option<usize> {
+        self.keys.settings.max_queued()
+    }
+
+    #[pyo3(
+        signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
+        text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
+    )]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        source: Arg<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
+    ) -> PyResult<PyAcquire> {
+        let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());
+        let request = request_arg(&weight, &priority)?;
+        let source = source_or_unnamed(py, &source)?;
+        Ok(PyAcquire::new(self.state(py, key)?, source, timeout, request))
+    }
+
+    #[pyo3(
+        signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
+        text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
+    )]
+    fn acquire_blocking(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        source: Arg<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
+    ) -> PyResult<()> {
+        let timeout = check_timeout(timeout)?;
+        let request = request_arg(&weight, &priority)?;
+        let source = source_or_unnamed(py, &source)?;
+        let state = self.state(py, key)?;
+        let acquired = acquire_blocking(py, &state, &source.to_string_lossy(), timeout, request);
+        self.done(key, state)?;
+        acquired
+    }
+
+    #[pyo3(
+        signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
+        text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
+    )]
+    fn blocking(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        source: Arg<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
+    ) -> PyResult<PyBlockingContext> {
+        let timeout = check_timeout(timeout)?;
+        let request = request_arg(&weight, &priority)?;
+        let source = source_or_unnamed(py, &source)?.to_string_lossy().into_owned();
+        Ok(PyBlockingContext::new(self.state(py, key)?, source, timeout, request))
+    }
+
+    #[pyo3(signature = (key, *, weight = Arg::Omitted), text_signature = "($self, key, *, weight=1)")]
+    fn try_acquire(&self, py: Python<'_>, key: &Bound<'_, PyAny>, weight: Arg<'_>) -> PyResult<bool> {
+        let weight = weight_arg(&weight)?;
+        let state = self.state(py, key)?;
+        let taken = state.try_acquire(py, weight);
+        self.done(key, state)?;
+        taken
+    }
+
+    #[pyo3(signature = (key, *, weight = Arg::Omitted), text_signature = "($self, key, *, weight=1)")]
+    fn release(&self, key: &Bound<'_, PyAny>, weight: Arg<'_>) -> PyResult<()> {
+        let weight = weight_arg(&weight)?;
+        let Some(state) = Self::existing(key, &self.keys)? else {
+            return Err(PyValueError::new_err(format!(
+                "key {} holds no slot of this keyed limiter",
+                key.repr()?
+            )));
+        };
+        let released = state.release(weight);
+        self.done(key, state)?;
+        released
+    }
+
+    fn running_count(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        Ok(self.key_stats(key)?.running)
+    }
+
+    fn waiting_count(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        Ok(self.key_stats(key)?.waiting)
+    }
+
+    fn available_count(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        Ok(self.key_stats(key)?.available)
+    }
+
+    fn stats(&self, key: &Bound<'_, PyAny>) -> PyResult<PyLimiterStats> {
+        Ok(PyLimiterStats(self.key_stats(key)?))
+    }
+
+    fn __len__(&self) -> usize {
+        self.keys.map.sweep()
+    }
+
+    fn close(&self) {
+        self.keys.settings.close(&self.keys.map.states());
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.keys.settings.is_closed()
+    }
+
+    #[pyo3(signature = (*, timeout = None))]
+    fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        static WAIT_ALL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());
+        let waits = PyKeyedIdleWaits(Arc::downgrade(&self.keys));
+        Ok(WAIT_ALL
+            .import(py, "ferrolimit._idle", "wait_all_idle")?
+            .call1((waits, timeout))?
+            .unbind())
+    }
+
+    #[pyo3(signature = (key, source = Arg::Omitted, *, weight = Arg::Omitted, priority = Arg::Omitted))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        source: Arg<'_>,
+        weight: Arg<'_>,
+        priority: Arg<'_>,
+    ) -> PyResult<Py<PyAny>> {
+        let source = source_or_unnamed(py, &source)?;
+        let request = request_arg(&weight, &priority)?;
+        Ok(Context::native(py, self.state(py, key)?, &source, request)?.into_any())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let settings = &self.keys.settings;
+        let name = match settings.name() {
+            Some(name) => PyString::new(py, name).repr()?.to_string(),
+            None => "None".to_owned(),
+        };
+        Ok(format!(
+            "KeyedConcurrencyLimiter(max_running={}, max_queued={}, name={name}, keys={})",
+            settings.max_running(),
+            settings
+                .max_queued()
+                .map_or_else(|| "None".to_owned(), |q| q.to_string()),
+            self.keys.map.sweep(),
+        ))
+    }
+}
+
+/// The metrics' gauges' view of a keyed limiter: its counts summed over the keys in use. It
+/// holds the keys weakly, so the limiter and its metrics do not keep each other alive.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_KeyedCounts")]
+struct PyKeyedCounts(Weak<Keys>);
+
+#[pymethods]
+impl PyKeyedCounts {
+    fn stats(&self) -> PyLimiterStats {
+        PyLimiterStats(self.0.upgrade().map_or_else(LimiterStats::default, |keys| keys.total()))
+    }
+}
+
+/// What `ferrolimit._idle.wait_all_idle` waits on: the idle waits of the keys holding slots.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_KeyedIdleWaits")]
+struct PyKeyedIdleWaits(Weak<Keys>);
+
+#[pymethods]
+impl PyKeyedIdleWaits {
+    /// A wait for each key that holds a slot right now; empty once none does.
+    fn __call__(&self) -> Vec<PyIdleWait> {
+        self.0.upgrade().map_or_else(Vec::new, |keys| {
+            keys.map
+                .states()
+                .iter()
+                .filter(|state| state.core.running_count() > 0)
+                .map(|state| PyIdleWait::new(&state.core))
+                .collect()
+        })
+    }
+}
