@@ -187,6 +187,10 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
         if self.stage != Stage::Arriving {
             return Ok(self.stage);
         }
+        if self.closed_below() {
+            self.cancel();
+            return Err(AcquireError::Closed);
+        }
         match self.level().semaphore().enqueue(waker, self.request) {
             Ok(Enqueued::Acquired) => self.stage = Stage::Climbing,
             Ok(Enqueued::Queued { id, waiting }) => self.stage = Stage::Queued { id, waiting },
@@ -230,6 +234,12 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
         let Stage::Queued { id, .. } = self.stage else {
             return Ok(false);
         };
+        if self.closed_below() {
+            // A level it holds was closed while it waited here: it is refused like that level's
+            // own waiters, once woken here (a slot handed over here passes on).
+            self.cancel();
+            return Err(AcquireError::Closed);
+        }
         match step(self.level().semaphore(), id) {
             Ok(granted) => {
                 if granted {
@@ -295,6 +305,18 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
             stage: std::mem::replace(&mut self.stage, Stage::Cancelled),
             request: self.request,
         }
+    }
+
+    /// Whether a level below the current one (whose slots it holds) was closed.
+    fn closed_below(&self) -> bool {
+        let mut level = self.base();
+        for _ in 0..self.depth {
+            if level.semaphore().is_closed() {
+                return true;
+            }
+            level = level.parent().unwrap_or(level);
+        }
+        false
     }
 
     /// Counts the caller's slots as fully held at every level that has a parent: it holds them

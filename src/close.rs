@@ -11,8 +11,10 @@ use std::task::{Context, Poll, Waker};
 impl ConcurrencyLimiter {
     /// Stops admitting: from now on every queued waiter and every new acquire fails with
     /// [`AcquireError::Closed`](crate::AcquireError::Closed), and
-    /// [`try_acquire`](Self::try_acquire) returns `None`. Holders keep their slots and release
-    /// them as usual. Idempotent. Closing does not close the parent.
+    /// [`try_acquire`](Self::try_acquire) returns `None`. A caller that holds this limiter's
+    /// slot and waits at an ancestor's is never admitted either: it is refused (giving both
+    /// back) when the ancestor's slot comes, so until then it still counts as running here.
+    /// Holders keep their slots and release them as usual. Idempotent. Closing does not close the parent.
     ///
     /// ```
     /// use ferrolimit::{AcquireError, ConcurrencyLimiter};

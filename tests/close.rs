@@ -118,3 +118,20 @@ async fn graceful_shutdown_across_tasks() {
     assert!((3..20).contains(&served), "served {served}");
     assert_eq!((limiter.running_count(), limiter.waiting_count()), (0, 0));
 }
+
+#[test]
+fn a_caller_waiting_at_the_parent_of_a_closed_child_is_never_admitted() {
+    let parent = ConcurrencyLimiter::new(1).unwrap();
+    let child = ConcurrencyLimiter::builder(1).parent(parent.clone()).build().unwrap();
+    let holder = parent.try_acquire().unwrap();
+    let mut climber = pin!(child.acquire());
+    assert!(poll(climber.as_mut()).is_pending());
+    assert_eq!((child.running_count(), parent.waiting_count()), (1, 1));
+    child.close();
+    drop(holder);
+    assert_eq!(refusal(poll(climber.as_mut())), Some(AcquireError::Closed));
+    assert_eq!(
+        (child.running_count(), parent.running_count(), parent.waiting_count()),
+        (0, 0, 0)
+    );
+}

@@ -409,6 +409,10 @@ class Model:
             return False
         return not lv.queue or spec.priority > self.specs[lv.queue[0]].priority
 
+    def _closed_below(self, st: State, spec: CallerSpec, pos: int) -> bool:
+        """Whether a level of the chain below `pos` (whose slots the caller holds) is closed."""
+        return any(st.levels[level].closed for level in spec.chain[:pos])
+
     def _finish(self, c: CallerState, kinds: Iterable[str]) -> None:
         c.phase = DONE
         c.outcome = frozenset(kinds)
@@ -425,15 +429,17 @@ class Model:
         for pos in range(start, len(spec.chain)):
             level = spec.chain[pos]
             lv = st.levels[level]
-            refusal = 'closed' if lv.closed else 'weight' if spec.weight > lv.max_running else ''
-            if refusal:
-                self._release_below(st, spec.chain, pos, spec.weight)
-                self._finish(c, [refusal])
-                return
             if self._can_take(lv, spec):
                 lv.running += spec.weight
                 lv.taken += spec.weight
                 continue
+            # A level below was closed since this caller took its slot there: it may not queue.
+            below = self._closed_below(st, spec, pos)
+            refusal = 'closed' if below or lv.closed else 'weight' if spec.weight > lv.max_running else ''
+            if refusal:
+                self._release_below(st, spec.chain, pos, spec.weight)
+                self._finish(c, [refusal])
+                return
             max_queued = self.config.levels[level].max_queued
             if max_queued is not None and len(lv.queue) >= max_queued:
                 lv.rejected += 1
@@ -536,6 +542,20 @@ class Model:
         c, spec = st.callers[cid], self.specs[cid]
         level = spec.chain[c.pos]
         if not (c.cancel and not self.trio):
+            if self._closed_below(st, spec, c.pos):
+                # A level it holds was closed meanwhile: it gives up where it stands.
+                lv = st.levels[level]
+                if c.granted:
+                    c.granted = False
+                    lv.cancelled += 1
+                    self._release_level(st, level, spec.weight)
+                elif not c.refused:
+                    lv.queue.remove(cid)
+                    lv.cancelled += 1
+                    self._grant(st, level)
+                self._release_below(st, spec.chain, c.pos, spec.weight)
+                self._finish(c, ['closed'])
+                return
             if c.refused:
                 self._release_below(st, spec.chain, c.pos, spec.weight)
                 self._finish(c, [c.refused])

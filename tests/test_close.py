@@ -102,6 +102,39 @@ async def test_a_closed_parent_refuses_a_childs_callers_and_gives_the_childs_slo
     assert counts(parent) == (0, 2, 0)
 
 
+async def test_a_caller_waiting_at_the_parent_of_a_closed_child_is_never_admitted() -> None:
+    """It holds the child's slot while queued at the parent: closing the child refuses it when
+    the parent's slot comes (the slot passes on), instead of admitting it through a closed
+    limiter."""
+    parent = ConcurrencyLimiter(1)
+    child = ConcurrencyLimiter(1, parent=parent)
+    assert parent.try_acquire()
+    outcome: list[str] = []
+
+    async def climber() -> None:
+        try:
+            await child.acquire('climber')
+            outcome.append('admitted')
+        except LimiterClosedError:
+            outcome.append('refused')
+
+    async def parent_waiter() -> None:
+        async with parent('next'):
+            outcome.append('parent waiter')
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(climber)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(parent_waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert (child.running_count, parent.waiting_count) == (1, 2)
+        child.close()
+        parent.release()
+    assert outcome == ['refused', 'parent waiter']
+    assert counts(child) == (0, 1, 0)
+    assert counts(parent) == (0, 1, 0)
+
+
 async def test_close_records_the_refusal_on_the_wait_span(tracer: Tracer, exporter: InMemorySpanExporter) -> None:
     limiter = ConcurrencyLimiter(1, name='spans', tracer=tracer)
     await limiter.acquire()

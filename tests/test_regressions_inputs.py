@@ -330,3 +330,20 @@ TRACER_NOT_ONE = '^' + re.escape('tracer must be an OpenTelemetry Tracer or None
 def test_a_tracer_that_is_not_one_is_refused_at_construction(make: Callable[[], object]) -> None:
     with pytest.raises(TypeError, match=TRACER_NOT_ONE):
         make()
+
+
+@pytest.mark.parametrize('value', [-1, -(10**40)])
+def test_a_limit_below_the_minimum_is_a_user_error_however_negative(value: int) -> None:
+    """An int too negative for 128 bits is below the minimum too, not "too large"."""
+    from ferrolimit import UserError
+
+    with pytest.raises(UserError, match='max_running must be >= 1'):
+        ConcurrencyLimiter(value)
+    limiter = ConcurrencyLimiter(1)
+    with pytest.raises(UserError, match='max_running must be >= 1'):
+        limiter.max_running = value
+    with pytest.raises(ValueError, match=f'weight must be >= 1, got {value}'):
+        limiter.try_acquire(weight=value)
+    priority = value * 2**32
+    with pytest.raises(ValueError, match=f'priority must be between -2147483648 and 2147483647, got {priority}'):
+        limiter('x', priority=priority)

@@ -35,7 +35,8 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 }
 
 /// Reads an integer limit argument: `TypeError` for a non-int (a `bool` included), `ValueError`
-/// beyond any limit.
+/// above any limit. An int below any that 128 bits hold reads as `i128::MIN`, so that the range
+/// check names the lower bound (and raises what it raises for one, such as `UserError`).
 pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> PyResult<i128> {
     if !value.is_instance_of::<PyInt>() || value.is_instance_of::<PyBool>() {
         return Err(PyTypeError::new_err(format!(
@@ -43,13 +44,16 @@ pub(crate) fn extract_limit(value: &Bound<'_, PyAny>, what: &str, max: u64) -> P
             type_name(value)
         )));
     }
-    value.extract::<i128>().map_err(|err| {
-        if err.is_instance_of::<PyOverflowError>(value.py()) {
-            PyValueError::new_err(format!("{what} must be <= {max}, got {value}"))
-        } else {
-            err
+    match value.extract::<i128>() {
+        Err(err) if err.is_instance_of::<PyOverflowError>(value.py()) => {
+            if value.lt(0)? {
+                Ok(i128::MIN)
+            } else {
+                Err(PyValueError::new_err(format!("{what} must be <= {max}, got {value}")))
+            }
         }
-    })
+        result => result,
+    }
 }
 
 /// Reads `weight=` (left out: 1): an int of at least 1. Whether the limiter could ever serve it
@@ -58,9 +62,9 @@ pub(crate) fn weight_arg(arg: &Arg<'_>) -> PyResult<u32> {
     let Arg::Given(value) = arg else { return Ok(1) };
     let weight = extract_limit(value, "weight", u64::from(u32::MAX))?;
     if weight < 1 {
-        return Err(PyValueError::new_err(format!("weight must be >= 1, got {weight}")));
+        return Err(PyValueError::new_err(format!("weight must be >= 1, got {value}")));
     }
-    u32::try_from(weight).map_err(|_| PyValueError::new_err(format!("weight must be <= {}, got {weight}", u32::MAX)))
+    u32::try_from(weight).map_err(|_| PyValueError::new_err(format!("weight must be <= {}, got {value}", u32::MAX)))
 }
 
 /// Reads `priority=` (left out: 0): an int that fits 32 bits, higher served first.
@@ -69,7 +73,7 @@ pub(crate) fn priority_arg(arg: &Arg<'_>) -> PyResult<i32> {
     let priority = extract_limit(value, "priority", i32::MAX as u64)?;
     i32::try_from(priority).map_err(|_| {
         PyValueError::new_err(format!(
-            "priority must be between {} and {}, got {priority}",
+            "priority must be between {} and {}, got {value}",
             i32::MIN,
             i32::MAX
         ))
