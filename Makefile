@@ -160,6 +160,7 @@ loom:
 bench: build-prod
 	cargo bench --no-default-features --bench limiter
 	$(PY) benches/bench_python.py
+	$(PY) benches/bench_api.py
 	$(PY) benches/bench_trio.py
 	$(PY) benches/bench_threads.py
 	@$(call with_redis,$(PY) benches/bench_redis.py)
