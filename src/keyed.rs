@@ -23,10 +23,11 @@ use crate::permit::Permit;
 use crate::stats::LimiterStats;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::{check_max_queued, check_max_running};
+use hashbrown::HashTable;
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 /// A key's state as the map sees it: the limiter whose holders and waiters keep it in use.
 pub(crate) trait KeyState {
@@ -39,17 +40,26 @@ impl KeyState for ConcurrencyLimiter {
     }
 }
 
-/// The states of the keys in use (see the module docs).
+/// The states of the keys in use (see the module docs). Keys are found by a hash the caller
+/// computes (the Rust API with a randomly seeded `RandomState`; the Python glue passes Python's
+/// own string hash, cached in the `str`, so a key is hashed once however often it is used).
 #[derive(Debug)]
 pub(crate) struct KeyedMap<K, V> {
     inner: Mutex<Entries<K, V>>,
 }
 
 #[derive(Debug)]
+struct Entry<K, V> {
+    key: K,
+    hash: u64,
+    state: Arc<V>,
+}
+
+#[derive(Debug)]
 struct Entries<K, V> {
-    /// Every key's state; `index` finds a key's position.
-    states: Vec<(K, Arc<V>)>,
-    index: HashMap<K, usize>,
+    /// Every key's state; `table` finds a key's position here by its hash.
+    states: Vec<Entry<K, V>>,
+    table: HashTable<usize>,
     /// Where the round-robin check of unused states goes on.
     cursor: usize,
 }
@@ -58,38 +68,45 @@ struct Entries<K, V> {
 /// are removed faster than new keys can leave them.
 const CHECKS_PER_CREATION: usize = 2;
 
-impl<K: Hash + Eq + Clone, V: KeyState> KeyedMap<K, V> {
+impl<K: Eq, V: KeyState> KeyedMap<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             inner: Mutex::new(Entries {
                 states: Vec::new(),
-                index: HashMap::new(),
+                table: HashTable::new(),
                 cursor: 0,
             }),
         }
     }
 
-    /// The state of `key`, made by `make` if the key is not in use (`owned` then makes the key
-    /// the map keeps).
-    pub(crate) fn get_or_insert<Q>(&self, key: &Q, owned: impl FnOnce() -> K, make: impl FnOnce() -> V) -> Arc<V>
+    /// The state of `key` (whose hash is `hash`), made by `make` if the key is not in use
+    /// (`owned` then makes the key the map keeps).
+    pub(crate) fn get_or_insert<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        owned: impl FnOnce() -> K,
+        make: impl FnOnce() -> V,
+    ) -> Arc<V>
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Eq + ?Sized,
     {
-        let mut removed = Vec::new();
+        let mut removed: [Option<Arc<V>>; CHECKS_PER_CREATION] = Default::default();
         let state = {
             let mut inner = self.inner.lock();
-            if let Some(&at) = inner.index.get(key) {
-                Arc::clone(&inner.states[at].1)
+            if let Some(at) = inner.find(hash, key) {
+                Arc::clone(&inner.states[at].state)
             } else {
-                for _ in 0..CHECKS_PER_CREATION {
-                    inner.check_next(&mut removed);
+                for slot in &mut removed {
+                    *slot = inner.check_next();
                 }
                 let state = Arc::new(make());
-                let key = owned();
-                let at = inner.states.len();
-                inner.index.insert(key.clone(), at);
-                inner.states.push((key, Arc::clone(&state)));
+                inner.push(Entry {
+                    key: owned(),
+                    hash,
+                    state: Arc::clone(&state),
+                });
                 state
             }
         };
@@ -98,25 +115,25 @@ impl<K: Hash + Eq + Clone, V: KeyState> KeyedMap<K, V> {
     }
 
     /// The state of `key` if it is in use.
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    pub(crate) fn get<Q>(&self, hash: u64, key: &Q) -> Option<Arc<V>>
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Eq + ?Sized,
     {
         let inner = self.inner.lock();
-        inner.index.get(key).map(|&at| Arc::clone(&inner.states[at].1))
+        inner.find(hash, key).map(|at| Arc::clone(&inner.states[at].state))
     }
 
     /// Removes the state of `key` if it is unused; `state` is the caller's reference to it,
     /// given up here.
-    pub(crate) fn release_state<Q>(&self, key: &Q, state: Arc<V>)
+    pub(crate) fn release_state<Q>(&self, hash: u64, key: &Q, state: Arc<V>)
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Eq + ?Sized,
     {
         let mut inner = self.inner.lock();
         drop(state);
-        let removed = inner.index.get(key).copied().and_then(|at| inner.remove_if_unused(at));
+        let removed = inner.find(hash, key).and_then(|at| inner.remove_if_unused(at));
         drop(inner);
         drop(removed);
     }
@@ -141,38 +158,61 @@ impl<K: Hash + Eq + Clone, V: KeyState> KeyedMap<K, V> {
 
     /// Every state in the map at this moment.
     pub(crate) fn states(&self) -> Vec<Arc<V>> {
-        self.inner.lock().states.iter().map(|(_, v)| Arc::clone(v)).collect()
+        self.inner.lock().states.iter().map(|e| Arc::clone(&e.state)).collect()
     }
 }
 
-impl<K: Hash + Eq + Clone, V: KeyState> Entries<K, V> {
+impl<K: Eq, V: KeyState> Entries<K, V> {
+    fn find<Q>(&self, hash: u64, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.table
+            .find(hash, |&at| self.states[at].key.borrow() == key)
+            .copied()
+    }
+
+    fn push(&mut self, entry: Entry<K, V>) {
+        let at = self.states.len();
+        let states = &self.states;
+        self.table.insert_unique(entry.hash, at, |&i| states[i].hash);
+        self.states.push(entry);
+    }
+
     /// Checks the entry at the cursor, and moves the cursor on unless that entry was removed
     /// (another one took its place).
-    fn check_next(&mut self, removed: &mut Vec<Arc<V>>) {
+    fn check_next(&mut self) -> Option<Arc<V>> {
         if self.states.is_empty() {
-            return;
+            return None;
         }
         let at = self.cursor % self.states.len();
-        match self.remove_if_unused(at) {
-            Some(state) => removed.push(state),
-            None => self.cursor = at + 1,
+        let removed = self.remove_if_unused(at);
+        if removed.is_none() {
+            self.cursor = at + 1;
         }
+        removed
     }
 
     /// Removes the entry at `at` if it is unused (the map's reference is the only one, and its
     /// limiter has no holder and no waiter), moving the last entry into its place.
     fn remove_if_unused(&mut self, at: usize) -> Option<Arc<V>> {
-        let (_, state) = &self.states[at];
-        let limiter = state.limiter();
-        if Arc::strong_count(state) != 1 || limiter.running_count() != 0 || limiter.waiting_count() != 0 {
+        let entry = &self.states[at];
+        let limiter = entry.state.limiter();
+        if Arc::strong_count(&entry.state) != 1 || limiter.running_count() != 0 || limiter.waiting_count() != 0 {
             return None;
         }
-        let (key, state) = self.states.swap_remove(at);
-        self.index.remove(&key);
-        if let Some((moved, _)) = self.states.get(at) {
-            *self.index.get_mut(moved).expect("every entry is indexed") = at;
+        if let Ok(found) = self.table.find_entry(entry.hash, |&i| i == at) {
+            found.remove();
         }
-        Some(state)
+        let last = self.states.len() - 1;
+        let entry = self.states.swap_remove(at);
+        if at != last
+            && let Some(moved) = self.table.find_mut(self.states[at].hash, |&i| i == last)
+        {
+            *moved = at;
+        }
+        Some(entry.state)
     }
 }
 
@@ -204,6 +244,7 @@ pub struct KeyedConcurrencyLimiter<K> {
 #[derive(Debug)]
 struct KeyedShared<K> {
     keys: KeyedMap<K, ConcurrencyLimiter>,
+    hasher: RandomState,
     settings: KeySettings,
 }
 
@@ -352,6 +393,7 @@ impl KeyedBuilder {
         Ok(KeyedConcurrencyLimiter {
             shared: Arc::new(KeyedShared {
                 keys: KeyedMap::new(),
+                hasher: RandomState::new(),
                 settings: KeySettings::new(self.max_running, self.max_queued, self.name, self.parent)?,
             }),
         })
@@ -386,7 +428,12 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
         let settings = &self.shared.settings;
         self.shared
             .keys
-            .get_or_insert(key, || key.to_owned(), || settings.make())
+            .get_or_insert(self.hash(key), key, || key.to_owned(), || settings.make())
+    }
+
+    /// A key's hash in the map (the same for a key and its borrowed form, as `Borrow` asks).
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.shared.hasher.hash_one(key)
     }
 
     /// Waits for a slot of `key` (and of the parent), FIFO among the callers of that key.
@@ -417,7 +464,7 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
         let keyed = self.clone();
         async move {
             let result = state.acquire().weight(weight).priority(priority).await;
-            keyed.shared.keys.release_state(&key, state);
+            keyed.shared.keys.release_state(keyed.hash(&key), &key, state);
             result
         }
     }
@@ -435,7 +482,7 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
     {
         let state = self.state(key);
         let taken = state.try_acquire_many(weight);
-        self.shared.keys.release_state(key, state);
+        self.shared.keys.release_state(self.hash(key), key, state);
         taken
     }
 
@@ -457,7 +504,7 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
     {
         self.shared
             .keys
-            .get(key)
+            .get(self.hash(key), key)
             .map_or_else(|| self.shared.settings.unused_stats(), |state| state.stats())
     }
 

@@ -20,6 +20,15 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use std::sync::{Arc, Weak};
 
+/// A key's hash in the map (Python's own string hash, cached in the `str`: a key is hashed once
+/// however often it is used) and its text; a `TypeError` for a key that is not a `str`.
+fn key_parts<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<(u64, &'a str)> {
+    let text = check_str(key, "key")?;
+    #[allow(clippy::cast_sign_loss)] // any bits will do for a hash
+    let hash = text.hash()? as u64;
+    Ok((hash, text.to_str()?))
+}
+
 impl KeyState for Handle {
     fn limiter(&self) -> &ConcurrencyLimiter {
         &self.core
@@ -62,10 +71,11 @@ pub(crate) struct PyKeyedConcurrencyLimiter {
 impl PyKeyedConcurrencyLimiter {
     /// The state of `key` (a `str`, else `TypeError`), made if the key is not in use.
     fn state(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Arc<Handle>> {
-        let key = check_str(key, "key")?.to_str()?;
+        let (hash, text) = key_parts(key)?;
         Ok(self.keys.map.get_or_insert(
-            key,
-            || Arc::from(key),
+            hash,
+            text,
+            || Arc::from(text),
             || {
                 Handle::new(
                     self.keys.settings.make(),
@@ -79,12 +89,14 @@ impl PyKeyedConcurrencyLimiter {
 
     /// The state of `key` if it is in use; creates none.
     fn existing(key: &Bound<'_, PyAny>, keys: &Keys) -> PyResult<Option<Arc<Handle>>> {
-        Ok(keys.map.get(check_str(key, "key")?.to_str()?))
+        let (hash, text) = key_parts(key)?;
+        Ok(keys.map.get(hash, text))
     }
 
     /// Gives up a reference from [`state`](Self::state), removing the key's state if unused.
     fn done(&self, key: &Bound<'_, PyAny>, state: Arc<Handle>) -> PyResult<()> {
-        self.keys.map.release_state(key.cast::<PyString>()?.to_str()?, state);
+        let (hash, text) = key_parts(key)?;
+        self.keys.map.release_state(hash, text, state);
         Ok(())
     }
 
