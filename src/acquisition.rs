@@ -191,6 +191,12 @@ impl<L: Borrow<ConcurrencyLimiter>> Acquisition<L> {
             self.cancel();
             return Err(AcquireError::Closed);
         }
+        // A weight this level or an ancestor can never serve fails now, rather than after a
+        // wait here (where, at the head, it would hold up lighter waiters).
+        if let Some((_, err)) = self.level().unservable(self.request) {
+            self.cancel();
+            return Err(err);
+        }
         match self.level().semaphore().enqueue(waker, self.request) {
             Ok(Enqueued::Acquired) => self.stage = Stage::Climbing,
             Ok(Enqueued::Queued { id, waiting }) => self.stage = Stage::Queued { id, waiting },

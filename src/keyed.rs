@@ -8,9 +8,9 @@
 //! Unused states are removed:
 //!
 //! * by every lookup that creates a key: it also checks the next two entries in a round-robin
-//!   order (entries sit in a vector, so a cursor walks them), so unused states never outnumber
-//!   the keys in use by more than a few: a million keys used one after another leave at most a
-//!   handful behind at any moment, not a million;
+//!   order (entries sit in a vector, so a cursor walks them). Unused states are so reclaimed
+//!   twice as fast as new keys arrive: they never outnumber the peak of keys in use, and a
+//!   million keys used one after another leave a handful behind at any moment, not a million;
 //! * when a key's slots are released through the keyed limiter (that key is checked at once);
 //! * by [`KeyedMap::sweep`], which checks every entry (`len()` does that: it is exact).
 //!

@@ -434,8 +434,10 @@ class Model:
                 lv.taken += spec.weight
                 continue
             # A level below was closed since this caller took its slot there: it may not queue.
+            # ... nor wait for a weight some level from here up can never serve.
             below = self._closed_below(st, spec, pos)
-            refusal = 'closed' if below or lv.closed else 'weight' if spec.weight > lv.max_running else ''
+            too_heavy = any(spec.weight > st.levels[up].max_running for up in spec.chain[pos:])
+            refusal = 'closed' if below else 'weight' if too_heavy else 'closed' if lv.closed else ''
             if refusal:
                 self._release_below(st, spec.chain, pos, spec.weight)
                 self._finish(c, [refusal])

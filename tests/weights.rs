@@ -248,3 +248,25 @@ fn resizing_with_weights_serves_and_refuses_by_weight() {
     drop(holder);
     assert_eq!(counts(&limiter), (0, 2, 0));
 }
+
+#[test]
+fn a_weight_an_ancestor_can_never_serve_fails_instead_of_queueing_below() {
+    let parent = ConcurrencyLimiter::new(2).unwrap();
+    let child = ConcurrencyLimiter::builder(3).parent(parent.clone()).build().unwrap();
+    let holder = child.try_acquire_many(2).unwrap().unwrap();
+    let mut heavy_child = child.acquire_many(2);
+    assert!(poll(&mut heavy_child).is_pending(), "2 fits both, not now");
+    // Too heavy for the parent: refused at once, not queued at the child (where it would wait
+    // behind the head and, at the head, hold up lighter waiters).
+    let mut too_heavy = child.acquire_many(3);
+    assert_eq!(
+        refusal(poll(&mut too_heavy)),
+        Some(AcquireError::WeightTooLarge {
+            weight: 3,
+            max_running: 2
+        })
+    );
+    assert_eq!(child.waiting_count(), 1);
+    drop((holder, heavy_child));
+    assert_eq!((counts(&child), counts(&parent)), ((0, 3, 0), (0, 2, 0)));
+}

@@ -348,10 +348,13 @@ class KeyedConcurrencyLimiter:
     per key), with the weights, priorities and errors of `ConcurrencyLimiter`. With `parent=`,
     every key's slots are also slots of that one limiter: per user 2, all users together 50.
 
-    A key's state exists only while the key is in use: while it has a holder or a waiter, or an
-    acquire coroutine, context manager or blocking context made for it is alive. A million
-    distinct keys used one after another leave `len(keyed) == 0` and no memory behind. Reading
-    a key nobody uses (`running_count`, `stats`, ...) gives zeros and creates nothing.
+    A key is in use while it has a holder or a waiter, or an acquire coroutine, context manager
+    or blocking context made for it is alive; its state is dropped once it is not. That happens
+    lazily: each new key reclaims up to two unused states, releases through the keyed limiter
+    reclaim their own key's, and `len()` reclaims all (it counts the keys in use exactly). So a
+    million distinct keys used one after another leave `len(keyed) == 0` and no memory behind,
+    and unused states never outnumber the peak of keys in use. Reading a key nobody uses
+    (`running_count`, `stats`, ...) gives zeros and creates nothing.
 
     Spans and errors name the limiter (or the source), never the key, and metrics (`meter=`) are
     attributed by limiter name only, summed over the keys: keys are unbounded, names of spans and
