@@ -333,15 +333,30 @@ impl KeySettings {
         }
     }
 
-    /// Sets `max_running` for new keys and then for every key of `states` (the keys in use).
-    pub(crate) fn set_max_running<V: KeyState>(&self, max_running: usize, states: &[Arc<V>]) -> Result<(), LimitError> {
-        let max_running = check_max_running(max_running as i128)? as usize;
+    /// Sets `max_running` for new keys and then for every key in use (`states()`).
+    ///
+    /// Resizing a key wakes its waiters, which may run code that resizes again (another thread
+    /// once the GIL passes, or a destructor): so once every key has this value, the stored one is
+    /// read again and, if a later resize changed it, every key gets that one too. Whichever call
+    /// finishes last leaves every key at the last value stored.
+    pub(crate) fn set_max_running<V: KeyState>(
+        &self,
+        max_running: usize,
+        states: impl Fn() -> Vec<Arc<V>>,
+    ) -> Result<(), LimitError> {
+        let mut value = check_max_running(max_running as i128)? as usize;
         // First for the keys made from now on, then for those already made: none is left out.
-        self.max_running.store(max_running, Ordering::Release);
-        for state in states {
-            state.limiter().set_max_running(max_running)?;
+        self.max_running.store(value, Ordering::Release);
+        loop {
+            for state in states() {
+                state.limiter().set_max_running(value)?;
+            }
+            let now = self.max_running();
+            if now == value {
+                return Ok(());
+            }
+            value = now;
         }
-        Ok(())
     }
 
     /// Closes the keyed limiter: new keys are made closed, and every key of `states` (the keys
@@ -571,7 +586,7 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
     pub fn set_max_running(&self, max_running: usize) -> Result<(), LimitError> {
         self.shared
             .settings
-            .set_max_running(max_running, &self.shared.keys.states())
+            .set_max_running(max_running, || self.shared.keys.states())
     }
 
     /// Stops admitting on every key (see [`ConcurrencyLimiter::close`]); holders keep their

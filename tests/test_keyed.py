@@ -353,3 +353,70 @@ async def test_keys_shared_by_tasks_threads_and_loops_never_exceed_their_limit()
     assert set(peak) == {'k0', 'k1', 'k2'}
     assert max(peak.values()) <= 2
     assert len(keyed) == 0
+
+
+def test_a_str_subclass_key_is_a_type_error_and_any_str_is_a_key() -> None:
+    """A subclass may define its own equality and hash, which a map keyed by text cannot honour:
+    it is refused rather than given a second state for the same text. A `str` with lone
+    surrogates is a key of its own."""
+
+    class UserId(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:
+            return hash(self.lower())
+
+    keyed = KeyedConcurrencyLimiter(1)
+    assert keyed.try_acquire('Alice')
+    with pytest.raises(TypeError, match='not a subclass of str'):
+        keyed.try_acquire(UserId('Alice'))
+    surrogate = b'user-\xff'.decode('utf-8', 'surrogateescape')
+    assert keyed.try_acquire(surrogate)
+    assert keyed.running_count(surrogate) == 1
+    assert keyed.running_count('user-\udcfe') == 0
+    keyed.release(surrogate)
+    keyed.release('Alice')
+    assert len(keyed) == 0
+
+
+async def test_a_key_with_no_holder_reads_as_zeros_before_its_state_is_reclaimed() -> None:
+    keyed = KeyedConcurrencyLimiter(2)
+    async with keyed('a'):
+        assert keyed.stats('a').acquired_total == 1
+    stats = keyed.stats('a')
+    assert (stats.running, stats.acquired_total) == (0, 0)
+
+
+def test_resizes_racing_each_other_leave_every_key_at_the_final_limit() -> None:
+    """Resizing wakes waiters, which runs Python code in the middle of the loop over the keys: a
+    destructor that resizes again there must not leave keys at the first value."""
+    keyed = KeyedConcurrencyLimiter(1)
+    keys = [f'k{i}' for i in range(50)]
+    fired: list[bool] = []
+
+    class Resizer:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: freed by the garbage collector, at some allocation
+
+        def __del__(self) -> None:
+            if not fired:
+                fired.append(True)
+                keyed.max_running = 5
+
+    async def main() -> None:
+        for key in keys:
+            assert keyed.try_acquire(key)
+        waiters = [asyncio.ensure_future(keyed.acquire(key)) for key in keys]
+        await asyncio.sleep(0)
+        Resizer()
+        gc.set_threshold(1)  # a collection at (nearly) every allocation
+        try:
+            keyed.max_running = 2  # wakes the 50 waiters, one key after another
+        finally:
+            gc.set_threshold(700, 10, 10)
+        await asyncio.gather(*waiters)
+
+    asyncio.run(main())
+    assert fired
+    assert keyed.max_running == 5
+    assert {keyed.stats(key).max_running for key in keys} == {5}

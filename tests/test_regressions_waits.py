@@ -400,3 +400,25 @@ def test_a_child_release_that_finds_the_parent_slot_gone_changes_nothing() -> No
         child.release()
     assert (snapshot(child), snapshot(parent)) == before
     assert (child.running_count, parent.running_count) == (1, 0)
+
+
+@pytest.mark.parametrize('anyio_backend', ['trio'])
+async def test_a_trio_wait_that_fails_before_parking_leaves_no_wake_up_behind() -> None:
+    """The tracer hands the slot over (a release) while the wait span opens, then fails: the
+    wait gives the slot back, and the wake-up sent for it must not resume the task later
+    (trio: `RuntimeError: Should never have been rescheduled!` at its next checkpoint)."""
+    import trio
+
+    class ReleasingTracer:
+        def start_span(self, name: str, attributes: object = None) -> object:
+            limiter.release()
+            raise RuntimeError('tracer failed')
+
+    limiter = ConcurrencyLimiter(1, tracer=ReleasingTracer())  # type: ignore[arg-type]
+    assert limiter.try_acquire()
+    with pytest.raises(RuntimeError, match='tracer failed'):
+        await limiter.acquire('x')
+    assert (limiter.running_count, limiter.waiting_count) == (0, 0)
+    await trio.sleep(0.05)
+    assert limiter.try_acquire()
+    limiter.release()

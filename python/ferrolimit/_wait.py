@@ -22,11 +22,14 @@ the slot, and the cancellation is delivered at its next checkpoint. Either way n
 from __future__ import annotations as _annotations
 
 import math
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from ._ferrolimit import _Waiter as Waiter
+
+if TYPE_CHECKING:
+    from trio.lowlevel import Abort, Task
 
 __all__ = ('SUPPORTS_TRIO', 'close_span', 'open_span', 'wait')
 
@@ -34,44 +37,98 @@ SUPPORTS_TRIO: Final = True
 """Limiters work under trio (and anyio on trio) with the same semantics as on asyncio."""
 
 
-async def wait(waiter: Waiter, timeout: float | None = None) -> None:
+async def wait(waiter: Waiter, time_limit: float | None = None) -> None:
     """Wait for a slot at each level in FIFO order on trio, inside each level's OpenTelemetry wait span.
 
     (On asyncio the native wait does the same without a Python frame.)
 
     Raises:
-        TimeoutError: If the slots did not all come within `timeout` seconds.
+        TimeoutError: If the slots did not all come within `time_limit` seconds.
     """
     from trio import current_time, move_on_at
-    from trio.lowlevel import Abort, current_task, current_trio_token, reschedule, wait_task_rescheduled
-
-    def abort(_raise_cancel: object) -> Abort:
-        return Abort.SUCCEEDED if waiter.withdraw() else Abort.FAILED
+    from trio.lowlevel import current_task, current_trio_token
 
     try:
         # Inside the `try`: outside trio this raises, and the waiter still gives its slots back.
-        deadline = math.inf if timeout is None else current_time() + timeout
+        deadline = math.inf if time_limit is None else current_time() + time_limit
+        task, schedule = current_task(), current_trio_token().run_sync_soon
         while True:
-            if waiter.enqueue(reschedule, current_task(), current_trio_token().run_sync_soon):
-                tracer = waiter.tracer()
-                span = None if tracer is None else open_span(tracer, *waiter.span())
+            park = _Park(waiter, task)
+            if waiter.enqueue(park.wake, None, schedule):
                 try:
-                    with move_on_at(deadline) as scope:
-                        await wait_task_rescheduled(abort)
-                    if scope.cancelled_caught:
-                        raise TimeoutError(waiter.timeout_message())
-                    # Raises if the waiter was refused (the limiter was closed, or shrunk below
-                    # its weight): the span then records it, as it does a timeout.
-                    waiter.finish()
-                except BaseException as e:
-                    close_span(span, e)
-                    raise
-                close_span(span, None)
+                    tracer = waiter.tracer()
+                    span = None if tracer is None else open_span(tracer, *waiter.span())
+                    try:
+                        with move_on_at(deadline) as scope:
+                            await park.parked()
+                        if scope.cancelled_caught:
+                            raise TimeoutError(waiter.timeout_message())
+                        # Raises if the waiter was refused (the limiter was closed, or shrunk below
+                        # its weight): the span then records it, as it does a timeout.
+                        waiter.finish()
+                    except BaseException as e:
+                        close_span(span, e)
+                        raise
+                    close_span(span, None)
+                finally:
+                    park.over()
             if waiter.climb():
                 return
     except BaseException:
         waiter.cancel()
         raise
+
+
+class _Park:
+    """One level's wait on trio, and the wake-up the queue sends for it.
+
+    The wake-up may come before the task parks (from code that ran between queueing and parking,
+    such as a tracer that releases the slot), or after the wait ended without it (the span failed
+    to open, the wait timed out or was cancelled while the slot was being handed over): it
+    reschedules the task only while it is parked, and otherwise leaves a mark (before) or
+    nothing (after). `trio.lowlevel.reschedule` of a task that is not parked would break trio.
+    """
+
+    __slots__ = ('_over', '_parked', '_task', '_waiter', '_woken')
+
+    def __init__(self, waiter: Waiter, task: Task) -> None:
+        self._waiter, self._task = waiter, task
+        self._parked = self._woken = self._over = False
+
+    def wake(self, _arg: object) -> None:
+        """The queue's wake-up, always run on the task's trio thread."""
+        if self._parked:
+            from trio.lowlevel import reschedule
+
+            self._parked = False
+            reschedule(self._task)
+        elif not self._over:
+            self._woken = True
+
+    async def parked(self) -> None:
+        """Park until woken (at once if the wake-up already came).
+
+        A cancellation withdraws the waiter from the queue, unless a slot was already handed over:
+        then trio is told the abort failed, the wake-up comes, and the cancellation is delivered
+        at the next checkpoint.
+        """
+        from trio.lowlevel import Abort, wait_task_rescheduled
+
+        if self._woken:
+            return
+        self._parked = True
+
+        def abort(_raise_cancel: object) -> Abort:
+            if self._waiter.withdraw():
+                self._parked = False
+                return Abort.SUCCEEDED
+            return Abort.FAILED
+
+        await wait_task_rescheduled(abort)
+
+    def over(self) -> None:
+        """The wait at this level ended: a wake-up that comes later does nothing."""
+        self._over, self._parked = True, False
 
 
 def open_span(tracer: Tracer, name: str, attributes: dict[str, str | int]) -> Span:

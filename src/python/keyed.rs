@@ -14,19 +14,51 @@ use crate::python::handle::Handle;
 use crate::python::idle::PyIdleWait;
 use crate::python::limiter::{PyConcurrencyLimiter, PyLimiterStats, limiter_metrics, parent_arg};
 use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyString;
+use pyo3::types::{PyBytes, PyString};
 use std::sync::{Arc, Weak};
 
-/// A key's hash in the map (Python's own string hash, cached in the `str`: a key is hashed once
-/// however often it is used) and its text; a `TypeError` for a key that is not a `str`.
-fn key_parts<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<(u64, &'a str)> {
+/// A key's hash in the map and its text: Python's own string hash (cached in the `str`, so a key
+/// is hashed once however often it is used) and its UTF-8 bytes (with lone surrogates passed
+/// through, so that every `str` is a key of its own). A key that is not exactly a `str` is a
+/// `TypeError`: a subclass may define its own equality and hash, which a map keyed by text
+/// could not honour.
+fn key_parts<'a, 'py>(key: &'a Bound<'py, PyAny>) -> PyResult<(u64, KeyText<'a, 'py>)> {
     let text = check_str(key, "key")?;
+    if !text.is_exact_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "key must be a str, not a subclass of str ({})",
+            text.get_type().name()?
+        )));
+    }
     #[allow(clippy::cast_sign_loss)] // any bits will do for a hash
     let hash = text.hash()? as u64;
-    Ok((hash, text.to_str()?))
+    let bytes = match text.to_str() {
+        Ok(text) => KeyText::Borrowed(text.as_bytes()),
+        Err(_) => KeyText::Encoded(
+            text.call_method1(intern!(key.py(), "encode"), ("utf-8", "surrogatepass"))?
+                .cast_into::<PyBytes>()?,
+        ),
+    };
+    Ok((hash, bytes))
+}
+
+/// A key's UTF-8 bytes: borrowed from the `str`, or encoded for a `str` with lone surrogates.
+enum KeyText<'a, 'py> {
+    Borrowed(&'a [u8]),
+    Encoded(Bound<'py, PyBytes>),
+}
+
+impl KeyText<'_, '_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(bytes) => bytes,
+            Self::Encoded(bytes) => bytes.as_bytes(),
+        }
+    }
 }
 
 impl KeyState for Handle {
@@ -37,8 +69,8 @@ impl KeyState for Handle {
 
 /// What the limiter, its key states' makers and its metrics' gauges share.
 struct Keys {
-    /// Keys shared by the map's index and its entries: one allocation per key.
-    map: KeyedMap<Arc<str>, Handle>,
+    /// Keys by their UTF-8 bytes (see [`key_parts`]).
+    map: KeyedMap<Arc<[u8]>, Handle>,
     settings: KeySettings,
 }
 
@@ -72,6 +104,7 @@ impl PyKeyedConcurrencyLimiter {
     /// The state of `key` (a `str`, else `TypeError`), made if the key is not in use.
     fn state(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Arc<Handle>> {
         let (hash, text) = key_parts(key)?;
+        let text = text.bytes();
         Ok(self.keys.map.get_or_insert(
             hash,
             text,
@@ -90,18 +123,25 @@ impl PyKeyedConcurrencyLimiter {
     /// The state of `key` if it is in use; creates none.
     fn existing(key: &Bound<'_, PyAny>, keys: &Keys) -> PyResult<Option<Arc<Handle>>> {
         let (hash, text) = key_parts(key)?;
-        Ok(keys.map.get(hash, text))
+        Ok(keys.map.get(hash, text.bytes()))
     }
 
     /// Gives up a reference from [`state`](Self::state), removing the key's state if unused.
-    fn done(&self, key: &Bound<'_, PyAny>, state: Arc<Handle>) -> PyResult<()> {
-        let (hash, text) = key_parts(key)?;
-        self.keys.map.release_state(hash, text, state);
-        Ok(())
+    /// Never fails (its key was read once already): the caller's result, whatever it is, stands.
+    fn done(&self, key: &Bound<'_, PyAny>, state: Arc<Handle>) {
+        if let Ok((hash, text)) = key_parts(key) {
+            self.keys.map.release_state(hash, text.bytes(), state);
+        }
     }
 
+    /// The counts of `key`: zeros (its totals too) for a key with no holder and no waiter, whether
+    /// or not its state was reclaimed yet.
     fn key_stats(&self, key: &Bound<'_, PyAny>) -> PyResult<LimiterStats> {
-        Ok(Self::existing(key, &self.keys)?.map_or_else(|| self.keys.settings.unused_stats(), |s| s.core.stats()))
+        let stats = Self::existing(key, &self.keys)?.map(|state| state.core.stats());
+        Ok(match stats {
+            Some(stats) if stats.running > 0 || stats.waiting > 0 => stats,
+            _ => self.keys.settings.unused_stats(),
+        })
     }
 }
 
@@ -162,7 +202,7 @@ impl PyKeyedConcurrencyLimiter {
         let value = check_max_running(value).map_err(|e| limit_error(&e))?;
         self.keys
             .settings
-            .set_max_running(value as usize, &self.keys.map.states())
+            .set_max_running(value as usize, || self.keys.map.states())
             .map_err(|e| limit_error(&e))
     }
 
@@ -208,7 +248,7 @@ impl PyKeyedConcurrencyLimiter {
         let source = source_or_unnamed(py, &source)?;
         let state = self.state(py, key)?;
         let acquired = acquire_blocking(py, &state, &source.to_string_lossy(), timeout, request);
-        self.done(key, state)?;
+        self.done(key, state);
         acquired
     }
 
@@ -236,7 +276,7 @@ impl PyKeyedConcurrencyLimiter {
         let weight = weight_arg(&weight)?;
         let state = self.state(py, key)?;
         let taken = state.try_acquire(py, weight);
-        self.done(key, state)?;
+        self.done(key, state);
         taken
     }
 
@@ -250,7 +290,7 @@ impl PyKeyedConcurrencyLimiter {
             )));
         };
         let released = state.release(weight);
-        self.done(key, state)?;
+        self.done(key, state);
         released
     }
 
