@@ -542,29 +542,23 @@ class Model:
         """A queued caller's step: it resumes with the slots handed over or with its refusal, or
         (asyncio) processes its cancellation, passing slots handed over at that instant on."""
         c, spec = st.callers[cid], self.specs[cid]
-        level = spec.chain[c.pos]
-        if not (c.cancel and not self.trio):
-            if self._closed_below(st, spec, c.pos):
-                # A level it holds was closed meanwhile: it gives up where it stands.
-                lv = st.levels[level]
-                if c.granted:
-                    c.granted = False
-                    lv.cancelled += 1
-                    self._release_level(st, level, spec.weight)
-                elif not c.refused:
-                    lv.queue.remove(cid)
-                    lv.cancelled += 1
-                    self._grant(st, level)
-                self._release_below(st, spec.chain, c.pos, spec.weight)
-                self._finish(c, ['closed'])
-                return
-            if c.refused:
-                self._release_below(st, spec.chain, c.pos, spec.weight)
-                self._finish(c, [c.refused])
-                return
+        if c.cancel and not self.trio:
+            self._give_up(st, cid, outcome_kinds(c.cancel))
+        elif self._closed_below(st, spec, c.pos):
+            self._give_up(st, cid, ['closed'])  # a level it holds was closed meanwhile
+        elif c.refused:
+            self._release_below(st, spec.chain, c.pos, spec.weight)
+            self._finish(c, [c.refused])
+        else:
             c.granted = False
             self._climb(st, cid, c.pos + 1)
-            return
+
+    def _give_up(self, st: State, cid: int, kinds: Iterable[str]) -> None:
+        """A queued caller gives up where it stands (its acquisition's cancel): slots handed over
+        there pass on, its place in the queue goes (a refused one has none), the levels below are
+        given back."""
+        c, spec = st.callers[cid], self.specs[cid]
+        level = spec.chain[c.pos]
         lv = st.levels[level]
         if c.granted:
             c.granted = False
@@ -575,7 +569,7 @@ class Model:
             lv.cancelled += 1
             self._grant(st, level)  # the head may have changed: whoever is there now may fit
         self._release_below(st, spec.chain, c.pos, spec.weight)
-        self._finish(c, outcome_kinds(c.cancel))
+        self._finish(c, kinds)
 
     def _withdraw(self, st: State, cid: int) -> None:
         """trio's abort of a queued waiter (cancelled, or its deadline passed): it leaves the queue
