@@ -18,7 +18,7 @@
 //! dropped after the map's lock is released.
 
 use crate::error::{AcquireError, LimitError};
-use crate::limiter::ConcurrencyLimiter;
+use crate::limiter::{Builder, ConcurrencyLimiter};
 use crate::permit::Permit;
 use crate::stats::LimiterStats;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
@@ -248,48 +248,36 @@ struct KeyedShared<K> {
     settings: KeySettings,
 }
 
-/// What every key's limiter is made with.
+/// What every key's limiter is made with: a limiter builder (its queue bound, name and parent)
+/// and the current `max_running`, which a resize changes.
 #[derive(Debug)]
 pub(crate) struct KeySettings {
+    template: Builder,
     max_running: AtomicUsize,
-    max_queued: Option<usize>,
-    name: Option<String>,
-    parent: Option<ConcurrencyLimiter>,
     closed: AtomicBool,
 }
 
 impl KeySettings {
-    /// Checks the limits as [`ConcurrencyLimiter::builder`] does.
-    pub(crate) fn new(
-        max_running: usize,
-        max_queued: Option<usize>,
-        name: Option<String>,
-        parent: Option<ConcurrencyLimiter>,
-    ) -> Result<Self, LimitError> {
-        let max_running = check_max_running(max_running as i128)? as usize;
-        let max_queued = max_queued.map(|q| check_max_queued(q as i128)).transpose()?;
+    /// Checks the limits of `template` as its `build` does.
+    pub(crate) fn new(template: Builder) -> Result<Self, LimitError> {
+        let max_running = check_max_running(template.max_running_setting() as i128)? as usize;
+        template
+            .max_queued_setting()
+            .map(|q| check_max_queued(q as i128))
+            .transpose()?;
         Ok(Self {
+            template,
             max_running: AtomicUsize::new(max_running),
-            max_queued,
-            name,
-            parent,
             closed: AtomicBool::new(false),
         })
     }
 
     /// A new key's limiter: the current `max_running`, closed if the keyed limiter is.
     pub(crate) fn make(&self) -> ConcurrencyLimiter {
-        let mut builder = ConcurrencyLimiter::builder(self.max_running());
-        if let Some(max_queued) = self.max_queued {
-            builder = builder.max_queued(max_queued);
-        }
-        if let Some(name) = &self.name {
-            builder = builder.name(name.clone());
-        }
-        if let Some(parent) = &self.parent {
-            builder = builder.parent(parent.clone());
-        }
-        let limiter = builder
+        let limiter = self
+            .template
+            .clone()
+            .with_max_running(self.max_running())
             .build()
             .expect("the limits were checked when the keyed limiter was made");
         if self.is_closed() {
@@ -303,15 +291,15 @@ impl KeySettings {
     }
 
     pub(crate) const fn max_queued(&self) -> Option<usize> {
-        self.max_queued
+        self.template.max_queued_setting()
     }
 
     pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.template.name_setting()
     }
 
     pub(crate) const fn parent(&self) -> Option<&ConcurrencyLimiter> {
-        self.parent.as_ref()
+        self.template.parent_setting()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -326,7 +314,7 @@ impl KeySettings {
             waiting: 0,
             available: max_running,
             max_running,
-            max_queued: self.max_queued,
+            max_queued: self.max_queued(),
             acquired_total: 0,
             rejected_total: 0,
             cancelled_total: 0,
@@ -369,34 +357,26 @@ impl KeySettings {
     }
 }
 
-/// Builds a [`KeyedConcurrencyLimiter`].
+/// Builds a [`KeyedConcurrencyLimiter`]: the settings of a [`Builder`], for every key.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct KeyedBuilder {
-    max_running: usize,
-    max_queued: Option<usize>,
-    name: Option<String>,
-    parent: Option<ConcurrencyLimiter>,
-}
+pub struct KeyedBuilder(Builder);
 
 impl KeyedBuilder {
     /// Bounds each key's queue (per key, not over all keys).
-    pub const fn max_queued(mut self, max_queued: usize) -> Self {
-        self.max_queued = Some(max_queued);
-        self
+    pub fn max_queued(self, max_queued: usize) -> Self {
+        Self(self.0.max_queued(max_queued))
     }
 
     /// Names the limiter in wait spans and errors (the key is not part of the name: keys are
     /// unbounded, names of spans and metrics should not be).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
+    pub fn name(self, name: impl Into<String>) -> Self {
+        Self(self.0.name(name))
     }
 
     /// Nests every key under `parent`: a global cap over all keys.
-    pub fn parent(mut self, parent: ConcurrencyLimiter) -> Self {
-        self.parent = Some(parent);
-        self
+    pub fn parent(self, parent: ConcurrencyLimiter) -> Self {
+        Self(self.0.parent(parent))
     }
 
     /// Creates the keyed limiter.
@@ -409,7 +389,7 @@ impl KeyedBuilder {
             shared: Arc::new(KeyedShared {
                 keys: KeyedMap::new(),
                 hasher: RandomState::new(),
-                settings: KeySettings::new(self.max_running, self.max_queued, self.name, self.parent)?,
+                settings: KeySettings::new(self.0)?,
             }),
         })
     }
@@ -427,12 +407,7 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
 
     /// Starts a [`KeyedBuilder`] for `max_running` slots per key.
     pub const fn builder(max_running: usize) -> KeyedBuilder {
-        KeyedBuilder {
-            max_running,
-            max_queued: None,
-            name: None,
-            parent: None,
-        }
+        KeyedBuilder(ConcurrencyLimiter::builder(max_running))
     }
 
     fn state<Q>(&self, key: &Q) -> Arc<ConcurrencyLimiter>

@@ -127,6 +127,28 @@ impl Builder {
         self
     }
 
+    /// The same settings with `max_running` slots (a keyed limiter's template for its keys).
+    pub(crate) const fn with_max_running(mut self, max_running: usize) -> Self {
+        self.max_running = max_running;
+        self
+    }
+
+    pub(crate) const fn max_running_setting(&self) -> usize {
+        self.max_running
+    }
+
+    pub(crate) const fn max_queued_setting(&self) -> Option<usize> {
+        self.max_queued
+    }
+
+    pub(crate) fn name_setting(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) const fn parent_setting(&self) -> Option<&ConcurrencyLimiter> {
+        self.parent.as_ref()
+    }
+
     /// Creates the limiter.
     ///
     /// # Errors

@@ -9,6 +9,8 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -67,4 +69,18 @@ def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider.get_tracer('test')
+    provider.shutdown()
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    """Collects the metrics of `provider`'s meters on demand."""
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    """A meter provider of its own (not the global one) whose metrics `reader` reads."""
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider
     provider.shutdown()

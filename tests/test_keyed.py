@@ -8,7 +8,6 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -285,18 +284,6 @@ async def test_a_million_distinct_keys_leave_nothing_behind() -> None:
     gc.collect()
     grown = _rss_bytes() - before
     assert grown < 16 * 1024 * 1024, f'memory grew by {grown / 1e6:.1f} MB over a million keys'
-
-
-@pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
 
 
 async def test_metrics_are_attributed_by_name_and_summed_over_keys(

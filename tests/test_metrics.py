@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -13,18 +12,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from ferrolimit import ConcurrencyLimiter, ConcurrencyLimitExceeded
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
 
 
 def collect(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

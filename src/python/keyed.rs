@@ -12,7 +12,7 @@ use crate::python::context::Context;
 use crate::python::errors::limit_error;
 use crate::python::handle::Handle;
 use crate::python::idle::PyIdleWait;
-use crate::python::limiter::{PyConcurrencyLimiter, PyLimiterStats, limiter_metrics, parent_arg};
+use crate::python::limiter::{PyConcurrencyLimiter, PyLimiterStats, limiter_builder, limiter_metrics, parent_arg};
 use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
@@ -161,13 +161,8 @@ impl PyKeyedConcurrencyLimiter {
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let parent = parent_arg(parent)?;
         let tracer = tracer_arg(tracer, py)?;
-        let settings = KeySettings::new(
-            max_running as usize,
-            max_queued,
-            name,
-            parent.map(|p| p.get().handle.core.clone()),
-        )
-        .map_err(|e| limit_error(&e))?;
+        let settings =
+            KeySettings::new(limiter_builder(max_running, max_queued, name, parent)).map_err(|e| limit_error(&e))?;
         let keys = Arc::new(Keys {
             map: KeyedMap::new(),
             settings,

@@ -12,7 +12,7 @@ use crate::python::idle::wait_idle;
 use crate::python::ready::ready;
 use crate::python::wait::enter;
 use crate::waiters::Request;
-use crate::{ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
+use crate::{Builder, ConcurrencyLimiter, LimiterStats, MAX_RUNNING_LIMIT, check_max_running};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -100,6 +100,27 @@ pub(crate) fn limiter_metrics<'py, C: IntoPyObject<'py>>(
     }
 }
 
+/// The core builder for the checked arguments of a limiter's constructor (the keyed limiter's
+/// too: its template for every key).
+pub(crate) fn limiter_builder(
+    max_running: u32,
+    max_queued: Option<usize>,
+    name: Option<String>,
+    parent: Option<&Bound<'_, PyConcurrencyLimiter>>,
+) -> Builder {
+    let mut builder = ConcurrencyLimiter::builder(max_running as usize);
+    if let Some(max_queued) = max_queued {
+        builder = builder.max_queued(max_queued);
+    }
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    if let Some(parent) = parent {
+        builder = builder.parent(parent.get().core().clone());
+    }
+    builder
+}
+
 /// The `parent` argument: `None`, or a ferrolimit limiter (a subclass too: its slots are taken
 /// natively, whatever its methods do).
 pub(crate) fn parent_arg<'a, 'py>(
@@ -135,17 +156,9 @@ impl PyConcurrencyLimiter {
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let parent = parent_arg(parent)?;
         let tracer = tracer_arg(tracer, py)?;
-        let mut builder = ConcurrencyLimiter::builder(max_running as usize);
-        if let Some(max_queued) = max_queued {
-            builder = builder.max_queued(max_queued);
-        }
-        if let Some(name) = name {
-            builder = builder.name(name);
-        }
-        if let Some(parent) = parent {
-            builder = builder.parent(parent.get().core().clone());
-        }
-        let core = builder.build().map_err(|e| limit_error(&e))?;
+        let core = limiter_builder(max_running, max_queued, name, parent)
+            .build()
+            .map_err(|e| limit_error(&e))?;
         Self::wrap(py, core, tracer, meter, parent)
     }
 
