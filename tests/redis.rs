@@ -69,7 +69,7 @@ async fn admits_up_to_max_running_then_serves_waiters_in_order() {
 }
 
 #[tokio::test]
-async fn a_different_max_running_on_the_same_key_is_reported() {
+async fn the_first_limiter_stores_the_fleet_limit_and_the_others_follow_it() {
     let Some(url) = url() else { return };
     let key = fresh_key("max-running");
     let build = |max| {
@@ -77,15 +77,19 @@ async fn a_different_max_running_on_the_same_key_is_reported() {
             .build()
             .expect("limiter")
     };
-    let (small, large, same) = (build(2), build(3), build(3));
-    drop(small.acquire("a").await.expect("free slot"));
+    let (small, large) = (build(2), build(3));
+    let _a = small.acquire("a").await.expect("free slot");
     assert_eq!(small.other_max_running(), None);
-    drop(large.acquire("b").await.expect("free slot"));
-    assert_eq!(large.other_max_running(), Some(2));
-    drop(same.acquire("c").await.expect("free slot"));
-    assert_eq!(same.other_max_running(), None);
-    drop(small.acquire("a").await.expect("free slot"));
-    assert_eq!(small.other_max_running(), Some(3));
+    let _b = large.acquire("b").await.expect("free slot");
+    // `large` follows the stored limit of 2: the fleet is full.
+    assert_eq!((large.other_max_running(), large.max_running()), (Some(2), 2));
+    assert!(large.try_acquire(1).await.expect("try").is_none());
+    assert_eq!(large.counts().await.expect("counts").max_running, 2);
+    // A resize is adopted by everyone, without a report.
+    large.set_max_running(3).await.expect("resize");
+    let _c = small.acquire("c").await.expect("a slot of the larger limit");
+    assert_eq!((small.other_max_running(), small.max_running()), (None, 3));
+    assert_eq!(large.other_max_running(), None);
 }
 
 #[tokio::test]

@@ -313,33 +313,33 @@ def test_a_forked_child_uses_its_own_connections(redis_url: str, redis_key: str,
     assert limiter.running_count == 0
 
 
-async def test_a_different_max_running_on_the_same_key_is_reported(redis_url: str, redis_key: str) -> None:
+async def test_the_fleet_limit_is_stored_by_the_first_limiter_and_followed_by_the_others(
+    redis_url: str, redis_key: str
+) -> None:
     small = RedisConcurrencyLimiter(redis_url, redis_key, 2)
     large = RedisConcurrencyLimiter(redis_url, redis_key, 3)  # another process, as far as Redis knows
-    same = RedisConcurrencyLimiter(redis_url, redis_key, 3)
     await small.acquire('a')
-    small.release()
-    assert small.other_max_running is None  # the first acquire on the key meets nobody
+    assert small.other_max_running is None  # the first acquire on the key stores its limit
     await large.acquire('b')
-    assert large.other_max_running == 2
+    assert (large.other_max_running, large.max_running) == (2, 2)
+    assert not large.try_acquire()  # 2 of the stored 2 are held
     message = (
-        rf"^RedisConcurrencyLimiter\(key='{re.escape(redis_key)}'\): another process used max_running=2 for this key "
-        r'within the last lease; this one uses 3\. Processes sharing a key must agree on max_running: '
-        r'each admits up to its own\.$'
+        rf"^RedisConcurrencyLimiter\(key='{re.escape(redis_key)}'\): the fleet's max_running for this key is 2 in "
+        r'Redis, stored by another process; this one was built with 3 and follows the stored value\. '
+        r'Processes sharing a key should agree on max_running \(or set it for all with '
+        r'`limiter\.max_running = n`\)\.$'
     )
     with pytest.warns(RuntimeWarning, match=message):
         large.release()
-    assert large.running_count == 0  # released before the warning
+    assert large.running_count == 1  # released before the warning
     await large.acquire('b')
-    assert large.other_max_running is None  # the acquire before was its own
-    large.release()  # no warning (warnings are errors in this suite)
-    await same.acquire('c')
-    same.release()
-    assert same.other_max_running is None  # agrees with the last user of the key
-    await small.acquire('a')
-    assert small.other_max_running == 3
-    with pytest.warns(RuntimeWarning, match='max_running=3'):
-        small.release()
+    large.release()  # no second warning for the same value (warnings are errors in this suite)
+    large.max_running = 3  # a resize is adopted by every limiter, without a warning
+    assert large.other_max_running is None
+    await small.acquire('c')
+    assert (small.other_max_running, small.max_running) == (None, 3)
+    small.release()
+    small.release()
 
 
 def command(redis_url: str, *args: str) -> Any:

@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Callable, Generator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
 from typing import Any, final
 
@@ -510,14 +510,20 @@ class KeyedConcurrencyLimiter:
 class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     """A concurrency limiter shared by every process that uses the same Redis key.
 
-    The same interface as `ConcurrencyLimiter` for pydantic-ai (`acquire(source)`, `release()`,
-    `async with`, `get_concurrency_context`, the counts, `_max_queued`, `_get_tracer()` and the
+    The same interface as `ConcurrencyLimiter` (`acquire(source, *, timeout, weight, priority)`,
+    `try_acquire`, `acquire_blocking`, `blocking()`, `release(*, weight)`, `async with
+    limiter(source, ...)`, `stats()`, a settable `max_running`, `close()`, `closed`,
+    `wait_idle()`, `get_concurrency_context`, the counts, `_max_queued`, `_get_tracer()` and the
     same wait span), so it works with `Agent(max_concurrency=...)` and `ConcurrencyLimitedModel`.
-    Guarantees, as long as every process passes the same `max_running` (a limiter that finds
-    another value in use warns once, see `other_max_running`):
+    Everything is fleet-wide (resizing included) except `close()` and `wait_idle()`, which
+    concern the callers of this one limiter object. Guarantees:
 
-    - never more than `max_running` slots are held across all processes sharing `key`;
-    - waiters are admitted in arrival order across processes (FIFO, no barging);
+    - never more than `max_running` slots are held across all processes sharing `key` (a
+      caller of weight `w` holds `w`); the limit lives in Redis: the first limiter to use the key
+      stores its `max_running`, `limiter.max_running = n` changes it for everyone, and a limiter
+      built with another value follows the stored one (and warns once, see `other_max_running`);
+    - waiters are admitted by priority, then in arrival order across processes (FIFO, no
+      barging, head-of-line blocking for weights), exactly as in `ConcurrencyLimiter`;
     - `max_queued` bounds the fleet-wide queue atomically (one server-side script decides);
     - each held slot is a lease renewed in the background while held: a process that dies
       (even `kill -9`) loses its slots within `lease_seconds`, and its waiters leave the queue
@@ -525,17 +531,21 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     - a release wakes the next waiter at once (Redis pub/sub; polling is only a fallback);
     - releases are fenced by the slot's token: a holder whose lease ran out (it was paused longer
       than the lease) can never free the slot its successor holds;
+    - every key the limiter creates expires once the key is idle (no holder and no waiter for
+      about three leases), so a million keys used once leave nothing behind;
     - if Redis restarts and keeps its data (RDB or AOF persistence), nothing changes; if it loses
       its data, nobody is admitted for one lease while the running processes re-register their
       slots. Only a process that first talks to Redis after the loss, before any process from
-      before it, can then be admitted beyond the limit (nothing left in Redis tells it that
-      slots were held): turn persistence on, or, as Redlock advises, keep a Redis that lost its
-      data unreachable for one lease before it serves again.
+      before it (or that did not talk to it for longer than the idle expiry), can then be
+      admitted beyond the limit (nothing left in Redis tells it that slots were held): turn
+      persistence on, or, as Redlock advises, keep a Redis that lost its data unreachable for
+      one lease before it serves again.
 
-    Slots are not owned by tasks: `release()` gives back one of the slots this limiter object
-    holds, from any task or thread, and returns at once (the Redis round trip runs in the
-    background; this object's own counts and acquires wait for it). The counts are fleet-wide and
-    read from Redis: each one is a blocking round trip (the GIL is released meanwhile).
+    Slots are not owned by tasks: `release(weight=w)` gives back `w` of the slots this limiter
+    object holds, from any task or thread, and returns at once (the Redis round trip runs in the
+    background; this object's own counts and acquires wait for it). The counts, `stats()`,
+    `try_acquire()` and setting `max_running` are one blocking round trip each (the GIL is
+    released meanwhile).
 
     After `os.fork()` (`gunicorn --preload`, `multiprocessing` with the fork start method), a
     limiter created in the parent opens its own connections and I/O threads in the child on first
@@ -578,9 +588,11 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
         Args:
             redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or `rediss://`,
                 `unix://`).
-            key: The name the fleet shares. The limiter uses the keys `{key}:holders`,
-                `{key}:queue`, `{key}:waiters` and `{key}:seq`, and the channel `{key}:wake`.
-            max_running: Maximum number of slots held across the fleet. Must be >= 1.
+            key: The name the fleet shares. The limiter uses Redis keys named `{key}:...`
+                (`holders`, `queue`, `waiters`, `seq`, `epoch`, `recovering`, `limit`, `weights`,
+                `places`, `used`), which expire once idle, and the channel `{key}:wake`.
+            max_running: Maximum number of slots held across the fleet, stored in Redis by the
+                first limiter to use the key. Must be >= 1.
             max_queued: Maximum fleet-wide queue depth before `acquire` raises
                 `ConcurrencyLimitExceeded`. Must be >= 0; `None` for an unbounded queue.
             lease_seconds: How long a slot survives its holder's death (renewed every third of
@@ -614,8 +626,22 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
 
     @property
     def max_running(self) -> int:
-        """Maximum slots held across the fleet."""
+        """The fleet's limit, as this object last saw it in Redis (no round trip).
 
+        Setting it changes the limit for the whole fleet (one blocking round trip): growing
+        admits waiters at once, shrinking lets holders finish and refuses the queued waiters
+        heavier than the new limit (`ValueError`). Every limiter on the key follows it from its
+        next call to Redis.
+
+        Raises:
+            UserError: If set below 1.
+            TypeError: If set to a non-int.
+            ValueError: If set above 2**31 - 1.
+            ConcurrencyBackendError: If Redis cannot be reached.
+        """
+
+    @max_running.setter
+    def max_running(self, value: int) -> None: ...
     @property
     def running_count(self) -> int:
         """Slots held across the fleet, read from Redis.
@@ -642,7 +668,7 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
 
     @property
     def held_count(self) -> int:
-        """Slots this limiter object holds (no Redis round trip)."""
+        """Slots this limiter object holds, weights counted (no Redis round trip)."""
 
     @property
     def lost_count(self) -> int:
@@ -654,12 +680,12 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
 
     @property
     def other_max_running(self) -> int | None:
-        """Another process's `max_running` for this key, when it differs from this one's.
+        """The fleet's `max_running` in Redis, when another process stored a different one.
 
-        The value the acquire before this object's latest one used (within a lease), if it differs;
-        `None` when the latest acquire found agreement, or nobody. Processes that disagree each
-        admit up to their own value. The first `release()` after a new different value is found
-        warns (`RuntimeWarning`).
+        The value this object found stored for the key at its latest call to Redis, if it differs
+        from the one it was built with and no resize set it; this object follows the stored
+        value. `None` when they agree, or after a resize (which every limiter adopts). The first
+        `release()` after a new different value is found warns (`RuntimeWarning`).
         """
 
     @property
@@ -669,29 +695,142 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     def _get_tracer(self) -> Tracer:
         """The tracer the wait span goes to."""
 
-    async def acquire(self, source: str = 'unnamed') -> None:
-        """Acquire a fleet-wide slot, waiting in FIFO order if none is free.
+    async def acquire(
+        self, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> None:
+        """Acquire fleet-wide slots, waiting by priority and arrival if too few are free.
 
         Only a caller that has to wait opens the span `waiting for {name or source} concurrency`.
+        Works on asyncio and trio.
 
         Args:
             source: Identifier for observability (e.g., 'model:gpt-4o').
+            timeout: Give up after this many seconds (the place in the queue is left); `None`,
+                infinity or 2**32 seconds or more waits as long as it takes.
+            weight: How many slots to take at once, as for `ConcurrencyLimiter.acquire` (a
+                fleet-wide token budget). Pair it with `release(weight=weight)`.
+            priority: Higher is served first across the fleet, FIFO within one priority, as for
+                `ConcurrencyLimiter.acquire` (strict priorities can starve the lower ones).
 
         Raises:
             ConcurrencyLimitExceeded: If the fleet-wide queue already holds `max_queued` waiters.
             ConcurrencyBackendError: If Redis cannot be used (unreachable without `fail_open`, a
                 key of the wrong type, or the queue place expired while this process was paused).
+            LimiterClosedError: If this limiter object is closed, or is closed while waiting.
+            TimeoutError: If no slot came within `timeout`.
+            TypeError: If `source` is not a str, `timeout` not a number, or `weight` or
+                `priority` not an int.
+            ValueError: If `timeout` is negative or NaN, `weight` is less than 1 or more than the
+                fleet's `max_running` (also when a resize shrinks it below the weight of a
+                queued waiter), or `priority` does not fit 32 bits.
         """
 
-    def release(self) -> None:
-        """Release one slot this limiter object holds; returns at once.
+    def acquire_blocking(
+        self, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> None:
+        """Acquire fleet-wide slots from a plain thread (Celery, gunicorn sync workers, Django views).
+
+        The same queue and arguments as `acquire`; the GIL is released while waiting, and Ctrl-C
+        (`KeyboardInterrupt`) interrupts the wait without losing anything. Do not call it on a
+        thread that runs an event loop (it would block the loop). Pair it with one
+        `release(weight=weight)`.
 
         Raises:
-            ValueError: If this object holds no slot.
+            The errors of `acquire`.
         """
 
-    def __call__(self, source: str = 'unnamed') -> AbstractAsyncContextManager[None]:
-        """An async context manager that holds one slot for `source`."""
+    def blocking(
+        self, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> AbstractContextManager[None]:
+        """`with limiter.blocking(source):` holds fleet-wide slots for the block, from a plain thread.
+
+        The arguments and errors are those of `acquire_blocking`; leaving the block releases
+        `weight` slots.
+
+        Example:
+        ```python
+        with limiter.blocking('celery-task'):
+            call_the_api()
+        ```
+        """
+
+    def try_acquire(self, *, weight: int = 1) -> bool:
+        """Take `weight` fleet-wide slots only if they are free and nobody is queued; never waits.
+
+        One blocking round trip (the GIL is released meanwhile).
+
+        Returns:
+            Whether the slots were taken (pair it with one `release(weight=weight)`); `False`
+            once this limiter object is closed. When Redis is unreachable and the limiter fails
+            open, `True` without a slot.
+
+        Raises:
+            ConcurrencyBackendError: If Redis cannot be used (and the limiter does not fail open).
+            TypeError: If `weight` is not an int.
+            ValueError: If `weight` is less than 1, or more than the fleet's `max_running`.
+        """
+
+    def release(self, *, weight: int = 1) -> None:
+        """Release `weight` of the slots this limiter object holds; returns at once.
+
+        The slots need not come from one acquire: slots whose lease is already lost go first,
+        then whole acquires, and only the rest is taken from a larger one.
+
+        Raises:
+            TypeError: If `weight` is not an int.
+            ValueError: If this object holds fewer than `weight` slots (nothing changes), or
+                `weight` is less than 1.
+        """
+
+    def stats(self) -> LimiterStats:
+        """The fleet-wide counts and limit (one round trip) and this object's lifetime totals.
+
+        `running`, `waiting`, `available` and `max_running` are the fleet's, read at one instant
+        on the server; `acquired_total`, `rejected_total` and `cancelled_total` count this
+        object's callers.
+
+        Raises:
+            ConcurrencyBackendError: If Redis cannot be reached.
+        """
+
+    def close(self) -> None:
+        """Stop admitting through this limiter object: a graceful shutdown, with `wait_idle()`.
+
+        From now on its queued waiters and its new acquires raise `LimiterClosedError`, and
+        `try_acquire()` returns False; holders keep their slots and release them as usual.
+        Other limiter objects on the key, in this process or others, are not affected.
+        Idempotent.
+        """
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called on this object."""
+
+    async def wait_idle(self, *, timeout: float | None = None) -> bool:
+        """Wait until this limiter object's callers hold no slot (at once if none do).
+
+        It takes no slot and is not a waiter. Works on asyncio and trio.
+
+        Args:
+            timeout: Give up after this many seconds (`None` waits as long as it takes).
+
+        Returns:
+            True once idle, False if `timeout` passed first.
+
+        Raises:
+            TypeError: If `timeout` is not a number.
+            ValueError: If `timeout` is negative or NaN.
+        """
+
+    def __call__(
+        self, source: str = 'unnamed', *, weight: int = 1, priority: int = 0
+    ) -> AbstractAsyncContextManager[None]:
+        """`async with limiter(source):` holds one slot (or `weight` slots) for the block.
+
+        Raises:
+            TypeError: If `source` is not a str, or `weight` or `priority` not an int.
+            ValueError: If `weight` is less than 1, or `priority` does not fit 32 bits.
+        """
 
     async def __aenter__(self) -> None: ...
     async def __aexit__(
@@ -699,8 +838,8 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     ) -> None: ...
 
 @final
-class _RedisAcquire:
-    """One `RedisConcurrencyLimiter.acquire` in flight (internal: used by `ferrolimit._redis`)."""
+class _RedisOp:
+    """One `RedisConcurrencyLimiter` acquire or wait for idleness in flight (internal: used by `ferrolimit._redis`)."""
 
     def wait(self, callback: Callable[[Any], object], arg: Any, schedule: Callable[..., object]) -> bool:
         """Run `callback(arg)` (or `schedule(callback, arg)` off this thread) on the next event.
@@ -710,11 +849,10 @@ class _RedisAcquire:
         """
 
     def take(self) -> bool:
-        """Take the next event: `True` once admitted, `False` when queued.
+        """Take the next event: `True` once admitted (or idle), `False` when queued (or not idle in time).
 
         Raises:
-            ConcurrencyLimitExceeded: If the queue is full.
-            ConcurrencyBackendError: If Redis cannot be used.
+            The errors of `RedisConcurrencyLimiter.acquire`.
         """
 
     def withdraw(self) -> bool:

@@ -1,9 +1,10 @@
-"""The awaiting side of `RedisConcurrencyLimiter.acquire`, on asyncio or trio.
+"""The waiting side of `RedisConcurrencyLimiter`'s operations, on asyncio, trio or a plain thread.
 
-The native `acquire` starts the Redis work on ferrolimit's I/O runtime and returns this coroutine.
-It waits for the first answer (admitted, or queued), opens the wait span only if queued, and
-waits again for the slot. Any exception while waiting (a cancellation, a timeout around it)
-gives the place up; a slot granted at that very instant is passed on.
+The native limiter starts each operation (an acquire, a wait for idleness) on ferrolimit's I/O
+runtime and hands it to a function here. An acquire waits for the first answer (admitted, or
+queued), opens the wait span only if queued, and waits again for the slot. Any exception while
+waiting (a cancellation, a timeout around it, a KeyboardInterrupt) gives the place up; a slot
+granted at that very instant is passed on.
 """
 
 # The native module's internals have underscore names, to keep them off its public API; they
@@ -15,17 +16,24 @@ from __future__ import annotations as _annotations
 import asyncio
 import atexit
 import os
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Span
 
 from ._ferrolimit import _after_fork_in_child as after_fork_in_child
 from ._ferrolimit import _before_exit as before_exit
-from ._ferrolimit import _RedisAcquire as RedisAcquire
+from ._ferrolimit import _RedisOp as RedisOp
 from ._ferrolimit import _resolve_future as resolve_future
 from ._wait import close_span, open_span
 from .exceptions import ConcurrencyBackendError
 
-__all__ = ('acquire',)
+if TYPE_CHECKING:
+    from ._ferrolimit import RedisConcurrencyLimiter
+
+__all__ = ('Blocking', 'acquire', 'acquire_blocking', 'wait_idle')
 
 # The Redis I/O threads wake Python callers; they must stop before the interpreter is finalized.
 atexit.register(before_exit)
@@ -33,12 +41,15 @@ if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=after_fork_in_child)
 
 
-async def acquire(op: RedisAcquire) -> None:
-    """Wait for a fleet-wide slot in FIFO order, inside the OpenTelemetry wait span if queued.
+async def acquire(op: RedisOp) -> None:
+    """Wait for fleet-wide slots in order, inside the OpenTelemetry wait span if queued.
 
     Raises:
         ConcurrencyLimitExceeded: If the fleet-wide queue already holds `max_queued` waiters.
         ConcurrencyBackendError: If Redis cannot be used (and the limiter does not fail open).
+        LimiterClosedError: If the limiter object was closed.
+        TimeoutError: If no slot came within the operation's timeout.
+        ValueError: If the weight exceeds the fleet's `max_running`.
     """
     try:
         admitted = await _next(op)
@@ -48,20 +59,86 @@ async def acquire(op: RedisAcquire) -> None:
     if admitted:
         _record_fail_open(op, None)
         return
-    tracer = op.tracer()
-    span = None if tracer is None else open_span(tracer, *op.span())
+    span = _queued_span(op)
     try:
         await _next(op)
     except BaseException as e:
         op.cancel()
         close_span(span, e)
         raise
+    _admitted(op, span)
+
+
+def acquire_blocking(op: RedisOp) -> None:
+    """`acquire` on a plain thread: the same steps, waiting with the GIL released."""
+    try:
+        admitted = _next_blocking(op)
+    except BaseException:
+        op.cancel()
+        raise
+    if admitted:
+        _record_fail_open(op, None)
+        return
+    span = _queued_span(op)
+    try:
+        _next_blocking(op)
+    except BaseException as e:
+        op.cancel()
+        close_span(span, e)
+        raise
+    _admitted(op, span)
+
+
+async def wait_idle(op: RedisOp) -> bool:
+    """Wait until the limiter object's callers hold no slot.
+
+    Returns:
+        True once idle, False if the operation's timeout passed first.
+    """
+    try:
+        return await _next(op)
+    except BaseException:
+        op.cancel()
+        raise
+
+
+class Blocking:
+    """`with limiter.blocking(source, ...):`, holding the slots for the block on a plain thread."""
+
+    def __init__(
+        self, limiter: RedisConcurrencyLimiter, source: str, timeout: float | None, weight: int, priority: int
+    ) -> None:
+        self._limiter = limiter
+        self._source = source
+        self._timeout = timeout
+        self._weight = weight
+        self._priority = priority
+
+    def __enter__(self) -> None:
+        self._limiter.acquire_blocking(
+            self._source, timeout=self._timeout, weight=self._weight, priority=self._priority
+        )
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._limiter.release(weight=self._weight)
+
+
+def _queued_span(op: RedisOp) -> Span | None:
+    """The wait span of a queued caller, unless it would certainly be dropped."""
+    tracer = op.tracer()
+    return None if tracer is None else open_span(tracer, *op.span())
+
+
+def _admitted(op: RedisOp, span: Span | None) -> None:
+    """End the wait span of a caller that was queued and got its slots."""
     _record_fail_open(op, span)
     close_span(span, None)
 
 
-async def _next(op: RedisAcquire) -> bool:
-    """Wait for the operation's next event: `True` once admitted, `False` when queued."""
+async def _next(op: RedisOp) -> bool:
+    """Wait for the operation's next event: `True` once admitted (or idle), `False` when queued."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -72,7 +149,7 @@ async def _next(op: RedisAcquire) -> bool:
     return op.take()
 
 
-async def _next_trio(op: RedisAcquire) -> bool:
+async def _next_trio(op: RedisOp) -> bool:
     from trio.lowlevel import Abort, current_task, current_trio_token, reschedule, wait_task_rescheduled
 
     if op.wait(reschedule, current_task(), current_trio_token().run_sync_soon):
@@ -84,7 +161,24 @@ async def _next_trio(op: RedisAcquire) -> bool:
     return op.take()
 
 
-def _record_fail_open(op: RedisAcquire, span: Span | None) -> None:
+def _next_blocking(op: RedisOp) -> bool:
+    """`_next` on a plain thread: an interrupt (Ctrl-C) reaches it while it waits."""
+    event = threading.Event()
+    if op.wait(_set_event, event, _call):
+        event.wait()
+    return op.take()
+
+
+def _set_event(event: threading.Event) -> None:
+    event.set()
+
+
+def _call(callback: Callable[[threading.Event], object], arg: threading.Event) -> None:
+    """Run a wake-up at once, on whichever thread delivers it (`threading.Event` is thread-safe)."""
+    callback(arg)
+
+
+def _record_fail_open(op: RedisOp, span: Span | None) -> None:
     """Record that the slot was granted without limiting because Redis was unreachable.
 
     It goes on the wait span; a caller that did not wait opens one for it, unless the span would

@@ -111,7 +111,7 @@ fn wait_level(
                 break Ok(());
             }
             Parked::Refused(err) => break Err(level.rejected(py, &err, source)),
-            Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(&level.core, source))),
+            Parked::TimedOut => break Err(PyTimeoutError::new_err(timeout_message(level.core.name(), source))),
             Parked::Slice => {
                 if let Err(err) = py.check_signals() {
                     break Err(err);

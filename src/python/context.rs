@@ -21,7 +21,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
@@ -53,7 +53,14 @@ impl Fields {
                 }
             },
             Target::Generic(limiter) => raw::run(py, |py| {
-                generic(py, limiter)?.call_method1(py, intern!(py, "acquire"), (&self.source,))
+                let limiter = generic(py, limiter)?;
+                if self.request == Request::ONE {
+                    return limiter.call_method1(py, intern!(py, "acquire"), (&self.source,));
+                }
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "weight"), self.request.weight)?;
+                kwargs.set_item(intern!(py, "priority"), self.request.priority)?;
+                limiter.call_method(py, intern!(py, "acquire"), (&self.source,), Some(&kwargs))
             }),
         }
     }
@@ -69,7 +76,14 @@ impl Fields {
                 }),
             },
             Target::Generic(limiter) => raw::run(py, |py| {
-                generic(py, limiter)?.call_method0(py, intern!(py, "release"))?;
+                let limiter = generic(py, limiter)?;
+                if self.request == Request::ONE {
+                    limiter.call_method0(py, intern!(py, "release"))?;
+                } else {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "weight"), self.request.weight)?;
+                    limiter.call_method(py, intern!(py, "release"), (), Some(&kwargs))?;
+                }
                 ready(py)
             }),
         }
@@ -116,8 +130,15 @@ impl Context {
     }
 
     /// A context for any limiter with `acquire(source)` and `release()`.
-    pub(crate) fn generic(py: Python<'_>, limiter: Py<PyAny>, source: &Bound<'_, PyString>) -> PyResult<Self> {
-        Self::new(py, Target::Generic(Mutex::new(Some(limiter))), source, Request::ONE)
+    /// A context over any limiter object with `acquire(source, *, weight, priority)` and
+    /// `release(*, weight)` (called without the keywords for one slot at the default priority).
+    pub(crate) fn generic(
+        py: Python<'_>,
+        limiter: Py<PyAny>,
+        source: &Bound<'_, PyString>,
+        request: Request,
+    ) -> PyResult<Self> {
+        Self::new(py, Target::Generic(Mutex::new(Some(limiter))), source, request)
     }
 
     fn new(py: Python<'_>, target: Target, source: &Bound<'_, PyString>, request: Request) -> PyResult<Self> {

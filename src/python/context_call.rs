@@ -12,6 +12,7 @@ use crate::python::errors::not_initialised;
 use crate::python::limiter::PyConcurrencyLimiter;
 use crate::python::raw;
 use crate::python::ready::ready;
+use crate::waiters::Request;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -36,7 +37,7 @@ fn full(py: Python<'_>, limiter: &Bound<'_, PyAny>, source: Arg<'_>) -> PyResult
         return Ok(native.get().context(py, source)?.into_any());
     }
     if limiter.hasattr(intern!(py, "acquire"))? && limiter.hasattr(intern!(py, "release"))? {
-        Ok(Context::generic(py, limiter.clone().unbind(), source)?.into_any())
+        Ok(Context::generic(py, limiter.clone().unbind(), source, Request::ONE)?.into_any())
     } else {
         let type_name = limiter.get_type().name()?;
         Err(pyo3::exceptions::PyTypeError::new_err(format!(

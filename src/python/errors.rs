@@ -2,7 +2,7 @@
 //! pydantic-ai's when it is installed).
 
 use crate::telemetry::display_name;
-use crate::{AcquireError, ConcurrencyLimiter, LimitError, ReleaseError, SessionError};
+use crate::{AcquireError, LimitError, ReleaseError, SessionError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -13,14 +13,15 @@ pyo3::import_exception!(ferrolimit.exceptions, MaxRunsExceeded);
 pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyBackendError);
 pyo3::import_exception!(ferrolimit.exceptions, LimiterClosedError);
 
-/// A Redis limiter's error: a full queue as the local limiter words it, an invalid argument as
-/// `ValueError`, anything about the server (unreachable, a key of the wrong type) as
-/// `ConcurrencyBackendError`.
+/// A Redis limiter's error: a refused acquire as the local limiter's (see [`acquire_error`]),
+/// an invalid argument as `ValueError`, anything about the server (unreachable, a key of the
+/// wrong type) as `ConcurrencyBackendError`.
 pub(crate) fn redis_error(err: &crate::RedisLimiterError, display_name: &str) -> PyErr {
-    use crate::RedisLimiterError as E;
+    if let Some(refused) = err.acquire_error() {
+        return acquire_error(&refused, display_name);
+    }
     match err {
-        E::QueueFull { .. } => ConcurrencyLimitExceeded::new_err(err.message(display_name)),
-        E::Config(message) => PyValueError::new_err(message.clone()),
+        crate::RedisLimiterError::Config(message) => PyValueError::new_err(message.clone()),
         _ => ConcurrencyBackendError::new_err(err.to_string()),
     }
 }
@@ -48,10 +49,10 @@ pub(crate) fn acquire_error(err: &AcquireError, display_name: &str) -> PyErr {
 }
 
 /// The `TimeoutError` message of a wait that ran out of time.
-pub(crate) fn timeout_message(limiter: &ConcurrencyLimiter, source: &str) -> String {
+pub(crate) fn timeout_message(limiter_name: Option<&str>, source: &str) -> String {
     format!(
         "timed out waiting for {} concurrency",
-        display_name(limiter.name(), source)
+        display_name(limiter_name, source)
     )
 }
 

@@ -17,7 +17,7 @@ mod limiter;
 mod raw;
 mod ready;
 mod redis;
-mod redis_acquire;
+mod redis_op;
 mod redis_process;
 mod session;
 mod span;
@@ -59,7 +59,7 @@ mod native {
         m.setattr("_ScheduledWake", py.get_type::<super::wake::PyScheduledWake>())?;
         m.setattr("_IdleWait", py.get_type::<super::idle::PyIdleWait>())?;
         m.setattr("_AsyncioWait", py.get_type::<super::asyncio_wait::PyAsyncioWait>())?;
-        m.setattr("_RedisAcquire", py.get_type::<super::redis_acquire::PyRedisAcquire>())?;
+        m.setattr("_RedisOp", py.get_type::<super::redis_op::PyRedisOp>())?;
         m.setattr("_check_limits", wrap_pyfunction!(super::limiter::check_limits, m)?)?;
         m.setattr("_resolve_future", wrap_pyfunction!(super::wake::resolve_future, m)?)?;
         m.setattr("_before_exit", wrap_pyfunction!(super::wake::before_exit, m)?)?;

@@ -142,7 +142,7 @@ impl PyWaiter {
     /// The `TimeoutError` message for this waiter at its current level.
     pub(crate) fn timeout_message(&self) -> PyResult<String> {
         let (base, depth, _) = self.level()?;
-        Ok(timeout_message(&base.at(depth).core, &self.source))
+        Ok(timeout_message(base.at(depth).core.name(), &self.source))
     }
 
     /// Takes the slots a release handed over; only called once the waiter's future resolved.

@@ -24,6 +24,29 @@ pub enum RedisLimiterError {
     PlaceLost,
     /// An invalid argument to the builder.
     Config(String),
+    /// The limiter object was [closed](super::RedisConcurrencyLimiter::close).
+    Closed,
+    /// A weight of 0 was asked for.
+    ZeroWeight,
+    /// More slots were asked for at once than the fleet's `max_running`; a waiter also ends
+    /// with it when a resize shrinks the limit below its weight.
+    WeightTooLarge {
+        /// The weight asked for.
+        weight: u32,
+        /// The fleet's `max_running` at that moment.
+        max_running: u32,
+    },
+}
+
+impl From<crate::AcquireError> for RedisLimiterError {
+    fn from(err: crate::AcquireError) -> Self {
+        match err {
+            crate::AcquireError::QueueFull { depth, max_queued } => Self::QueueFull { depth, max_queued },
+            crate::AcquireError::Closed => Self::Closed,
+            crate::AcquireError::ZeroWeight => Self::ZeroWeight,
+            crate::AcquireError::WeightTooLarge { weight, max_running } => Self::WeightTooLarge { weight, max_running },
+        }
+    }
 }
 
 impl RedisLimiterError {
@@ -33,25 +56,33 @@ impl RedisLimiterError {
         matches!(self, Self::Unavailable(_))
     }
 
-    /// The message, naming the limiter (or, unnamed, the source) for a full queue as the local
-    /// limiter does.
+    /// The local limiter's error of the same meaning, if there is one.
+    #[must_use]
+    pub const fn acquire_error(&self) -> Option<crate::AcquireError> {
+        Some(match *self {
+            Self::QueueFull { depth, max_queued } => crate::AcquireError::QueueFull { depth, max_queued },
+            Self::Closed => crate::AcquireError::Closed,
+            Self::ZeroWeight => crate::AcquireError::ZeroWeight,
+            Self::WeightTooLarge { weight, max_running } => crate::AcquireError::WeightTooLarge { weight, max_running },
+            _ => return None,
+        })
+    }
+
+    /// The message, naming the limiter (or, unnamed, the source) for a refused acquire as the
+    /// local limiter does.
     #[must_use]
     pub fn message(&self, display_name: &str) -> String {
-        match self {
-            Self::QueueFull { depth, max_queued } => crate::AcquireError::QueueFull {
-                depth: *depth,
-                max_queued: *max_queued,
-            }
-            .message(display_name),
-            other => other.to_string(),
-        }
+        self.acquire_error()
+            .map_or_else(|| self.to_string(), |err| err.message(display_name))
     }
 }
 
 impl fmt::Display for RedisLimiterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::QueueFull { .. } => f.write_str(&self.message("")),
+            Self::QueueFull { .. } | Self::Closed | Self::ZeroWeight | Self::WeightTooLarge { .. } => {
+                f.write_str(&self.message(""))
+            }
             Self::Unavailable(detail) => write!(f, "Redis is unavailable: {detail}"),
             Self::WrongType(detail) | Self::Server(detail) | Self::Config(detail) => f.write_str(detail),
             Self::PlaceLost => {

@@ -1,23 +1,17 @@
 //! [`RedisConcurrencyLimiter`], its builder and its RAII [`RedisPermit`].
 
-use super::connections::{Listener, RedisConnections};
+use super::admission::Slot;
+use super::connections::RedisConnections;
 use super::error::RedisLimiterError;
-use super::scripts::{ACQUIRE, COUNTS, LEAVE, POLL, RENEW};
+use super::inner::{Inner, RedisCounts, Settings};
+use super::release::renewer;
 use crate::error::check_max_running;
-use crate::telemetry::{WaitSpan, WaitSpanFields, wait_span_fields};
-use parking_lot::Mutex;
-use redis::Script;
-use redis::aio::ConnectionManager;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use crate::telemetry::WaitSpan;
+use crate::waiters::Request;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, watch};
-
-/// How often a waiter polls while the wake-up channel is down (a fallback only).
-const FALLBACK_POLL: Duration = Duration::from_millis(100);
+use tokio::sync::watch;
 /// The shortest lease accepted.
 const MIN_LEASE: Duration = Duration::from_millis(30);
 
@@ -63,17 +57,6 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 #[derive(Debug, Clone)]
 pub struct RedisConcurrencyLimiter {
     inner: Arc<Inner>,
-}
-
-/// Fleet-wide counts read from Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RedisCounts {
-    /// Slots held across the fleet.
-    pub running: usize,
-    /// Waiters queued across the fleet.
-    pub waiting: usize,
-    /// Free slots (`max_running - running`, never below zero).
-    pub available: usize,
 }
 
 /// Builds a [`RedisConcurrencyLimiter`].
@@ -177,620 +160,19 @@ impl RedisBuilder {
             None => RedisConnections::with_runtime(&self.url, runtime.clone())?,
         };
         let (shutdown, shutdown_rx) = watch::channel(());
-        let key = self.key;
-        let inner = Arc::new(Inner {
-            conn: connections.conn(),
-            holders: format!("{{{key}}}:holders"),
-            queue: format!("{{{key}}}:queue"),
-            waiters_key: format!("{{{key}}}:waiters"),
-            seq: format!("{{{key}}}:seq"),
-            epoch_key: format!("{{{key}}}:epoch"),
-            recovering_key: format!("{{{key}}}:recovering"),
-            max_running_key: format!("{{{key}}}:max_running"),
-            epoch: Mutex::new(Epoch::default()),
-            channel: format!("{{{key}}}:wake"),
-            key,
+        let inner = Inner::new(Settings {
+            key: self.key,
             max_running: self.max_running,
             max_queued: self.max_queued,
             lease: self.lease,
             name: self.name,
             fail_open: self.fail_open,
             runtime,
-            instance: instance_id(),
-            next_token: AtomicU64::new(0),
-            held: Mutex::new(HashSet::new()),
-            lost: Mutex::new(HashSet::new()),
-            lost_total: AtomicU64::new(0),
-            other_max_running: AtomicU64::new(0),
-            #[cfg(feature = "python")]
-            warned_max_running: AtomicU64::new(0),
-            #[cfg(feature = "python")]
-            pool: Mutex::new(Vec::new()),
-            waiters: Mutex::new(HashMap::new()),
-            subscribed: AtomicBool::new(false),
-            pending_releases: Mutex::new(PendingReleases::default()),
-            released: Notify::new(),
-            orphans: Mutex::new(Vec::new()),
-            renew_kick: Arc::new(Notify::new()),
-            renew_now: AtomicBool::new(false),
-            _shutdown: shutdown,
-            connections: connections.clone(),
+            connections,
+            shutdown,
         });
-        connections.register(&inner);
         inner.runtime.spawn(renewer(Arc::downgrade(&inner), shutdown_rx));
         Ok(RedisConcurrencyLimiter { inner })
-    }
-}
-
-/// A random identifier of this limiter instance: tokens are `{instance}-{n}`, unique across the
-/// fleet and across Redis restarts.
-fn instance_id() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    format!("{:016x}", hasher.finish())
-}
-
-/// One slot held by this process: a lease on the server, or, failing open, no slot at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Slot {
-    Leased(String),
-    Unlimited,
-}
-
-/// The result of an acquire: the slot, and the error that made it fail open, if it did.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    pub(crate) slot: Slot,
-    pub(crate) fail_open: Option<RedisLimiterError>,
-}
-
-/// Releases sent in the background, by ticket, oldest first.
-#[derive(Debug, Default)]
-struct PendingReleases {
-    next: u64,
-    in_flight: std::collections::BTreeSet<u64>,
-}
-
-impl PendingReleases {
-    fn start(&mut self) -> u64 {
-        let ticket = self.next;
-        self.next += 1;
-        self.in_flight.insert(ticket);
-        ticket
-    }
-}
-
-/// The state's epoch as an instance last saw it.
-#[derive(Debug, Default)]
-struct Epoch {
-    known: String,
-    from_before_loss: bool,
-}
-
-/// A queued waiter of this process, woken by the subscriber.
-#[derive(Debug, Default)]
-struct WaiterSlot {
-    notify: Notify,
-    admitted: AtomicBool,
-}
-
-pub(crate) struct Inner {
-    conn: ConnectionManager,
-    key: String,
-    holders: String,
-    queue: String,
-    waiters_key: String,
-    seq: String,
-    epoch_key: String,
-    recovering_key: String,
-    max_running_key: String,
-    channel: String,
-    /// The state's epoch as last seen, and whether this instance held slots or places from
-    /// before the state was lost (it may then re-register them while the state recovers).
-    epoch: Mutex<Epoch>,
-    max_running: usize,
-    max_queued: Option<usize>,
-    lease: Duration,
-    name: Option<String>,
-    fail_open: bool,
-    runtime: Handle,
-    instance: String,
-    next_token: AtomicU64,
-    /// Tokens this process holds on the server: the renewer extends their leases.
-    held: Mutex<HashSet<String>>,
-    /// Tokens whose lease ran out while held; releasing one frees nothing.
-    lost: Mutex<HashSet<String>>,
-    lost_total: AtomicU64,
-    /// The `max_running` the latest acquire found on the key, when it differs from this
-    /// instance's (0: it agreed, or found none).
-    other_max_running: AtomicU64,
-    /// The last such value the Python layer warned about (0: none).
-    #[cfg(feature = "python")]
-    warned_max_running: AtomicU64,
-    /// Slots held without a permit (the Python API's `acquire`/`release`).
-    #[cfg(feature = "python")]
-    pool: Mutex<Vec<Slot>>,
-    /// Queued tokens of this process, by token.
-    waiters: Mutex<HashMap<String, Arc<WaiterSlot>>>,
-    /// Whether the wake-up subscription is live; waiters poll often while it is not.
-    subscribed: AtomicBool,
-    /// Releases sent in the background and not yet answered; counts wait for them, so that a
-    /// process reads its own releases.
-    pending_releases: Mutex<PendingReleases>,
-    released: Notify,
-    /// Tokens whose release failed because Redis was away: retried on reconnection.
-    orphans: Mutex<Vec<String>>,
-    /// Wakes the renewer when the first slot is taken, or to renew at once (`renew_now`).
-    renew_kick: Arc<Notify>,
-    renew_now: AtomicBool,
-    /// Dropped with the limiter: the renewer stops.
-    _shutdown: watch::Sender<()>,
-    /// Kept open while the limiter lives; it unregisters from them when dropped.
-    connections: RedisConnections,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.connections.unregister(&self.channel);
-    }
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConcurrencyLimiter")
-            .field("key", &self.key)
-            .field("max_running", &self.max_running)
-            .field("max_queued", &self.max_queued)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Milliseconds, at least 1 (Lua receives integers).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-impl Inner {
-    fn script<'a>(&'a self, script: &'a Script) -> redis::ScriptInvocation<'a> {
-        let (known, from_before_loss) = {
-            let epoch = self.epoch.lock();
-            (epoch.known.clone(), epoch.from_before_loss)
-        };
-        let mut invocation = script.key(&self.holders);
-        invocation
-            .key(&self.queue)
-            .key(&self.waiters_key)
-            .key(&self.seq)
-            .key(&self.epoch_key)
-            .key(&self.recovering_key)
-            .key(&self.max_running_key)
-            .arg(&self.channel)
-            .arg(self.max_running)
-            .arg(millis(self.lease))
-            .arg(known)
-            .arg(self.new_token())
-            .arg(if from_before_loss { "1" } else { "0" });
-        invocation
-    }
-
-    /// Notes the state's epoch from a reply. A new epoch after a known one means Redis lost the
-    /// state: the slots this instance holds are re-registered at once (see `lua/prelude.lua`).
-    fn saw_epoch(&self, epoch: String) {
-        let lost = {
-            let mut state = self.epoch.lock();
-            if state.known == epoch {
-                return;
-            }
-            let lost = !state.known.is_empty();
-            state.known = epoch;
-            state.from_before_loss = lost;
-            lost
-        };
-        if lost {
-            self.renew_now.store(true, Ordering::Release);
-            self.renew_kick.notify_one();
-            self.poll_all();
-        }
-    }
-
-    /// Notes the `max_running` of the acquire before this one on the key (`-1`: none within the
-    /// last lease): remembered if it differs from this instance's, forgotten if it agrees.
-    fn saw_max_running(&self, previous: i64) {
-        let other = u64::try_from(previous)
-            .ok()
-            .filter(|&n| n != self.max_running as u64)
-            .unwrap_or(0);
-        self.other_max_running.store(other, Ordering::Relaxed);
-    }
-
-    pub(crate) fn other_max_running(&self) -> Option<usize> {
-        match self.other_max_running.load(Ordering::Relaxed) {
-            0 => None,
-            n => usize::try_from(n).ok(),
-        }
-    }
-
-    /// [`other_max_running`](Self::other_max_running) if it differs from the last value reported;
-    /// then it is the one reported.
-    #[cfg(feature = "python")]
-    pub(crate) fn unreported_max_running(&self) -> Option<usize> {
-        let other = self.other_max_running.load(Ordering::Relaxed);
-        (other != 0 && self.warned_max_running.swap(other, Ordering::Relaxed) != other)
-            .then(|| usize::try_from(other).ok())
-            .flatten()
-    }
-
-    /// The wake-up channel of this limiter's key.
-    pub(super) fn channel(&self) -> &str {
-        &self.channel
-    }
-
-    /// Whether the wake-up subscription carries this limiter's channel.
-    pub(super) const fn subscribed(&self) -> &AtomicBool {
-        &self.subscribed
-    }
-
-    fn heartbeat(&self) -> Duration {
-        self.lease / 3
-    }
-
-    pub(crate) fn new_token(&self) -> String {
-        let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.instance)
-    }
-
-    /// Takes a slot, waiting in the fleet-wide FIFO queue if none is free. `on_queued(depth)` runs
-    /// once if the caller has to wait. The slot is renewed from the moment it is granted.
-    ///
-    /// Cancel safe: dropping the future gives up the place, and a slot granted at that instant
-    /// is released (by a task spawned on the runtime).
-    pub(crate) async fn acquire_slot(
-        self: &Arc<Self>,
-        token: String,
-        on_queued: impl FnOnce(usize),
-    ) -> Result<Admission, RedisLimiterError> {
-        self.settle().await;
-        let waiter = Arc::new(WaiterSlot::default());
-        self.waiters.lock().insert(token.clone(), Arc::clone(&waiter));
-        let mut guard = LeaveGuard {
-            inner: Arc::clone(self),
-            token: Some(token.clone()),
-        };
-        let mut invocation = self.script(&ACQUIRE);
-        invocation
-            .arg(&token)
-            .arg(self.max_queued.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX)));
-        let answer: redis::RedisResult<(String, i64, i64, i64, i64, i64)> =
-            invocation.invoke_async(&mut self.conn.clone()).await;
-        let (status, _running, waiting, mut next_expiry) = match answer {
-            Ok((epoch, status, running, waiting, next_expiry, other_max_running)) => {
-                self.saw_epoch(epoch);
-                self.saw_max_running(other_max_running);
-                (status, running, waiting, next_expiry)
-            }
-            Err(err) => return self.failed(err.into()),
-        };
-        let waiting = usize::try_from(waiting).unwrap_or(0);
-        match status {
-            1 => return Ok(self.granted(token, &mut guard)),
-            -1 => {
-                guard.disarm();
-                return Err(RedisLimiterError::QueueFull {
-                    depth: waiting,
-                    max_queued: self.max_queued.unwrap_or(0),
-                });
-            }
-            _ => on_queued(waiting),
-        }
-        loop {
-            let mut interval = if self.subscribed.load(Ordering::Acquire) {
-                self.heartbeat()
-            } else {
-                FALLBACK_POLL
-            };
-            if let Ok(expiry) = u64::try_from(next_expiry) {
-                interval = interval.min(Duration::from_millis(expiry + 1));
-            }
-            tokio::select! {
-                () = waiter.notify.notified() => {}
-                () = tokio::time::sleep(interval) => {}
-            }
-            if waiter.admitted.load(Ordering::Acquire) {
-                return Ok(self.granted(token, &mut guard));
-            }
-            let mut invocation = self.script(&POLL);
-            invocation.arg(&token);
-            let answer: redis::RedisResult<(String, i64, i64)> = invocation.invoke_async(&mut self.conn.clone()).await;
-            let answer = answer.map(|(epoch, status, expiry)| {
-                self.saw_epoch(epoch);
-                (status, expiry)
-            });
-            match answer {
-                Ok((1, _)) => return Ok(self.granted(token, &mut guard)),
-                Ok((0, expiry)) => next_expiry = expiry,
-                Ok(_) => return Err(RedisLimiterError::PlaceLost),
-                Err(err) => return self.failed(err.into()),
-            }
-        }
-    }
-
-    /// Records a granted slot: renewed from now on, no longer a waiter.
-    fn granted(&self, token: String, guard: &mut LeaveGuard) -> Admission {
-        guard.token = None;
-        self.waiters.lock().remove(&token);
-        let first = {
-            let mut held = self.held.lock();
-            held.insert(token.clone());
-            held.len() == 1
-        };
-        if first {
-            self.renew_kick.notify_one();
-        }
-        Admission {
-            slot: Slot::Leased(token),
-            fail_open: None,
-        }
-    }
-
-    /// An acquire that could not reach Redis: fails, or proceeds unlimited when failing open.
-    fn failed(&self, err: RedisLimiterError) -> Result<Admission, RedisLimiterError> {
-        if self.fail_open && err.is_unavailable() {
-            Ok(Admission {
-                slot: Slot::Unlimited,
-                fail_open: Some(err),
-            })
-        } else {
-            Err(err)
-        }
-    }
-
-    /// Releases a slot in the background; returns at once.
-    pub(crate) fn release_slot(self: &Arc<Self>, slot: Slot) {
-        let Slot::Leased(token) = slot else { return };
-        if self.forget(&token) {
-            self.leave_in_background(token, true);
-        }
-    }
-
-    /// Runs the leave script for `token` on the runtime. This instance's later acquires and
-    /// counts wait for it, so that a process always sees its own releases. `count_lost`: a
-    /// token found without a slot is counted as a lost lease.
-    pub(crate) fn leave_in_background(self: &Arc<Self>, token: String, count_lost: bool) {
-        let inner = Arc::clone(self);
-        let ticket = self.pending_releases.lock().start();
-        self.runtime.spawn(async move {
-            match inner.leave(&token).await {
-                Ok(false) if count_lost => {
-                    inner.lost_total.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(err) if err.is_unavailable() => inner.orphans.lock().push(token),
-                _ => {}
-            }
-            inner.pending_releases.lock().in_flight.remove(&ticket);
-            inner.released.notify_waiters();
-        });
-    }
-
-    /// Retries the releases that failed while Redis was away, so that their slots and queue
-    /// places come back at once rather than when their leases or heartbeats run out.
-    pub(super) fn retry_orphans(self: &Arc<Self>) {
-        let orphans = std::mem::take(&mut *self.orphans.lock());
-        for token in orphans {
-            self.leave_in_background(token, false);
-        }
-    }
-
-    /// Waits until every release this instance sent in the background before the call was
-    /// answered.
-    async fn settle(&self) {
-        // Only the releases sent before now: a steady stream of later ones must not starve us.
-        let upto = self.pending_releases.lock().next;
-        loop {
-            let released = self.released.notified();
-            if self
-                .pending_releases
-                .lock()
-                .in_flight
-                .first()
-                .is_none_or(|&oldest| oldest >= upto)
-            {
-                return;
-            }
-            released.await;
-        }
-    }
-
-    /// Releases a slot and waits for the server's answer: `Ok(false)` if its lease had run out
-    /// (nothing was freed).
-    async fn release_slot_now(&self, slot: Slot) -> Result<bool, RedisLimiterError> {
-        let Slot::Leased(token) = slot else { return Ok(true) };
-        if !self.forget(&token) {
-            return Ok(false);
-        }
-        self.leave(&token).await
-    }
-
-    /// Stops renewing `token`; `false` if its lease is already known to be lost.
-    fn forget(&self, token: &str) -> bool {
-        if self.lost.lock().remove(token) {
-            return false;
-        }
-        self.held.lock().remove(token);
-        true
-    }
-
-    /// Runs the leave script for `token`: `true` if it held a slot.
-    async fn leave(&self, token: &str) -> Result<bool, RedisLimiterError> {
-        let mut invocation = self.script(&LEAVE);
-        invocation.arg(token);
-        let (epoch, held): (String, i64) = invocation.invoke_async(&mut self.conn.clone()).await?;
-        self.saw_epoch(epoch);
-        Ok(held == 1)
-    }
-
-    /// Extends every held lease; marks those that ran out as lost.
-    async fn renew(&self) -> Result<(), RedisLimiterError> {
-        let tokens: Vec<String> = self.held.lock().iter().cloned().collect();
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        let mut invocation = self.script(&RENEW);
-        for token in &tokens {
-            invocation.arg(token);
-        }
-        let (epoch, renewed): (String, Vec<i64>) = invocation.invoke_async(&mut self.conn.clone()).await?;
-        self.saw_epoch(epoch);
-        for (token, renewed) in tokens.into_iter().zip(renewed) {
-            if renewed == 0 && self.held.lock().remove(&token) {
-                self.lost.lock().insert(token);
-                self.lost_total.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-
-    /// A wake-up message: the comma-separated tokens just admitted.
-    pub(super) fn on_wake(&self, payload: &str) {
-        let waiters = self.waiters.lock();
-        for token in payload.split(',') {
-            if let Some(waiter) = waiters.get(token) {
-                waiter.admitted.store(true, Ordering::Release);
-                waiter.notify.notify_one();
-            }
-        }
-    }
-
-    /// Makes every local waiter poll once (after the subscription was re-established).
-    pub(super) fn poll_all(&self) {
-        for waiter in self.waiters.lock().values() {
-            waiter.notify.notify_one();
-        }
-    }
-
-    pub(crate) async fn counts(&self) -> Result<RedisCounts, RedisLimiterError> {
-        self.settle().await;
-        let (epoch, running, waiting): (String, usize, usize) =
-            self.script(&COUNTS).invoke_async(&mut self.conn.clone()).await?;
-        self.saw_epoch(epoch);
-        Ok(RedisCounts {
-            running,
-            waiting,
-            available: self.max_running.saturating_sub(running),
-        })
-    }
-
-    pub(crate) fn wait_span_fields<'a>(&'a self, source: &'a str, waiting: usize) -> WaitSpanFields<'a> {
-        wait_span_fields(self.name.as_deref(), source, waiting, self.max_running, self.max_queued)
-    }
-
-    pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    pub(crate) fn lost_total(&self) -> u64 {
-        self.lost_total.load(Ordering::Relaxed)
-    }
-}
-
-/// What the Python API needs beyond the Rust one: slots held without a permit (`acquire` and
-/// `release` are separate calls there) and the limits.
-#[cfg(feature = "python")]
-impl Inner {
-    pub(crate) fn push_pooled(&self, slot: Slot) {
-        self.pool.lock().push(slot);
-    }
-
-    /// Releases one pooled slot, preferring one whose lease is already lost (it frees nothing,
-    /// and the live slots stay held); `false` if none is held.
-    pub(crate) fn release_pooled(self: &Arc<Self>) -> bool {
-        let slot = {
-            let mut pool = self.pool.lock();
-            let lost = self.lost.lock();
-            let index = pool
-                .iter()
-                .position(|slot| match slot {
-                    Slot::Leased(token) => lost.contains(token),
-                    Slot::Unlimited => true,
-                })
-                .or_else(|| pool.len().checked_sub(1));
-            drop(lost);
-            index.map(|i| pool.swap_remove(i))
-        };
-        match slot {
-            Some(slot) => {
-                self.release_slot(slot);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Releases `slot` from the pool, or, if another release took it already, any pooled slot.
-    pub(crate) fn release_pooled_slot(self: &Arc<Self>, slot: &Slot) {
-        let found = {
-            let mut pool = self.pool.lock();
-            pool.iter().position(|s| s == slot).map(|i| pool.swap_remove(i))
-        };
-        match found {
-            Some(slot) => self.release_slot(slot),
-            None => drop(self.release_pooled()),
-        }
-    }
-
-    pub(crate) fn pooled_count(&self) -> usize {
-        self.pool.lock().len()
-    }
-}
-
-/// Gives up a queued (or just granted) token unless disarmed: the cancel path of `acquire_slot`.
-struct LeaveGuard {
-    inner: Arc<Inner>,
-    token: Option<String>,
-}
-
-impl LeaveGuard {
-    fn disarm(&mut self) {
-        if let Some(token) = self.token.take() {
-            self.inner.waiters.lock().remove(&token);
-        }
-    }
-}
-
-impl Drop for LeaveGuard {
-    fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            self.inner.waiters.lock().remove(&token);
-            self.inner.leave_in_background(token, false);
-        }
-    }
-}
-
-/// Renews the held leases every third of a lease while any slot is held, and at once when the
-/// state was found lost.
-async fn renewer(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
-    loop {
-        let Some(live) = inner.upgrade() else { return };
-        let heartbeat = live.heartbeat();
-        let idle = live.held.lock().is_empty();
-        let kick = Arc::clone(&live.renew_kick);
-        drop(live);
-        let kicked = tokio::select! {
-            _ = shutdown.changed() => return,
-            () = kick.notified() => true,
-            () = tokio::time::sleep(heartbeat), if !idle => false,
-        };
-        let Some(live) = inner.upgrade() else { return };
-        if kicked && !live.renew_now.swap(false, Ordering::AcqRel) {
-            // The first slot was taken: its lease is fresh, renew a beat from now.
-            continue;
-        }
-        // A failure (Redis away) is retried at the next beat; a lease that runs out meanwhile is
-        // reported lost by the first renewal that gets through.
-        drop(live.renew().await);
     }
 }
 
@@ -825,20 +207,118 @@ impl RedisConcurrencyLimiter {
     /// Cancel safe: a dropped future leaves the queue, and a slot granted at that very instant
     /// is passed on (by a task spawned on the limiter's runtime).
     pub async fn acquire(&self, source: &str) -> Result<RedisPermit, RedisLimiterError> {
+        self.acquire_with(source, 1, 0).await
+    }
+
+    /// Takes `weight` slots at once (tokio's `acquire_many`), e.g. for a token budget shared by
+    /// the fleet. See [`acquire_with`](Self::acquire_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_with`](Self::acquire_with).
+    pub async fn acquire_many(&self, source: &str, weight: u32) -> Result<RedisPermit, RedisLimiterError> {
+        self.acquire_with(source, weight, 0).await
+    }
+
+    /// Takes `weight` slots at once, queued by `priority` (higher first, FIFO within one
+    /// priority). As in the local limiter's [`Acquire::weight`](crate::Acquire::weight) and
+    /// [`Acquire::priority`](crate::Acquire::priority): the queue is head-of-line blocking (a
+    /// heavy head is never overtaken), a newcomer never takes free slots while anyone it does
+    /// not outrank is queued, and holders are never pre-empted. Strict priorities can starve the
+    /// lower ones for as long as higher ones keep coming.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire), and [`RedisLimiterError::ZeroWeight`] for a weight of 0,
+    /// [`RedisLimiterError::WeightTooLarge`] for more than the fleet's `max_running` (also for a
+    /// waiter when a resize shrinks the limit below its weight), and
+    /// [`RedisLimiterError::Closed`] once [`close`](Self::close) was called (also for a waiter).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_with(
+        &self,
+        source: &str,
+        weight: u32,
+        priority: i32,
+    ) -> Result<RedisPermit, RedisLimiterError> {
         let mut span = None;
         let admission = self
             .inner
-            .acquire_slot(self.inner.new_token(), |waiting| {
+            .acquire_slot(self.inner.new_token(), Request { weight, priority }, |waiting| {
                 span = Some(WaitSpan::start(self.inner.wait_span_fields(source, waiting)));
             })
             .await;
         drop(span);
-        let admission = admission?;
-        Ok(RedisPermit {
+        Ok(self.permit(admission?))
+    }
+
+    /// Takes `weight` free slots without waiting: `None` if too few are free, anybody is queued,
+    /// or the limiter is closed. One round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisLimiterError::ZeroWeight`] and [`RedisLimiterError::WeightTooLarge`] for a weight
+    /// that can never be served, [`RedisLimiterError::Unavailable`] if Redis cannot be reached
+    /// (unless failing open: then the permit holds no slot).
+    ///
+    /// # Cancel safety
+    ///
+    /// A slot granted to a dropped future expires with its lease (it is never renewed).
+    pub async fn try_acquire(&self, weight: u32) -> Result<Option<RedisPermit>, RedisLimiterError> {
+        Ok(self
+            .inner
+            .try_slot(weight)
+            .await?
+            .map(|admission| self.permit(admission)))
+    }
+
+    fn permit(&self, admission: super::admission::Admission) -> RedisPermit {
+        RedisPermit {
             inner: Arc::clone(&self.inner),
             slot: Some(admission.slot),
+            weight: admission.weight,
             fail_open: admission.fail_open,
-        })
+        }
+    }
+
+    /// Sets `max_running` for the whole fleet: every limiter on the key follows it from its next
+    /// script call. Growing admits waiters at once; shrinking lets the holders finish (nobody
+    /// is pre-empted) and refuses the waiters heavier than the new limit.
+    ///
+    /// The limit lives in Redis with the rest of the state: once the state expires idle, the
+    /// next user stores its own (a limiter that saw this resize stores the resized value).
+    ///
+    /// # Errors
+    ///
+    /// [`RedisLimiterError::Config`] for a limit out of range,
+    /// [`RedisLimiterError::Unavailable`] if Redis cannot be reached.
+    pub async fn set_max_running(&self, max_running: usize) -> Result<(), RedisLimiterError> {
+        let checked = check_max_running(i128::try_from(max_running).unwrap_or(i128::MAX))
+            .map_err(|e| RedisLimiterError::Config(e.to_string()))?;
+        self.inner.resize(checked as usize).await
+    }
+
+    /// Stops admitting through this limiter object (and its clones); other limiters on the key
+    /// are not affected. From then on its queued waiters and new acquires fail with
+    /// [`RedisLimiterError::Closed`] and [`try_acquire`](Self::try_acquire) returns `None`;
+    /// holders keep their slots and release them as usual. Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Resolves once no slot taken through this limiter object (and its clones) is held, at
+    /// once if none is. It takes no slot and is no waiter. With [`close`](Self::close), a
+    /// graceful shutdown of this process's share of the fleet.
+    pub async fn wait_idle(&self) {
+        self.inner.wait_idle().await;
     }
 
     /// Fleet-wide counts, read from Redis.
@@ -860,10 +340,11 @@ impl RedisConcurrencyLimiter {
         self.inner.name()
     }
 
-    /// The fleet-wide slot count.
+    /// The fleet's `max_running` as this limiter last saw it in Redis (the one it was built with
+    /// until its first script call).
     #[must_use]
     pub fn max_running(&self) -> usize {
-        self.inner.max_running
+        self.inner.max_running()
     }
 
     /// The fleet-wide queue bound.
@@ -879,10 +360,10 @@ impl RedisConcurrencyLimiter {
         self.inner.lost_total()
     }
 
-    /// The `max_running` of the acquire before this limiter's latest one on the key (within a
-    /// lease), if it differs from this limiter's: processes sharing the key disagree on the
-    /// limit, and each admits up to its own value. `None` when the latest acquire found
-    /// agreement (or nobody).
+    /// The fleet's `max_running` stored in Redis, when it differs from the one this limiter was
+    /// built with and no resize set it: another process stored its own value first, and this
+    /// limiter follows that one. `None` when they agree (or after a resize, which every limiter
+    /// adopts).
     #[must_use]
     pub fn other_max_running(&self) -> Option<usize> {
         self.inner.other_max_running()
@@ -894,13 +375,14 @@ impl RedisConcurrencyLimiter {
     }
 }
 
-/// One slot of a [`RedisConcurrencyLimiter`], released when dropped (in the background) or by
-/// [`release`](Self::release).
+/// The slots of one acquire of a [`RedisConcurrencyLimiter`], released when dropped (in the
+/// background) or by [`release`](Self::release).
 #[derive(Debug)]
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct RedisPermit {
     inner: Arc<Inner>,
     slot: Option<Slot>,
+    weight: u32,
     fail_open: Option<RedisLimiterError>,
 }
 
@@ -921,8 +403,14 @@ impl RedisPermit {
         }
     }
 
-    /// Releases the slot and waits for Redis to confirm. Returns `false` if the lease had run
-    /// out before (the slot may belong to someone else by now, and was left alone).
+    /// The number of slots it holds.
+    #[must_use]
+    pub const fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Releases the slots and waits for Redis to confirm. Returns `false` if the lease had run
+    /// out before (the slots may belong to someone else by now, and were left alone).
     ///
     /// # Errors
     ///
@@ -946,29 +434,5 @@ impl Drop for RedisPermit {
         if let Some(slot) = self.slot.take() {
             self.inner.release_slot(slot);
         }
-    }
-}
-
-impl Listener for Inner {
-    fn channel(&self) -> &str {
-        Self::channel(self)
-    }
-
-    fn on_wake(&self, payload: &str) {
-        Self::on_wake(self, payload);
-    }
-
-    /// Anything published before was missed, so every waiter checks once, and releases that
-    /// failed while Redis was away are retried.
-    fn subscription_up(self: Arc<Self>) {
-        self.subscribed().store(true, Ordering::Release);
-        self.poll_all();
-        self.retry_orphans();
-    }
-
-    /// Waiters poll until the subscription is back.
-    fn subscription_down(&self) {
-        self.subscribed().store(false, Ordering::Release);
-        self.poll_all();
     }
 }

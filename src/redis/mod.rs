@@ -49,13 +49,21 @@
 //! With persistence (RDB or AOF; a graceful restart of the default Debian configuration saves
 //! an RDB snapshot) nothing is lost and none of this applies.
 
+mod admission;
 mod connections;
 mod error;
+mod inner;
 mod limiter;
+#[cfg(feature = "python")]
+mod pool;
+mod release;
 mod scripts;
 
+#[cfg(feature = "python")]
+pub(crate) use admission::Slot;
 pub use connections::RedisConnections;
 pub use error::RedisLimiterError;
 #[cfg(feature = "python")]
-pub(crate) use limiter::{Inner, Slot};
-pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisCounts, RedisPermit};
+pub(crate) use inner::Inner;
+pub use inner::RedisCounts;
+pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisPermit};

@@ -17,9 +17,11 @@ macro_rules! script {
 pub(super) static ACQUIRE: LazyLock<Script> = script!("lua/acquire.lua");
 /// A waiter's heartbeat: tells it whether it was admitted.
 pub(super) static POLL: LazyLock<Script> = script!("lua/poll.lua");
-/// Releases a slot or leaves the queue, by token only.
+/// Releases slots or leaves the queue, by token only.
 pub(super) static LEAVE: LazyLock<Script> = script!("lua/leave.lua");
 /// Extends the leases still held.
 pub(super) static RENEW: LazyLock<Script> = script!("lua/renew.lua");
 /// Fleet-wide running and waiting counts.
 pub(super) static COUNTS: LazyLock<Script> = script!("lua/counts.lua");
+/// Sets the fleet's limit.
+pub(super) static RESIZE: LazyLock<Script> = script!("lua/resize.lua");

@@ -1,28 +1,37 @@
--- ARGV[7] token, ARGV[8] max_queued (-1: unbounded).
--- Returns {epoch, status, running, waiting, next_expiry, other_max_running}: status 1 admitted,
--- 0 queued, -1 queue full (waiting is then the depth the arrival would have made);
--- other_max_running is the max_running of the last acquire within a lease (-1: none), which
--- differs from ours when the processes sharing the key disagree on the limit.
+-- ARGV[7] token, ARGV[8] max_queued (-1: unbounded), ARGV[9] weight, ARGV[10] priority,
+-- ARGV[11] '1' to take free slots only (never queue).
+-- Returns the head then {status, running, waiting, next_expiry}: status 1 admitted, 0 queued, -1
+-- queue full (waiting is then the depth the arrival would have made), -2 not admitted at once
+-- (only slots), -3 the weight exceeds the limit.
 local token, max_queued = ARGV[7], tonumber(ARGV[8])
-for i, want in ipairs({'zset', 'zset', 'zset', 'string', 'string', 'string', 'string'}) do
+local weight, priority, only_free = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
+local types = {'zset', 'zset', 'zset', 'string', 'string', 'string', 'string', 'hash', 'hash', 'string'}
+for i, want in ipairs(types) do
   local found = redis.call('TYPE', KEYS[i])['ok']
   if found ~= 'none' and found ~= want then
     return redis.error_reply('FERROLIMIT_WRONGTYPE Redis key ' .. KEYS[i] .. ' holds a ' .. found ..
       ', expected a ' .. want .. ' (is another program using this key?)')
   end
 end
+open()
 local now = now_ms()
-local other_max_running = tonumber(redis.call('GET', MAX_RUNNING_KEY)) or -1
-redis.call('SET', MAX_RUNNING_KEY, MAX_RUNNING, 'PX', LEASE)
 admit(now)
-local running, waiting = redis.call('ZCARD', HOLDERS), redis.call('ZCARD', QUEUE)
-if waiting == 0 and running < MAX_RUNNING and not recovering() then
-  redis.call('ZADD', HOLDERS, now + LEASE, token)
-  return {EPOCH, 1, running + 1, 0, 0, other_max_running}
+local running, waiting = used(), redis.call('ZCARD', QUEUE)
+if weight > LIMIT then
+  return reply(now, {-3, running, waiting, 0})
+end
+-- Nobody is overtaken: the queue is empty, or (not for try_acquire) the arrival outranks
+-- everyone in it, and the slots are free.
+local leads = waiting == 0 or (not only_free and priority > head_priority())
+if leads and running + weight <= LIMIT and not recovering() then
+  hold(token, weight, now + LEASE)
+  return reply(now, {1, running + weight, waiting, 0})
+end
+if only_free then
+  return reply(now, {-2, running, waiting, 0})
 end
 if max_queued >= 0 and waiting >= max_queued then
-  return {EPOCH, -1, running, waiting + 1, 0, other_max_running}
+  return reply(now, {-1, running, waiting + 1, 0})
 end
-redis.call('ZADD', QUEUE, redis.call('INCR', SEQ), token)
-redis.call('ZADD', WAITERS, now + LEASE, token)
-return {EPOCH, 0, running, waiting + 1, next_expiry(now), other_max_running}
+enqueue(token, weight, priority, now)
+return reply(now, {0, running, waiting + 1, next_expiry(now)})

@@ -1,8 +1,10 @@
--- Release a slot or give up a place: removes only the caller's own token (the fencing token),
--- then passes any free slot on. ARGV[7] token. Returns {epoch, 1 if the token held a slot}.
-local token = ARGV[7]
-redis.call('ZREM', QUEUE, token)
-redis.call('ZREM', WAITERS, token)
-local held = redis.call('ZREM', HOLDERS, token)
-admit(now_ms())
-return {EPOCH, held}
+-- Release slots or give up a place: changes only the caller's own token (the fencing token),
+-- then passes any free slot on. ARGV[7] token, ARGV[8] how many slots to give back ('' for all
+-- it holds). Returns the head then {slots given back, 0 if the token held none}.
+local token, amount = ARGV[7], tonumber(ARGV[8])
+open()
+dequeue(token)
+local released = unhold(token, amount)
+local now = now_ms()
+admit(now)
+return reply(now, {released})

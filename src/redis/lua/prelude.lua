@@ -1,38 +1,57 @@
 -- ferrolimit: shared by every script (prepended by scripts.rs).
 -- KEYS[1] holders  ZSET token -> lease expiry (ms, server clock)
--- KEYS[2] queue    ZSET token -> arrival sequence
+-- KEYS[2] queue    ZSET place -> -priority; a place is the arrival sequence (20 digits) then
+--                  the token, so that equal priorities sort by arrival
 -- KEYS[3] waiters  ZSET token -> waiter heartbeat expiry (ms, server clock)
 -- KEYS[4] seq      STRING counter for arrival sequences
 -- KEYS[5] epoch    STRING identity of the state: a new one means the state was created or lost
 -- KEYS[6] recovering  STRING with a TTL of one lease after a loss: nobody is admitted meanwhile
--- KEYS[7] max_running  STRING the max_running of the last acquire, kept for one lease
--- ARGV[1] wake channel, ARGV[2] max_running, ARGV[3] lease (ms), ARGV[4] the caller's known
--- epoch ('' if none), ARGV[5] an epoch to use if there is none, ARGV[6] '1' if the caller held
--- state from before the current epoch; the rest per script. Every script's reply starts with
--- the current epoch.
+-- KEYS[7] limit    STRING the fleet's max_running, then ' resized' if a resize set it
+-- KEYS[8] weights  HASH token -> weight, for the holders and waiters of a weight other than 1
+-- KEYS[9] places   HASH token -> place in the queue
+-- KEYS[10] used    STRING the slots held: the sum of the holders' weights
+-- ARGV[1] wake channel, ARGV[2] the caller's max_running (stored if the state has no limit yet),
+-- ARGV[3] lease (ms), ARGV[4] the caller's known epoch ('' if none), ARGV[5] an epoch to use if
+-- there is none, ARGV[6] '1' if the caller held state from before the current epoch; the rest
+-- per script. Every script's reply starts with the head {epoch, limit, resized, ttl}, ttl being
+-- the milliseconds the state lives on without another script.
+--
+-- Every key expires once the state is idle: each script extends their common TTL to outlive
+-- every lease and heartbeat by one lease (at least three of the caller's leases); it never
+-- shortens it.
 local HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, RECOVERING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local MAX_RUNNING_KEY = KEYS[7]
-local CHANNEL, MAX_RUNNING, LEASE = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local LIMIT_KEY, WEIGHTS, PLACES, USED = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local CHANNEL, LEASE = ARGV[1], tonumber(ARGV[3])
 local KNOWN_EPOCH, NEW_EPOCH = ARGV[4], ARGV[5]
+local STATE_KEYS = {HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, LIMIT_KEY, WEIGHTS, PLACES, USED}
+local SEQ_DIGITS = 20
 
--- A missing epoch means the state is new, or was lost (a restart without persistence, a flush).
--- If the caller knew an older epoch it was lost: for one lease nobody is admitted, while the
--- holders of the old epoch re-register their slots through renewal.
-local function current_epoch()
-  local epoch = redis.call('GET', EPOCH_KEY)
-  if epoch then
-    return epoch
+-- Set by open(): the state's epoch, whether the caller's slots and places may predate a loss of
+-- the state, the fleet's limit and whether a resize set it.
+local EPOCH, FROM_BEFORE_LOSS, LIMIT, RESIZED
+
+-- A missing epoch means the state is new, expired idle, or was lost (a restart without
+-- persistence, a flush). If the caller knew an older epoch (it sends one only while the state
+-- cannot have expired) it was lost: for one lease nobody is admitted, while the holders of the
+-- old epoch re-register their slots through renewal.
+local function open()
+  EPOCH = redis.call('GET', EPOCH_KEY)
+  if not EPOCH then
+    EPOCH = NEW_EPOCH
+    redis.call('SET', EPOCH_KEY, EPOCH)
+    if KNOWN_EPOCH ~= '' then
+      redis.call('SET', RECOVERING, '1', 'PX', LEASE)
+    end
   end
-  redis.call('SET', EPOCH_KEY, NEW_EPOCH)
-  if KNOWN_EPOCH ~= '' then
-    redis.call('SET', RECOVERING, '1', 'PX', LEASE)
+  FROM_BEFORE_LOSS = (KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= EPOCH) or ARGV[6] == '1'
+  local limit = redis.call('GET', LIMIT_KEY)
+  if not limit then
+    limit = ARGV[2]
+    redis.call('SET', LIMIT_KEY, limit)
   end
-  return NEW_EPOCH
+  LIMIT = tonumber(string.match(limit, '^%d+'))
+  RESIZED = string.find(limit, 'resized', 1, true) and 1 or 0
 end
-
-local EPOCH = current_epoch()
--- Whether the caller's slots and places may predate a loss of the state.
-local FROM_BEFORE_LOSS = (KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= EPOCH) or ARGV[6] == '1'
 
 local function recovering()
   return redis.call('EXISTS', RECOVERING) == 1
@@ -43,39 +62,126 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- ZREM in chunks: unpack() of a long list would overflow Lua's C stack.
-local function zrem_all(key, members)
-  for i = 1, #members, 500 do
-    redis.call('ZREM', key, unpack(members, i, math.min(i + 499, #members)))
-  end
+local function weight_of(token)
+  return tonumber(redis.call('HGET', WEIGHTS, token)) or 1
 end
 
--- Drop expired leases and waiters that stopped heart-beating, then hand every free slot to the
--- head of the queue and tell the fleet which tokens were admitted.
+local function token_of(place)
+  return string.sub(place, SEQ_DIGITS + 1)
+end
+
+-- The queued place with the highest priority, earliest first, or nil.
+local function head_place()
+  return redis.call('ZRANGE', QUEUE, 0, 0)[1]
+end
+
+-- The priority of the head of the queue (nil if empty).
+local function head_priority()
+  local first = redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    return nil
+  end
+  return -tonumber(first[2])
+end
+
+local function used()
+  return tonumber(redis.call('GET', USED)) or 0
+end
+
+-- A slot of `weight` for `token`, leased until `expiry`.
+local function hold(token, weight, expiry)
+  redis.call('ZADD', HOLDERS, expiry, token)
+  if weight ~= 1 then
+    redis.call('HSET', WEIGHTS, token, weight)
+  end
+  redis.call('INCRBY', USED, weight)
+end
+
+-- Gives back `amount` of the slots `token` holds (all of them if amount is nil or at least its
+-- weight). Returns the number given back (0 if it held none).
+local function unhold(token, amount)
+  if not redis.call('ZSCORE', HOLDERS, token) then
+    return 0
+  end
+  local weight = weight_of(token)
+  if amount and amount < weight then
+    local left = weight - amount
+    if left == 1 then
+      redis.call('HDEL', WEIGHTS, token)
+    else
+      redis.call('HSET', WEIGHTS, token, left)
+    end
+  else
+    amount = weight
+    redis.call('ZREM', HOLDERS, token)
+    redis.call('HDEL', WEIGHTS, token)
+  end
+  redis.call('DECRBY', USED, amount)
+  return amount
+end
+
+-- Queues `token` with `weight` and `priority`, behind everyone of the same or a higher priority.
+local function enqueue(token, weight, priority, now)
+  local place = string.format('%0' .. SEQ_DIGITS .. 'd', redis.call('INCR', SEQ)) .. token
+  redis.call('ZADD', QUEUE, -priority, place)
+  redis.call('HSET', PLACES, token, place)
+  if weight ~= 1 then
+    redis.call('HSET', WEIGHTS, token, weight)
+  end
+  redis.call('ZADD', WAITERS, now + LEASE, token)
+end
+
+-- Takes `token` out of the queue; true if it was queued.
+local function dequeue(token)
+  local place = redis.call('HGET', PLACES, token)
+  redis.call('ZREM', WAITERS, token)
+  if not place then
+    return false
+  end
+  redis.call('ZREM', QUEUE, place)
+  redis.call('HDEL', PLACES, token)
+  redis.call('HDEL', WEIGHTS, token)
+  return true
+end
+
+-- Drop expired leases and waiters that stopped heart-beating, then hand the free slots to the
+-- head of the queue, in order, while its weight fits (head-of-line blocking: a heavy head is
+-- never overtaken); a head heavier than the whole limit (after a shrink) is refused. Tells the
+-- fleet which tokens were admitted, and which refused ('!' before the token).
 local function admit(now)
-  redis.call('ZREMRANGEBYSCORE', HOLDERS, '-inf', now)
-  local dead = redis.call('ZRANGEBYSCORE', WAITERS, '-inf', now)
-  if #dead > 0 then
-    zrem_all(QUEUE, dead)
-    zrem_all(WAITERS, dead)
+  for _, token in ipairs(redis.call('ZRANGEBYSCORE', HOLDERS, '-inf', now)) do
+    unhold(token)
+  end
+  for _, token in ipairs(redis.call('ZRANGEBYSCORE', WAITERS, '-inf', now)) do
+    dequeue(token)
   end
   if recovering() then
     return
   end
-  local free = MAX_RUNNING - redis.call('ZCARD', HOLDERS)
-  if free <= 0 then
-    return
+  local free = LIMIT - used()
+  local woken = {}
+  while true do
+    local place = head_place()
+    if not place then
+      break
+    end
+    local token = token_of(place)
+    local weight = weight_of(token)
+    if weight > LIMIT then
+      dequeue(token)
+      woken[#woken + 1] = '!' .. token
+    elseif weight <= free then
+      dequeue(token)
+      hold(token, weight, now + LEASE)
+      free = free - weight
+      woken[#woken + 1] = token
+    else
+      break
+    end
   end
-  local heads = redis.call('ZRANGE', QUEUE, 0, free - 1)
-  if #heads == 0 then
-    return
+  if #woken > 0 then
+    redis.call('PUBLISH', CHANNEL, table.concat(woken, ','))
   end
-  for _, token in ipairs(heads) do
-    redis.call('ZADD', HOLDERS, now + LEASE, token)
-  end
-  zrem_all(QUEUE, heads)
-  zrem_all(WAITERS, heads)
-  redis.call('PUBLISH', CHANNEL, table.concat(heads, ','))
 end
 
 -- Milliseconds until the earliest lease runs out (-1 with no holder): a waiter polls no later.
@@ -85,4 +191,25 @@ local function next_expiry(now)
     return -1
   end
   return math.max(0, tonumber(first[2]) - now)
+end
+
+-- The latest score of a ZSET of expiries, or 0.
+local function latest(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  return #last == 0 and 0 or tonumber(last[2])
+end
+
+-- Extends the TTL of every key of the state (never shortening it) and returns the reply: the head
+-- followed by the values of `rest`.
+local function reply(now, rest)
+  local ttl = math.max(3 * LEASE, latest(HOLDERS) - now + LEASE, latest(WAITERS) - now + LEASE)
+  ttl = math.max(ttl, redis.call('PTTL', EPOCH_KEY))
+  for _, key in ipairs(STATE_KEYS) do
+    redis.call('PEXPIRE', key, ttl)
+  end
+  local out = {EPOCH, LIMIT, RESIZED, ttl}
+  for _, value in ipairs(rest) do
+    out[#out + 1] = value
+  end
+  return out
 end

@@ -1,30 +1,45 @@
-//! One `RedisConcurrencyLimiter.acquire()` in flight ([`PyRedisAcquire`]): a task on the Redis
-//! runtime that reports its events (queued, admitted, failed), and the Python side that
-//! `ferrolimit._redis.acquire` drives, woken on its own event loop through [`LoopWake`].
+//! One Redis operation in flight ([`PyRedisOp`], `_RedisOp`): an acquire, or a wait for the
+//! limiter object to be idle. It is a task on the Redis runtime that reports its events
+//! (queued, admitted, timed out, failed, idle), and the Python side that `ferrolimit._redis`
+//! drives, woken on its own event loop through [`LoopWake`] (or, for the blocking API, on its
+//! own thread).
 
 use crate::RedisLimiterError;
-use crate::python::errors::redis_error;
+use crate::python::errors::{redis_error, timeout_message};
 use crate::python::handle::recording_tracer;
 use crate::python::span::span_fields;
 use crate::python::wake::LoopWake;
 use crate::redis::{Inner, Slot};
 use crate::telemetry::display_name;
+use crate::waiters::Request;
 use parking_lot::Mutex;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Duration;
 use tokio::runtime::Runtime;
 
-/// What an acquire reports, in order.
+/// What an operation reports, in order.
 enum Event {
     /// The caller has to wait; the queue depth on arrival.
     Queued(usize),
-    /// The caller holds a slot (already in the limiter's pool); the error if it failed open.
-    Admitted(Slot, Option<RedisLimiterError>),
+    /// The caller holds the slots (already in the limiter's pool); the error if it failed open.
+    Admitted(Slot, u32, Option<RedisLimiterError>),
     Failed(RedisLimiterError),
+    /// No slot came within the timeout (the place was given up).
+    TimedOut,
+    /// A wait for idleness ended: `true` idle, `false` timed out.
+    Idle(bool),
+}
+
+impl Event {
+    /// Whether it is the operation's last event.
+    const fn is_last(&self) -> bool {
+        !matches!(self, Self::Queued(_))
+    }
 }
 
 #[derive(Default)]
@@ -32,7 +47,7 @@ struct OpState {
     events: VecDeque<Event>,
     waker: Option<Waker>,
     cancelled: bool,
-    /// Set with the last event (admitted or failed): the task is done with Redis.
+    /// Set with the last event: the task is done with Redis.
     finished: bool,
     task: Option<tokio::task::AbortHandle>,
 }
@@ -43,9 +58,7 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
     if guard.cancelled {
         return false;
     }
-    if matches!(event, Event::Admitted(..) | Event::Failed(_)) {
-        guard.finished = true;
-    }
+    guard.finished |= event.is_last();
     guard.events.push_back(event);
     let waker = guard.waker.take();
     drop(guard);
@@ -55,12 +68,12 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
     true
 }
 
-/// One `acquire` in flight: the task on the runtime, and the events it reported.
-#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisAcquire")]
-pub(crate) struct PyRedisAcquire {
+/// One operation in flight: the task on the runtime, and the events it reported.
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisOp")]
+pub(crate) struct PyRedisOp {
     inner: Arc<Inner>,
-    /// The acquire's token: a cancel removes it from Redis itself, without waiting for the task.
-    token: String,
+    /// An acquire's token: a cancel removes it from Redis itself, without waiting for the task.
+    token: Option<String>,
     source: String,
     state: Arc<Mutex<OpState>>,
     /// Queue depth on arrival, once queued.
@@ -73,44 +86,75 @@ pub(crate) struct PyRedisAcquire {
     pid: u32,
 }
 
-impl PyRedisAcquire {
-    pub(crate) fn start(runtime: &Runtime, inner: &Arc<Inner>, source: String, tracer: Option<Py<PyAny>>) -> Self {
-        let state = Arc::new(Mutex::new(OpState::default()));
-        let token = inner.new_token();
-        let task = {
-            let (inner, state, token) = (Arc::clone(inner), Arc::clone(&state), token.clone());
-            runtime.spawn(async move {
-                let result = inner
-                    .acquire_slot(token, |waiting| {
-                        report(&state, Event::Queued(waiting));
-                    })
-                    .await;
-                let event = match result {
-                    Ok(admission) => {
-                        inner.push_pooled(admission.slot.clone());
-                        let slot = admission.slot.clone();
-                        if !report(&state, Event::Admitted(slot, admission.fail_open)) {
-                            // Cancelled meanwhile: the slot goes straight back.
-                            inner.release_pooled_slot(&admission.slot);
-                        }
-                        return;
-                    }
-                    Err(err) => Event::Failed(err),
-                };
-                report(&state, event);
-            })
-        };
-        state.lock().task = Some(task.abort_handle());
+/// Runs `work` within `timeout`, if any: `None` when it ran out.
+async fn within<T>(timeout: Option<Duration>, work: impl Future<Output = T>) -> Option<T> {
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+impl PyRedisOp {
+    fn new(inner: &Arc<Inner>, token: Option<String>, source: String, tracer: Option<Py<PyAny>>) -> Self {
         Self {
             inner: Arc::clone(inner),
             token,
             source,
-            state,
+            state: Arc::new(Mutex::new(OpState::default())),
             waiting: Mutex::new(0),
             fail_open: Mutex::new(None),
             tracer,
             pid: std::process::id(),
         }
+    }
+
+    fn spawn(self, runtime: &Runtime, work: impl Future<Output = ()> + Send + 'static) -> Self {
+        let task = runtime.spawn(work);
+        self.state.lock().task = Some(task.abort_handle());
+        self
+    }
+
+    /// Starts an acquire of `request` that gives up after `timeout`.
+    pub(crate) fn acquire(
+        runtime: &Runtime,
+        inner: &Arc<Inner>,
+        source: String,
+        tracer: Option<Py<PyAny>>,
+        request: Request,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let token = inner.new_token();
+        let op = Self::new(inner, Some(token.clone()), source, tracer);
+        let (inner, state) = (Arc::clone(inner), Arc::clone(&op.state));
+        op.spawn(runtime, async move {
+            let queued = |waiting| {
+                report(&state, Event::Queued(waiting));
+            };
+            let event = match within(timeout, inner.acquire_slot(token, request, queued)).await {
+                Some(Ok(admission)) => {
+                    inner.push_pooled(admission.slot.clone(), admission.weight);
+                    let event = Event::Admitted(admission.slot.clone(), admission.weight, admission.fail_open);
+                    if !report(&state, event) {
+                        // Cancelled meanwhile: the slot goes straight back.
+                        inner.release_pooled_slot(&admission.slot, admission.weight);
+                    }
+                    return;
+                }
+                Some(Err(err)) => Event::Failed(err),
+                None => Event::TimedOut,
+            };
+            report(&state, event);
+        })
+    }
+
+    /// Starts a wait until the limiter object's callers hold no slot, for at most `timeout`.
+    pub(crate) fn wait_idle(runtime: &Runtime, inner: &Arc<Inner>, timeout: Option<Duration>) -> Self {
+        let op = Self::new(inner, None, String::new(), None);
+        let (inner, state) = (Arc::clone(inner), Arc::clone(&op.state));
+        op.spawn(runtime, async move {
+            let idle = within(timeout, inner.wait_idle()).await.is_some();
+            report(&state, Event::Idle(idle));
+        })
     }
 
     /// Whether this is a forked child of the process that started the operation.
@@ -123,7 +167,7 @@ impl PyRedisAcquire {
     fn state(&self) -> PyResult<parking_lot::MutexGuard<'_, OpState>> {
         if self.forked() {
             return Err(PyRuntimeError::new_err(
-                "this acquire was started before os.fork(), in the parent process; it cannot be \
+                "this operation was started before os.fork(), in the parent process; it cannot be \
                  awaited in the child",
             ));
         }
@@ -139,22 +183,24 @@ impl PyRedisAcquire {
         if let Some(task) = state.task.take() {
             task.abort();
         }
-        if !state.finished {
+        if !state.finished
+            && let Some(token) = &self.token
+        {
             // Leave the queue now rather than when the aborted task is next polled, so that this
             // process's next counts and acquires already see it. Should the task still get its
             // slot, it sees the cancellation and releases the slot itself.
-            self.inner.leave_in_background(self.token.clone(), false);
+            self.inner.leave_in_background(token.clone(), None, false);
         }
         for event in state.events.drain(..) {
-            if let Event::Admitted(slot, _) = event {
-                self.inner.release_pooled_slot(&slot);
+            if let Event::Admitted(slot, weight, _) = event {
+                self.inner.release_pooled_slot(&slot, weight);
             }
         }
     }
 }
 
 #[pymethods]
-impl PyRedisAcquire {
+impl PyRedisOp {
     /// Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
     /// the next event; `False` if an event is already there.
     fn wait(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
@@ -166,7 +212,8 @@ impl PyRedisAcquire {
         Ok(true)
     }
 
-    /// Takes the next event: `True` once admitted, `False` when queued; raises the failure.
+    /// Takes the next event: `True` once admitted (or idle), `False` when queued (or not idle in
+    /// time); raises the failure.
     fn take(&self) -> PyResult<bool> {
         let event = self.state()?.events.pop_front();
         match event {
@@ -174,13 +221,18 @@ impl PyRedisAcquire {
                 *self.waiting.lock() = waiting;
                 Ok(false)
             }
-            Some(Event::Admitted(_, fail_open)) => {
+            Some(Event::Admitted(_, _, fail_open)) => {
                 *self.fail_open.lock() = fail_open.map(|e| e.to_string());
                 Ok(true)
             }
-            Some(Event::Failed(err)) => Err(redis_error(&err, display_name(self.inner.name(), &self.source))),
+            Some(Event::Idle(idle)) => Ok(idle),
+            Some(Event::Failed(err)) => Err(redis_error(&err, self.display_name())),
+            Some(Event::TimedOut) => Err(PyTimeoutError::new_err(timeout_message(
+                self.inner.name(),
+                &self.source,
+            ))),
             None => Err(PyRuntimeError::new_err(
-                "ferrolimit: an acquire was woken without an event",
+                "ferrolimit: a Redis operation was woken without an event",
             )),
         }
     }
@@ -224,7 +276,13 @@ impl PyRedisAcquire {
     }
 }
 
-impl Drop for PyRedisAcquire {
+impl PyRedisOp {
+    fn display_name(&self) -> &str {
+        display_name(self.inner.name(), &self.source)
+    }
+}
+
+impl Drop for PyRedisOp {
     fn drop(&mut self) {
         if self.forked() {
             // Started in the parent of this forked child: the parent's runtime gives its slot
