@@ -326,3 +326,234 @@ fn bounds() {
     send(&limiter.acquire("bounds"));
     let _ = permit_is_send_sync;
 }
+
+/// Spawns an acquire of `weight` at `priority` that records its name in `order` once admitted
+/// and keeps the permit until the task is awaited.
+fn spawn_waiter(
+    limiter: &RedisConcurrencyLimiter,
+    order: &Arc<parking_lot::Mutex<Vec<&'static str>>>,
+    name: &'static str,
+    weight: u32,
+    priority: i32,
+) -> tokio::task::JoinHandle<Result<ferrolimit::RedisPermit, RedisLimiterError>> {
+    let (limiter, order) = (limiter.clone(), Arc::clone(order));
+    tokio::spawn(async move {
+        let permit = limiter.acquire_with(name, weight, priority).await?;
+        order.lock().push(name);
+        Ok(permit)
+    })
+}
+
+#[tokio::test]
+async fn weights_count_slots_and_a_heavy_head_is_not_overtaken() {
+    let Some(url) = url() else { return };
+    let limiter = RedisConcurrencyLimiter::builder(&url, fresh_key("weights"), 4)
+        .build()
+        .expect("limiter");
+    let three = limiter.acquire_many("a", 3).await.expect("free slots");
+    assert_eq!(three.weight(), 3);
+    let counts = limiter.counts().await.expect("counts");
+    assert_eq!((counts.running, counts.available, counts.max_running), (3, 1, 4));
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let heavy = spawn_waiter(&limiter, &order, "heavy", 2, 0);
+    until_queued(&limiter, 1).await;
+    // One slot is free, but the heavy head waits for two: the light newcomer queues behind it.
+    let light = spawn_waiter(&limiter, &order, "light", 1, 0);
+    until_queued(&limiter, 2).await;
+    assert!(limiter.try_acquire(1).await.expect("try").is_none());
+    drop(three);
+    let (heavy, light) = (
+        heavy.await.expect("task").expect("slots"),
+        light.await.expect("task").expect("slot"),
+    );
+    assert_eq!(*order.lock(), ["heavy", "light"]);
+    assert_eq!(limiter.counts().await.expect("counts").running, 3);
+    drop((heavy, light));
+    assert_eq!(
+        limiter.acquire_many("z", 0).await.expect_err("zero"),
+        RedisLimiterError::ZeroWeight
+    );
+    let err = limiter.acquire_many("big", 5).await.expect_err("too heavy");
+    assert_eq!(
+        err,
+        RedisLimiterError::WeightTooLarge {
+            weight: 5,
+            max_running: 4
+        }
+    );
+    assert_eq!(err.message("llm"), "weight (5) exceeds max_running (4) for llm");
+    assert!(matches!(
+        limiter.try_acquire(5).await,
+        Err(RedisLimiterError::WeightTooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn priorities_order_the_fleet_wide_queue() {
+    let Some(url) = url() else { return };
+    let key = fresh_key("priorities");
+    let build = || {
+        RedisConcurrencyLimiter::builder(&url, &key, 1)
+            .build()
+            .expect("limiter")
+    };
+    let (one, other) = (build(), build());
+    let held = one.acquire("holder").await.expect("free slot");
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for (limiter, name, priority) in [
+        (&one, "low", -1),
+        (&other, "normal-1", 0),
+        (&one, "high", 5),
+        (&other, "normal-2", 0),
+    ] {
+        let (limiter, order) = (limiter.clone(), Arc::clone(&order));
+        // Each gives its slot back as soon as it got it, to the next in line.
+        waiters.push(tokio::spawn(async move {
+            let permit = limiter.acquire_with(name, 1, priority).await.expect("slot");
+            order.lock().push(name);
+            permit.release().await.expect("release")
+        }));
+        until_queued(&one, waiters.len()).await;
+    }
+    drop(held);
+    for waiter in waiters {
+        assert!(waiter.await.expect("task"));
+    }
+    assert_eq!(*order.lock(), ["high", "normal-1", "normal-2", "low"]);
+}
+
+#[tokio::test]
+async fn a_resize_is_fleet_wide_and_a_shrink_refuses_heavier_waiters() {
+    let Some(url) = url() else { return };
+    let key = fresh_key("resize");
+    let build = || {
+        RedisConcurrencyLimiter::builder(&url, &key, 2)
+            .build()
+            .expect("limiter")
+    };
+    let (one, other) = (build(), build());
+    let held = one.acquire_many("holder", 2).await.expect("free slots");
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let heavy = spawn_waiter(&other, &order, "heavy", 2, 0);
+    until_queued(&one, 1).await;
+    one.set_max_running(1).await.expect("shrink");
+    let err = heavy.await.expect("task").expect_err("refused");
+    assert!(
+        matches!(err, RedisLimiterError::WeightTooLarge { weight: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(other.counts().await.expect("counts").max_running, 1);
+    assert_eq!(other.max_running(), 1);
+    // Holders are never pre-empted; growing admits the queue at once.
+    let waiter = spawn_waiter(&other, &order, "w", 1, 0);
+    until_queued(&one, 1).await;
+    one.set_max_running(3).await.expect("grow");
+    let waiter = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("admitted by the resize")
+        .expect("task")
+        .expect("slot");
+    assert_eq!(one.counts().await.expect("counts").running, 3);
+    drop((held, waiter));
+    assert!(matches!(
+        one.set_max_running(0).await,
+        Err(RedisLimiterError::Config(msg)) if msg.contains("max_running")
+    ));
+}
+
+#[tokio::test]
+async fn close_refuses_this_objects_callers_and_wait_idle_waits_for_its_holders() {
+    let Some(url) = url() else { return };
+    let key = fresh_key("close");
+    let build = || {
+        RedisConcurrencyLimiter::builder(&url, &key, 1)
+            .build()
+            .expect("limiter")
+    };
+    let (one, other) = (build(), build());
+    one.wait_idle().await; // nothing held
+    let held = one.acquire("holder").await.expect("free slot");
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mine = spawn_waiter(&one, &order, "mine", 1, 0);
+    let theirs = spawn_waiter(&other, &order, "theirs", 1, 0);
+    until_queued(&one, 2).await;
+    one.close();
+    one.close();
+    assert!(one.is_closed() && !other.is_closed());
+    assert_eq!(
+        mine.await.expect("task").expect_err("closed"),
+        RedisLimiterError::Closed
+    );
+    assert_eq!(
+        one.acquire("late").await.expect_err("closed"),
+        RedisLimiterError::Closed
+    );
+    assert!(one.try_acquire(1).await.expect("try").is_none());
+    let idle = {
+        let one = one.clone();
+        tokio::spawn(async move { one.wait_idle().await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!idle.is_finished());
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), idle)
+        .await
+        .expect("idle once the holder released")
+        .expect("task");
+    let theirs = theirs.await.expect("task").expect("the other object still admits");
+    assert_eq!(*order.lock(), ["theirs"]);
+    drop(theirs);
+}
+
+#[tokio::test]
+async fn every_key_expires_once_idle_and_the_next_acquire_is_not_held_up() {
+    let Some(url) = url() else { return };
+    let key = fresh_key("expiry");
+    let lease = Duration::from_millis(100);
+    let limiter = RedisConcurrencyLimiter::builder(&url, &key, 2)
+        .lease(lease)
+        .build()
+        .expect("limiter");
+    let held = limiter.acquire_many("a", 2).await.expect("free slots");
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire_with("b", 1, 3).await.map(drop) })
+    };
+    until_queued(&limiter, 1).await;
+    drop(held);
+    waiter.await.expect("task").expect("slot");
+    limiter.set_max_running(3).await.expect("resize");
+    let mut conn = raw(&url).await;
+    let pattern = format!("{{{key}}}:*");
+    let keys = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let pattern = pattern.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .expect("keys");
+            keys
+        }
+    };
+    assert!(!keys(&mut conn).await.is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !keys(&mut conn).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "keys left: {:?}",
+            keys(&mut conn).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A state that expired is not a lost one: no recovery window holds the next caller up (it
+    // would wait a lease), and the next state takes this limiter's own (resized) limit.
+    let again = tokio::time::timeout(lease / 2, limiter.acquire("again"))
+        .await
+        .expect("admitted at once")
+        .expect("slot");
+    assert_eq!(limiter.counts().await.expect("counts").max_running, 3);
+    drop(again);
+}
