@@ -29,12 +29,25 @@ use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 
-/// A key's state as the map sees it: the limiter whose holders and waiters keep it in use.
+/// A key's state as the map sees it: whether holders or waiters keep it in use (besides the
+/// references to it, which the map counts itself).
 pub(crate) trait KeyState {
+    fn in_use(&self) -> bool;
+}
+
+/// A key's state over a local limiter: in use while that limiter has a holder or a waiter.
+pub(crate) trait KeyLimiter {
     fn limiter(&self) -> &ConcurrencyLimiter;
 }
 
-impl KeyState for ConcurrencyLimiter {
+impl<T: KeyLimiter> KeyState for T {
+    fn in_use(&self) -> bool {
+        let limiter = self.limiter();
+        limiter.running_count() != 0 || limiter.waiting_count() != 0
+    }
+}
+
+impl KeyLimiter for ConcurrencyLimiter {
     fn limiter(&self) -> &ConcurrencyLimiter {
         self
     }
@@ -86,7 +99,7 @@ impl<K: Eq, V: KeyState> KeyedMap<K, V> {
         hash: u64,
         key: &Q,
         owned: impl FnOnce() -> K,
-        make: impl FnOnce() -> V,
+        make: impl FnOnce() -> Arc<V>,
     ) -> Arc<V>
     where
         K: Borrow<Q>,
@@ -101,7 +114,7 @@ impl<K: Eq, V: KeyState> KeyedMap<K, V> {
                 for slot in &mut removed {
                     *slot = inner.check_next();
                 }
-                let state = Arc::new(make());
+                let state = make();
                 inner.push(Entry {
                     key: owned(),
                     hash,
@@ -194,12 +207,11 @@ impl<K: Eq, V: KeyState> Entries<K, V> {
         removed
     }
 
-    /// Removes the entry at `at` if it is unused (the map's reference is the only one, and its
-    /// limiter has no holder and no waiter), moving the last entry into its place.
+    /// Removes the entry at `at` if it is unused (the map's reference is the only one, and no
+    /// holder or waiter keeps it in use), moving the last entry into its place.
     fn remove_if_unused(&mut self, at: usize) -> Option<Arc<V>> {
         let entry = &self.states[at];
-        let limiter = entry.state.limiter();
-        if Arc::strong_count(&entry.state) != 1 || limiter.running_count() != 0 || limiter.waiting_count() != 0 {
+        if Arc::strong_count(&entry.state) != 1 || entry.state.in_use() {
             return None;
         }
         if let Ok(found) = self.table.find_entry(entry.hash, |&i| i == at) {
@@ -327,7 +339,7 @@ impl KeySettings {
     /// once the GIL passes, or a destructor): so once every key has this value, the stored one is
     /// read again and, if a later resize changed it, every key gets that one too. Whichever call
     /// finishes last leaves every key at the last value stored.
-    pub(crate) fn set_max_running<V: KeyState>(
+    pub(crate) fn set_max_running<V: KeyLimiter>(
         &self,
         max_running: usize,
         states: impl Fn() -> Vec<Arc<V>>,
@@ -349,7 +361,7 @@ impl KeySettings {
 
     /// Closes the keyed limiter: new keys are made closed, and every key of `states` (the keys
     /// in use) is closed.
-    pub(crate) fn close<V: KeyState>(&self, states: &[Arc<V>]) {
+    pub(crate) fn close<V: KeyLimiter>(&self, states: &[Arc<V>]) {
         self.closed.store(true, Ordering::Release);
         for state in states {
             state.limiter().close();
@@ -418,7 +430,7 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
         let settings = &self.shared.settings;
         self.shared
             .keys
-            .get_or_insert(self.hash(key), key, || key.to_owned(), || settings.make())
+            .get_or_insert(self.hash(key), key, || key.to_owned(), || Arc::new(settings.make()))
     }
 
     /// A key's hash in the map (the same for a key and its borrowed form, as `Borrow` asks).

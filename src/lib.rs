@@ -79,5 +79,6 @@ pub use stats::{GovernorStats, LimiterStats};
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{
-    RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisCounts, RedisLimiterError, RedisPermit,
+    RedisBuilder, RedisConcurrencyLimiter, RedisConnections, RedisCounts, RedisKeyedConcurrencyLimiter,
+    RedisLimiterError, RedisPermit,
 };

@@ -557,3 +557,65 @@ async fn every_key_expires_once_idle_and_the_next_acquire_is_not_held_up() {
     assert_eq!(limiter.counts().await.expect("counts").max_running, 3);
     drop(again);
 }
+
+#[tokio::test]
+async fn a_keyed_limiter_limits_each_key_and_keeps_no_state_for_unused_keys() {
+    let Some(url) = url() else { return };
+    let prefix = fresh_key("keyed");
+    let keyed = RedisConcurrencyLimiter::builder(&url, &prefix, 2)
+        .lease(Duration::from_millis(200))
+        .build_keyed()
+        .expect("keyed limiter");
+    let a = keyed.acquire_with("alice", "chat", 2, 0).await.expect("free slots");
+    assert!(keyed.try_acquire("alice", 1).await.expect("try").is_none());
+    let b = keyed
+        .acquire("bob", "chat")
+        .await
+        .expect("another key has its own limit");
+    assert_eq!(keyed.counts("alice").await.expect("counts").running, 2);
+    assert_eq!(keyed.counts("nobody").await.expect("counts").running, 0);
+    assert_eq!(keyed.len(), 2);
+    let waiter = {
+        let keyed = keyed.clone();
+        tokio::spawn(async move { keyed.acquire("alice", "w").await.map(drop) })
+    };
+    while keyed.counts("alice").await.expect("counts").waiting != 1 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(a);
+    waiter.await.expect("task").expect("slot");
+    assert!(b.release().await.expect("release"));
+    // Many keys used one after another: the states go, here and (once idle) in Redis.
+    for i in 0..200 {
+        drop(keyed.acquire(&format!("user-{i}"), "once").await.expect("slot"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !keyed.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} keys still in use",
+            keyed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut conn = raw(&url).await;
+    let pattern = format!("{{{prefix}:*");
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        if keys.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} Redis keys left", keys.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    keyed.close();
+    assert_eq!(
+        keyed.acquire("carol", "late").await.expect_err("closed"),
+        RedisLimiterError::Closed
+    );
+    keyed.wait_idle().await;
+}

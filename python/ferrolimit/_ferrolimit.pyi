@@ -23,6 +23,7 @@ __all__ = [
     'LimiterContext',
     'LimiterStats',
     'RedisConcurrencyLimiter',
+    'RedisKeyedConcurrencyLimiter',
     'SessionLimiter',
     '__version__',
     'get_concurrency_context',
@@ -836,6 +837,169 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+@final
+class RedisKeyedConcurrencyLimiter:
+    """One fleet-wide limit per key (a user, a tenant, an API key), shared by every process.
+
+    Each key is a `RedisConcurrencyLimiter` of its own on the Redis key `{key_prefix}:{key}`,
+    with all its guarantees and semantics; the methods take the key (a `str`) first: `await
+    keyed.acquire(key, source, ...)`, `keyed.release(key, ...)`, `async with keyed(key, source):`,
+    `keyed.running_count(key)`, `keyed.stats(key)`. `max_queued` bounds each key's queue.
+
+    Memory returns to nothing: a key's state exists in this process only while one of its
+    slots is held or one of its acquires is in progress (`len(keyed)` counts those keys, and
+    includes, for one round trip, a key whose last release is on its way to Redis), and in Redis
+    every key of a limit expires once idle (about three leases after its last use). Reading an
+    unknown key's counts gives zeros and creates nothing. A key's state subscribes to its
+    wake-up channel only once a caller has to wait for it.
+
+    `close()` and `wait_idle()` concern every key of this limiter object, in this process.
+    Setting `max_running` resizes every key this object uses now (fleet-wide) and is the limit
+    this object stores for keys it is the first to use; a key that only other processes use
+    keeps theirs until it expires idle, so give every process the same value.
+
+    Example:
+    ```python
+    from ferrolimit import RedisKeyedConcurrencyLimiter
+
+    per_user = RedisKeyedConcurrencyLimiter('redis://127.0.0.1:6379/0', 'llm:per-user', max_running=2)
+
+    async def chat(user_id: str) -> None:
+        async with per_user(user_id, 'chat'):
+            ...  # at most 2 calls of this user at once, across the fleet
+    ```
+    """
+
+    def __new__(
+        cls,
+        redis_url: str,
+        key_prefix: str,
+        max_running: int,
+        *,
+        max_queued: int | None = None,
+        lease_seconds: float = 30.0,
+        name: str | None = None,
+        tracer: Tracer | None = None,
+        fail_open: bool = False,
+    ) -> Self:
+        """Create the limiter; it connects on first use. The arguments are `RedisConcurrencyLimiter`'s, per key.
+
+        Raises:
+            UserError: If `max_running` is less than 1, or `max_queued` is less than 0.
+            TypeError: If an argument has the wrong type.
+            ValueError: For an invalid URL, an empty prefix, or a lease out of range.
+        """
+
+    @property
+    def name(self) -> str | None:
+        """Name of the limiter for observability."""
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of the Redis keys: key `k` uses `{key_prefix}:{k}`."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a held slot survives without renewal."""
+
+    @property
+    def fail_open(self) -> bool:
+        """Whether `acquire` proceeds without limiting when Redis is unreachable."""
+
+    @property
+    def max_running(self) -> int:
+        """The limit of each key: the one built with, or the last one set.
+
+        Setting it resizes every key in use here, fleet-wide (a blocking round trip per key).
+
+        Raises:
+            UserError: If set below 1.
+            TypeError: If set to a non-int.
+            ValueError: If set above 2**31 - 1.
+            ConcurrencyBackendError: If Redis cannot be reached.
+        """
+
+    @max_running.setter
+    def max_running(self, value: int) -> None: ...
+    @property
+    def max_queued(self) -> int | None:
+        """The bound of each key's queue, `None` when unbounded."""
+
+    def __len__(self) -> int:
+        """The number of keys in use in this process (a holder or an acquire in progress)."""
+
+    def stats(self, key: str) -> LimiterStats:
+        """`key`'s fleet-wide counts and limit (one round trip) and this process's totals for it.
+
+        Raises:
+            ConcurrencyBackendError: If Redis cannot be reached.
+            TypeError: If `key` is not a str.
+        """
+
+    def running_count(self, key: str) -> int:
+        """Slots of `key` held across the fleet (one round trip)."""
+
+    def waiting_count(self, key: str) -> int:
+        """Callers queued for `key` across the fleet (one round trip)."""
+
+    def available_count(self, key: str) -> int:
+        """Free slots of `key` across the fleet (one round trip)."""
+
+    def held_count(self, key: str) -> int:
+        """Slots of `key` this limiter object holds (no round trip)."""
+
+    def _get_tracer(self) -> Tracer:
+        """The tracer the wait span goes to."""
+
+    async def acquire(
+        self, key: str, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> None:
+        """Acquire slots of `key`, as `RedisConcurrencyLimiter.acquire`.
+
+        Raises:
+            The errors of `RedisConcurrencyLimiter.acquire`, and TypeError if `key` is not a str.
+        """
+
+    def acquire_blocking(
+        self, key: str, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> None:
+        """Acquire slots of `key` from a plain thread, as `RedisConcurrencyLimiter.acquire_blocking`."""
+
+    def blocking(
+        self, key: str, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
+    ) -> AbstractContextManager[None]:
+        """`with keyed.blocking(key, source):` holds slots of `key` for the block, from a plain thread."""
+
+    def try_acquire(self, key: str, *, weight: int = 1) -> bool:
+        """Take `weight` free slots of `key` if nobody is queued for it; never waits (one round trip)."""
+
+    def release(self, key: str, *, weight: int = 1) -> None:
+        """Release `weight` slots of `key` held by this object; returns at once.
+
+        Raises:
+            TypeError: If `key` is not a str or `weight` not an int.
+            ValueError: If this object holds fewer than `weight` slots of `key` (nothing changes).
+        """
+
+    def close(self) -> None:
+        """Stop admitting through this object, for every key (its queued waiters raise `LimiterClosedError`)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+
+    async def wait_idle(self, *, timeout: float | None = None) -> bool:
+        """Wait until this object's callers hold no slot of any key.
+
+        Returns:
+            True once idle, False if `timeout` passed first.
+        """
+
+    def __call__(
+        self, key: str, source: str = 'unnamed', *, weight: int = 1, priority: int = 0
+    ) -> AbstractAsyncContextManager[None]:
+        """`async with keyed(key, source):` holds one slot (or `weight` slots) of `key` for the block."""
 
 @final
 class _RedisOp:

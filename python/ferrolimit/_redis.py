@@ -19,10 +19,10 @@ import os
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Span
 
+from ._ferrolimit import RedisConcurrencyLimiter, RedisKeyedConcurrencyLimiter
 from ._ferrolimit import _after_fork_in_child as after_fork_in_child
 from ._ferrolimit import _before_exit as before_exit
 from ._ferrolimit import _RedisOp as RedisOp
@@ -30,10 +30,7 @@ from ._ferrolimit import _resolve_future as resolve_future
 from ._wait import close_span, open_span
 from .exceptions import ConcurrencyBackendError
 
-if TYPE_CHECKING:
-    from ._ferrolimit import RedisConcurrencyLimiter
-
-__all__ = ('Blocking', 'acquire', 'acquire_blocking', 'wait_idle')
+__all__ = ('Blocking', 'OneKey', 'acquire', 'acquire_blocking', 'wait_idle')
 
 # The Redis I/O threads wake Python callers; they must stop before the interpreter is finalized.
 atexit.register(before_exit)
@@ -103,26 +100,59 @@ async def wait_idle(op: RedisOp) -> bool:
 
 
 class Blocking:
-    """`with limiter.blocking(source, ...):`, holding the slots for the block on a plain thread."""
+    """`with limiter.blocking(source, ...):`, holding the slots for the block on a plain thread.
+
+    For a keyed limiter, `key` is the key the slots are of (else `None`).
+    """
 
     def __init__(
-        self, limiter: RedisConcurrencyLimiter, source: str, timeout: float | None, weight: int, priority: int
+        self,
+        limiter: RedisConcurrencyLimiter | RedisKeyedConcurrencyLimiter,
+        key: str | None,
+        source: str,
+        timeout: float | None,
+        weight: int,
+        priority: int,
     ) -> None:
         self._limiter = limiter
+        self._key = key
         self._source = source
         self._timeout = timeout
         self._weight = weight
         self._priority = priority
 
     def __enter__(self) -> None:
-        self._limiter.acquire_blocking(
-            self._source, timeout=self._timeout, weight=self._weight, priority=self._priority
-        )
+        limiter, key, timeout, weight, priority = self._limiter, self._key, self._timeout, self._weight, self._priority
+        if isinstance(limiter, RedisKeyedConcurrencyLimiter):
+            assert key is not None
+            limiter.acquire_blocking(key, self._source, timeout=timeout, weight=weight, priority=priority)
+        else:
+            limiter.acquire_blocking(self._source, timeout=timeout, weight=weight, priority=priority)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._limiter.release(weight=self._weight)
+        if isinstance(self._limiter, RedisKeyedConcurrencyLimiter):
+            assert self._key is not None
+            self._limiter.release(self._key, weight=self._weight)
+        else:
+            self._limiter.release(weight=self._weight)
+
+
+class OneKey:
+    """One key of a keyed limiter, with the methods `async with keyed(key, ...)` calls."""
+
+    def __init__(self, keyed: RedisKeyedConcurrencyLimiter, key: str) -> None:
+        self._keyed = keyed
+        self._key = key
+
+    async def acquire(self, source: str = 'unnamed', *, weight: int = 1, priority: int = 0) -> None:
+        """Acquire `weight` slots of the key."""
+        await self._keyed.acquire(self._key, source, weight=weight, priority=priority)
+
+    def release(self, *, weight: int = 1) -> None:
+        """Release `weight` slots of the key."""
+        self._keyed.release(self._key, weight=weight)
 
 
 def _queued_span(op: RedisOp) -> Span | None:

@@ -2,7 +2,7 @@
 //! each key's state a [`Handle`] (so every acquire form of the local limiter serves a key as it
 //! is), alive only while the key is in use.
 
-use crate::keyed::{KeySettings, KeyState, KeyedMap};
+use crate::keyed::{KeyLimiter, KeySettings, KeyedMap};
 use crate::python::acquire::PyAcquire;
 use crate::python::args::{
     Arg, check_str, check_timeout, extract_limit, limits, request_arg, source_or_unnamed, tracer_arg, weight_arg,
@@ -61,7 +61,7 @@ impl KeyText<'_, '_> {
     }
 }
 
-impl KeyState for Handle {
+impl KeyLimiter for Handle {
     fn limiter(&self) -> &ConcurrencyLimiter {
         &self.core
     }
@@ -110,12 +110,12 @@ impl PyKeyedConcurrencyLimiter {
             text,
             || Arc::from(text),
             || {
-                Handle::new(
+                Arc::new(Handle::new(
                     self.keys.settings.make(),
                     self.tracer.as_ref().map(|t| t.clone_ref(py)),
                     self.metrics.as_ref().map(|m| m.clone_ref(py)),
                     self.parent.as_ref().map(|(_, handle)| Arc::clone(handle)),
-                )
+                ))
             },
         ))
     }

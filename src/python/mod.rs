@@ -17,6 +17,7 @@ mod limiter;
 mod raw;
 mod ready;
 mod redis;
+mod redis_keyed;
 mod redis_op;
 mod redis_process;
 mod session;
@@ -42,6 +43,8 @@ mod native {
     use super::limiter::{PyConcurrencyLimiter, PyLimiterStats};
     #[pymodule_export]
     use super::redis::PyRedisConcurrencyLimiter;
+    #[pymodule_export]
+    use super::redis_keyed::PyRedisKeyedConcurrencyLimiter;
     #[pymodule_export]
     use super::session::PySessionLimiter;
     use pyo3::prelude::*;

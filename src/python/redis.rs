@@ -1,4 +1,5 @@
-//! `ferrolimit.RedisConcurrencyLimiter`: the native class over the core's Redis limiter.
+//! `ferrolimit.RedisConcurrencyLimiter`: the native class over the core's Redis limiter, and the
+//! operations on one limiter object that it shares with `RedisKeyedConcurrencyLimiter`.
 //!
 //! Redis I/O runs on one tokio runtime shared by the process. An acquire (or a wait for
 //! idleness) is a task there; it reports its events (queued, admitted, failed) to a
@@ -23,12 +24,14 @@ use crate::python::handle::tracer_or_default;
 use crate::python::limiter::PyLimiterStats;
 use crate::python::ready::ready;
 use crate::python::redis_op::PyRedisOp;
-use crate::python::redis_process::{ProcessLimiter, build, runtime};
+use crate::python::redis_process::{ProcessLimiter, on_this_process, runtime};
 use crate::redis::Inner;
 use crate::waiters::Request;
-use crate::{LimiterStats, MAX_RUNNING_LIMIT, RedisBuilder, RedisConcurrencyLimiter, ReleaseError, check_max_running};
-use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning};
+use crate::{
+    LimiterStats, MAX_RUNNING_LIMIT, RedisBuilder, RedisConcurrencyLimiter, RedisLimiterError, ReleaseError,
+    check_max_running,
+};
+use pyo3::exceptions::PyRuntimeWarning;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -36,82 +39,228 @@ use pyo3::types::PyString;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The settings of a Python Redis limiter (plain or keyed), as given to its constructor.
+pub(crate) struct Settings {
+    /// The Python class, for messages.
+    class: &'static str,
+    /// Without a runtime: the process's core limiter is built from it (again in a forked child).
+    pub(crate) builder: RedisBuilder,
+    /// The key (or, keyed, the prefix of the keys).
+    pub(crate) key: String,
+    pub(crate) name: Option<String>,
+    pub(crate) max_running: usize,
+    pub(crate) max_queued: Option<usize>,
+    pub(crate) lease_seconds: f64,
+    pub(crate) fail_open: bool,
+    pub(crate) tracer: Option<Py<PyAny>>,
+}
+
+impl Settings {
+    /// Checks the constructor's arguments (shared by both limiters).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        py: Python<'_>,
+        class: &'static str,
+        redis_url: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        what_key: &str,
+        max_running: &Bound<'_, PyAny>,
+        max_queued: Option<&Bound<'_, PyAny>>,
+        lease_seconds: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        tracer: Option<Py<PyAny>>,
+        fail_open: bool,
+    ) -> PyResult<Self> {
+        let redis_url = check_str(redis_url, "redis_url")?.to_str()?.to_owned();
+        let key = check_str(key, what_key)?.to_str()?.to_owned();
+        let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let tracer = tracer_arg(tracer, py)?;
+        let lease = match lease_seconds {
+            Some(seconds) => lease_duration(seconds)?,
+            None => Duration::from_secs(30),
+        };
+        let mut builder = RedisConcurrencyLimiter::builder(redis_url, key.clone(), max_running as usize)
+            .lease(lease)
+            .fail_open(fail_open);
+        if let Some(max_queued) = max_queued {
+            builder = builder.max_queued(max_queued);
+        }
+        if let Some(name) = &name {
+            builder = builder.name(name.clone());
+        }
+        Ok(Self {
+            class,
+            builder,
+            key,
+            name,
+            max_running: max_running as usize,
+            max_queued,
+            lease_seconds: lease.as_secs_f64(),
+            fail_open,
+            tracer,
+        })
+    }
+
+    /// The builder on this process's runtime and connections.
+    pub(crate) fn builder(&self) -> PyResult<RedisBuilder> {
+        on_this_process(&self.builder)
+    }
+
+    /// An error of this limiter as a Python exception, naming it.
+    pub(crate) fn error(&self, err: &RedisLimiterError) -> PyErr {
+        redis_error(err, self.name.as_deref().unwrap_or(""))
+    }
+
+    /// Runs `work` on the Redis runtime, blocking this thread (not the GIL) until it is done.
+    pub(crate) fn block_on<T: Send>(
+        &self,
+        py: Python<'_>,
+        work: impl Future<Output = Result<T, RedisLimiterError>> + Send,
+    ) -> PyResult<T> {
+        let runtime = runtime()?;
+        py.detach(|| runtime.block_on(work)).map_err(|e| self.error(&e))
+    }
+
+    /// Starts an acquire on `inner`; `driver` (a function of `ferrolimit._redis`) waits for it.
+    pub(crate) fn start_acquire(
+        &self,
+        py: Python<'_>,
+        inner: &Arc<Inner>,
+        driver: &'static str,
+        source: &Bound<'_, PyString>,
+        timeout: Option<Duration>,
+        request: Request,
+    ) -> PyResult<Py<PyAny>> {
+        let tracer = self.tracer.as_ref().map(|t| t.clone_ref(py));
+        let source = source.to_string_lossy().into_owned();
+        drive(
+            py,
+            driver,
+            PyRedisOp::acquire(runtime()?, inner, source, tracer, request, timeout),
+        )
+    }
+
+    /// `try_acquire(weight=)` on `inner`: the slots go to its pool.
+    pub(crate) fn try_acquire(&self, py: Python<'_>, inner: &Arc<Inner>, weight: u32) -> PyResult<bool> {
+        let Some(admission) = self.block_on(py, inner.try_slot(weight))? else {
+            return Ok(false);
+        };
+        inner.push_pooled(admission.slot, admission.weight);
+        Ok(true)
+    }
+
+    /// `release(weight=)` on `inner`'s pool.
+    pub(crate) fn release(&self, py: Python<'_>, inner: &Arc<Inner>, weight: u32) -> PyResult<()> {
+        if !inner.release_pooled(weight) {
+            return Err(release_error(ReleaseError));
+        }
+        // Reported here, with the slots already given back, so that a warning turned into an
+        // error cannot cost a slot.
+        if let Some(other) = inner.unreported_max_running() {
+            let message = format!(
+                "{}(key={}): the fleet's max_running for this key is {other} in Redis, stored by \
+                 another process; this one was built with {} and follows the stored value. \
+                 Processes sharing a key should agree on max_running (or set it for all with \
+                 `limiter.max_running = n`).",
+                self.class,
+                PyString::new(py, inner.key()).repr()?,
+                self.max_running
+            );
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;
+        }
+        Ok(())
+    }
+
+    /// `stats()` of `inner`: the fleet's counts and limit, this object's totals.
+    pub(crate) fn stats(&self, py: Python<'_>, inner: &Arc<Inner>) -> PyResult<PyLimiterStats> {
+        let counts = self.block_on(py, inner.counts())?;
+        let totals = inner.totals();
+        Ok(PyLimiterStats(LimiterStats {
+            running: counts.running,
+            waiting: counts.waiting,
+            available: counts.available,
+            max_running: counts.max_running,
+            max_queued: self.max_queued,
+            acquired_total: totals.acquired,
+            rejected_total: totals.rejected,
+            cancelled_total: totals.cancelled,
+        }))
+    }
+
+    pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        tracer_or_default(py, self.tracer.as_ref())
+    }
+}
+
+/// A `max_running` given to a setter, checked as the local limiter does.
+pub(crate) fn max_running_arg(value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let value = extract_limit(value, "max_running", MAX_RUNNING_LIMIT)?;
+    Ok(check_max_running(value).map_err(|e| limit_error(&e))? as usize)
+}
+
+/// `wait_idle(timeout=)`: the coroutine waiting for `idle`.
+pub(crate) fn wait_idle(
+    py: Python<'_>,
+    idle: impl Future<Output = ()> + Send + 'static,
+    timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    drive(
+        py,
+        "wait_idle",
+        PyRedisOp::wait_idle(runtime()?, idle, check_timeout(timeout)?),
+    )
+}
+
+/// `blocking(source, ...)`: `ferrolimit._redis.Blocking` over `limiter` (and `key`, keyed).
+pub(crate) fn blocking(
+    py: Python<'_>,
+    limiter: &Bound<'_, PyAny>,
+    key: Option<&Bound<'_, PyAny>>,
+    source: &Arg<'_>,
+    timeout: Option<&Bound<'_, PyAny>>,
+    request: Request,
+) -> PyResult<Py<PyAny>> {
+    static BLOCKING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());
+    let source = source_or_unnamed(py, source)?;
+    let args = (limiter, key, source, timeout, request.weight, request.priority);
+    Ok(BLOCKING
+        .import(py, "ferrolimit._redis", "Blocking")?
+        .call1(args)?
+        .unbind())
+}
+
+/// Hands `op` to `ferrolimit._redis.<driver>`.
+fn drive(py: Python<'_>, driver: &'static str, op: PyRedisOp) -> PyResult<Py<PyAny>> {
+    let module = py.import(intern!(py, "ferrolimit._redis"))?;
+    Ok(module.getattr(driver)?.call1((Py::new(py, op)?,))?.unbind())
+}
+
 /// The Redis-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisConcurrencyLimiter")]
 pub(crate) struct PyRedisConcurrencyLimiter {
-    /// The settings, without a runtime: `limiter()` builds from them in a forked child.
-    builder: RedisBuilder,
-    current: Mutex<ProcessLimiter>,
-    key: String,
-    name: Option<String>,
-    max_running: usize,
-    max_queued: Option<usize>,
-    lease_seconds: f64,
-    fail_open: bool,
-    tracer: Option<Py<PyAny>>,
+    settings: Settings,
+    current: ProcessLimiter<RedisConcurrencyLimiter>,
 }
 
 impl PyRedisConcurrencyLimiter {
     /// This process's core limiter (built anew in a forked child).
     fn limiter(&self) -> PyResult<Arc<RedisConcurrencyLimiter>> {
-        let pid = std::process::id();
-        let mut current = self.current.lock();
-        if current.pid != pid {
-            let fresh = build(&self.builder)?;
-            std::mem::forget(current.limiter.replace(fresh));
-            current.pid = pid;
-        }
-        current
-            .limiter
-            .as_ref()
-            .map(Arc::clone)
-            .ok_or_else(|| PyRuntimeError::new_err("ferrolimit: the Redis limiter was not built"))
+        self.current.get(|| self.build())
+    }
+
+    fn build(&self) -> PyResult<RedisConcurrencyLimiter> {
+        self.settings.builder()?.build().map_err(|e| self.settings.error(&e))
     }
 
     fn inner(&self) -> PyResult<Arc<Inner>> {
         Ok(Arc::clone(self.limiter()?.inner()))
     }
 
-    /// Runs `work` on the Redis runtime, blocking this thread (not the GIL) until it is done.
-    fn block_on<T: Send>(
-        &self,
-        py: Python<'_>,
-        work: impl AsyncFnOnce(&Arc<Inner>) -> Result<T, crate::RedisLimiterError> + Send,
-    ) -> PyResult<T> {
-        let (runtime, inner) = (runtime()?, self.inner()?);
-        py.detach(|| runtime.block_on(work(&inner)))
-            .map_err(|e| redis_error(&e, self.name.as_deref().unwrap_or("")))
-    }
-
-    /// Reads the fleet-wide counts, blocking this thread (not the GIL) for one round trip.
     fn counts(&self, py: Python<'_>) -> PyResult<crate::RedisCounts> {
-        self.block_on(py, async |inner| inner.counts().await)
-    }
-
-    fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        tracer_or_default(py, self.tracer.as_ref())
-    }
-
-    /// Starts an acquire; `driver` (a function of `ferrolimit._redis`) waits for it.
-    fn start_acquire(
-        slf: &Bound<'_, Self>,
-        driver: &'static str,
-        source: &Bound<'_, PyString>,
-        timeout: Option<Duration>,
-        request: Request,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        let tracer = this.tracer.as_ref().map(|t| t.clone_ref(py));
-        let source = source.to_string_lossy().into_owned();
-        let op = PyRedisOp::acquire(runtime()?, &this.inner()?, source, tracer, request, timeout);
-        Self::drive(py, driver, op)
-    }
-
-    /// Hands `op` to `ferrolimit._redis.<driver>`.
-    fn drive(py: Python<'_>, driver: &'static str, op: PyRedisOp) -> PyResult<Py<PyAny>> {
-        let module = py.import(intern!(py, "ferrolimit._redis"))?;
-        Ok(module.getattr(driver)?.call1((Py::new(py, op)?,))?.unbind())
+        let inner = self.inner()?;
+        self.settings.block_on(py, inner.counts())
     }
 }
 
@@ -134,58 +283,44 @@ impl PyRedisConcurrencyLimiter {
         tracer: Option<Py<PyAny>>,
         fail_open: bool,
     ) -> PyResult<Self> {
-        let redis_url = check_str(redis_url, "redis_url")?.to_str()?.to_owned();
-        let key = check_str(key, "key")?.to_str()?.to_owned();
-        let (max_running, max_queued) = limits(max_running, max_queued)?;
-        let tracer = tracer_arg(tracer, py)?;
-        let lease = match lease_seconds {
-            Some(seconds) => lease_duration(seconds)?,
-            None => Duration::from_secs(30),
-        };
-        let mut builder = RedisConcurrencyLimiter::builder(redis_url, key.clone(), max_running as usize)
-            .lease(lease)
-            .fail_open(fail_open);
-        if let Some(max_queued) = max_queued {
-            builder = builder.max_queued(max_queued);
-        }
-        if let Some(name) = &name {
-            builder = builder.name(name.clone());
-        }
-        let limiter = build(&builder)?;
-        Ok(Self {
-            builder,
-            current: Mutex::new(ProcessLimiter {
-                pid: std::process::id(),
-                limiter: Some(limiter),
-            }),
+        let settings = Settings::new(
+            py,
+            "RedisConcurrencyLimiter",
+            redis_url,
             key,
-            name,
-            max_running: max_running as usize,
+            "key",
+            max_running,
             max_queued,
-            lease_seconds: lease.as_secs_f64(),
-            fail_open,
+            lease_seconds,
+            name,
             tracer,
+            fail_open,
+        )?;
+        let limiter = settings.builder()?.build().map_err(|e| settings.error(&e))?;
+        Ok(Self {
+            settings,
+            current: ProcessLimiter::new(limiter),
         })
     }
 
     #[getter]
     fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.settings.name.as_deref()
     }
 
     #[getter]
     fn key(&self) -> &str {
-        &self.key
+        &self.settings.key
     }
 
     #[getter]
     const fn lease_seconds(&self) -> f64 {
-        self.lease_seconds
+        self.settings.lease_seconds
     }
 
     #[getter]
     const fn fail_open(&self) -> bool {
-        self.fail_open
+        self.settings.fail_open
     }
 
     #[getter]
@@ -195,14 +330,9 @@ impl PyRedisConcurrencyLimiter {
 
     #[setter]
     fn set_max_running(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let value = extract_limit(value, "max_running", MAX_RUNNING_LIMIT)?;
-        let value = check_max_running(value).map_err(|e| limit_error(&e))? as usize;
-        self.block_on(py, async |inner| inner.resize(value).await)
-    }
-
-    #[getter]
-    const fn _max_queued(&self) -> Option<usize> {
-        self.max_queued
+        let value = max_running_arg(value)?;
+        let inner = self.inner()?;
+        self.settings.block_on(py, inner.resize(value))
     }
 
     #[getter]
@@ -235,8 +365,13 @@ impl PyRedisConcurrencyLimiter {
         Ok(self.limiter()?.other_max_running())
     }
 
+    #[getter]
+    const fn _max_queued(&self) -> Option<usize> {
+        self.settings.max_queued
+    }
+
     fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.tracer(py)
+        self.settings.tracer(py)
     }
 
     #[pyo3(
@@ -244,14 +379,17 @@ impl PyRedisConcurrencyLimiter {
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
     fn acquire(
-        slf: &Bound<'_, Self>,
+        &self,
+        py: Python<'_>,
         source: Arg<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
         weight: Arg<'_>,
         priority: Arg<'_>,
     ) -> PyResult<Py<PyAny>> {
         let (timeout, request) = (check_timeout(timeout)?, request_arg(&weight, &priority)?);
-        Self::start_acquire(slf, "acquire", &source_or_unnamed(slf.py(), &source)?, timeout, request)
+        let source = source_or_unnamed(py, &source)?;
+        self.settings
+            .start_acquire(py, &self.inner()?, "acquire", &source, timeout, request)
     }
 
     #[pyo3(
@@ -259,15 +397,18 @@ impl PyRedisConcurrencyLimiter {
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
     fn acquire_blocking(
-        slf: &Bound<'_, Self>,
+        &self,
+        py: Python<'_>,
         source: Arg<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
         weight: Arg<'_>,
         priority: Arg<'_>,
     ) -> PyResult<()> {
         let (timeout, request) = (check_timeout(timeout)?, request_arg(&weight, &priority)?);
-        let source = source_or_unnamed(slf.py(), &source)?;
-        Self::start_acquire(slf, "acquire_blocking", &source, timeout, request).map(drop)
+        let source = source_or_unnamed(py, &source)?;
+        self.settings
+            .start_acquire(py, &self.inner()?, "acquire_blocking", &source, timeout, request)
+            .map(drop)
     }
 
     #[pyo3(
@@ -281,68 +422,22 @@ impl PyRedisConcurrencyLimiter {
         weight: Arg<'_>,
         priority: Arg<'_>,
     ) -> PyResult<Py<PyAny>> {
-        static BLOCKING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let py = slf.py();
-        let (timeout, request) = (check_timeout(timeout)?, request_arg(&weight, &priority)?);
-        let source = source_or_unnamed(py, &source)?;
-        let args = (
-            slf,
-            source,
-            timeout.map(|t| t.as_secs_f64()),
-            request.weight,
-            request.priority,
-        );
-        Ok(BLOCKING
-            .import(py, "ferrolimit._redis", "Blocking")?
-            .call1(args)?
-            .unbind())
+        let request = request_arg(&weight, &priority)?;
+        blocking(slf.py(), slf.as_any(), None, &source, timeout, request)
     }
 
     #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
     fn try_acquire(&self, py: Python<'_>, weight: Arg<'_>) -> PyResult<bool> {
-        let weight = weight_arg(&weight)?;
-        let admission = self.block_on(py, async |inner| inner.try_slot(weight).await)?;
-        let Some(admission) = admission else { return Ok(false) };
-        self.inner()?.push_pooled(admission.slot, admission.weight);
-        Ok(true)
+        self.settings.try_acquire(py, &self.inner()?, weight_arg(&weight)?)
     }
 
     #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
     fn release(&self, py: Python<'_>, weight: Arg<'_>) -> PyResult<()> {
-        let inner = self.inner()?;
-        if !inner.release_pooled(weight_arg(&weight)?) {
-            return Err(release_error(ReleaseError));
-        }
-        // Reported here, with the slots already given back, so that a warning turned into an
-        // error cannot cost a slot.
-        if let Some(other) = inner.unreported_max_running() {
-            let message = format!(
-                "RedisConcurrencyLimiter(key={}): the fleet's max_running for this key is {other} in \
-                 Redis, stored by another process; this one was built with {} and follows the stored \
-                 value. Processes sharing a key should agree on max_running (or set it for all with \
-                 `limiter.max_running = n`).",
-                PyString::new(py, &self.key).repr()?,
-                self.max_running
-            );
-            let message = std::ffi::CString::new(message).unwrap_or_default();
-            PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;
-        }
-        Ok(())
+        self.settings.release(py, &self.inner()?, weight_arg(&weight)?)
     }
 
     fn stats(&self, py: Python<'_>) -> PyResult<PyLimiterStats> {
-        let counts = self.counts(py)?;
-        let totals = self.inner()?.totals();
-        Ok(PyLimiterStats(LimiterStats {
-            running: counts.running,
-            waiting: counts.waiting,
-            available: counts.available,
-            max_running: counts.max_running,
-            max_queued: self.max_queued,
-            acquired_total: totals.acquired,
-            rejected_total: totals.rejected,
-            cancelled_total: totals.cancelled,
-        }))
+        self.settings.stats(py, &self.inner()?)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -357,8 +452,8 @@ impl PyRedisConcurrencyLimiter {
 
     #[pyo3(signature = (*, timeout = None))]
     fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let op = PyRedisOp::wait_idle(runtime()?, &self.inner()?, check_timeout(timeout)?);
-        Self::drive(py, "wait_idle", op)
+        let inner = self.inner()?;
+        wait_idle(py, async move { inner.wait_idle().await }, timeout)
     }
 
     #[pyo3(signature = (source = Arg::Omitted, *, weight = Arg::Omitted, priority = Arg::Omitted))]
@@ -369,8 +464,10 @@ impl PyRedisConcurrencyLimiter {
         Ok(Context::generic(py, slf.clone().into_any().unbind(), &source, request)?.into_any())
     }
 
-    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::start_acquire(slf, "acquire", intern!(slf.py(), "unnamed"), None, Request::ONE)
+    fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let source = intern!(py, "unnamed");
+        self.settings
+            .start_acquire(py, &self.inner()?, "acquire", source, None, Request::ONE)
     }
 
     fn __aexit__(
@@ -380,20 +477,22 @@ impl PyRedisConcurrencyLimiter {
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.release(py, Arg::Omitted)?;
+        self.settings.release(py, &self.inner()?, 1)?;
         ready(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let name = match &self.name {
+        let name = match &self.settings.name {
             Some(name) => PyString::new(py, name).repr()?.to_string(),
             None => "None".to_owned(),
         };
         Ok(format!(
             "RedisConcurrencyLimiter(key={}, max_running={}, max_queued={}, name={name}, held={})",
-            PyString::new(py, &self.key).repr()?,
+            PyString::new(py, &self.settings.key).repr()?,
             self.max_running()?,
-            self.max_queued.map_or_else(|| "None".to_owned(), |q| q.to_string()),
+            self.settings
+                .max_queued
+                .map_or_else(|| "None".to_owned(), |q| q.to_string()),
             self.held_count()?,
         ))
     }

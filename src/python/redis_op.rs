@@ -71,9 +71,9 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
 /// One operation in flight: the task on the runtime, and the events it reported.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisOp")]
 pub(crate) struct PyRedisOp {
-    inner: Arc<Inner>,
-    /// An acquire's token: a cancel removes it from Redis itself, without waiting for the task.
-    token: Option<String>,
+    /// The acquire's limiter object and token (a cancel removes the token from Redis itself,
+    /// without waiting for the task); `None` for a wait for idleness.
+    acquire: Option<(Arc<Inner>, String)>,
     source: String,
     state: Arc<Mutex<OpState>>,
     /// Queue depth on arrival, once queued.
@@ -95,10 +95,9 @@ async fn within<T>(timeout: Option<Duration>, work: impl Future<Output = T>) -> 
 }
 
 impl PyRedisOp {
-    fn new(inner: &Arc<Inner>, token: Option<String>, source: String, tracer: Option<Py<PyAny>>) -> Self {
+    fn new(acquire: Option<(Arc<Inner>, String)>, source: String, tracer: Option<Py<PyAny>>) -> Self {
         Self {
-            inner: Arc::clone(inner),
-            token,
+            acquire,
             source,
             state: Arc::new(Mutex::new(OpState::default())),
             waiting: Mutex::new(0),
@@ -124,7 +123,7 @@ impl PyRedisOp {
         timeout: Option<Duration>,
     ) -> Self {
         let token = inner.new_token();
-        let op = Self::new(inner, Some(token.clone()), source, tracer);
+        let op = Self::new(Some((Arc::clone(inner), token.clone())), source, tracer);
         let (inner, state) = (Arc::clone(inner), Arc::clone(&op.state));
         op.spawn(runtime, async move {
             let queued = |waiting| {
@@ -147,12 +146,16 @@ impl PyRedisOp {
         })
     }
 
-    /// Starts a wait until the limiter object's callers hold no slot, for at most `timeout`.
-    pub(crate) fn wait_idle(runtime: &Runtime, inner: &Arc<Inner>, timeout: Option<Duration>) -> Self {
-        let op = Self::new(inner, None, String::new(), None);
-        let (inner, state) = (Arc::clone(inner), Arc::clone(&op.state));
+    /// Starts a wait for `idle` (a limiter's callers holding no slot), for at most `timeout`.
+    pub(crate) fn wait_idle(
+        runtime: &Runtime,
+        idle: impl Future<Output = ()> + Send + 'static,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let op = Self::new(None, String::new(), None);
+        let state = Arc::clone(&op.state);
         op.spawn(runtime, async move {
-            let idle = within(timeout, inner.wait_idle()).await.is_some();
+            let idle = within(timeout, idle).await.is_some();
             report(&state, Event::Idle(idle));
         })
     }
@@ -183,17 +186,16 @@ impl PyRedisOp {
         if let Some(task) = state.task.take() {
             task.abort();
         }
-        if !state.finished
-            && let Some(token) = &self.token
-        {
+        let Some((inner, token)) = &self.acquire else { return };
+        if !state.finished {
             // Leave the queue now rather than when the aborted task is next polled, so that this
             // process's next counts and acquires already see it. Should the task still get its
             // slot, it sees the cancellation and releases the slot itself.
-            self.inner.leave_in_background(token.clone(), None, false);
+            inner.leave_in_background(token.clone(), None, false);
         }
         for event in state.events.drain(..) {
             if let Event::Admitted(slot, weight, _) = event {
-                self.inner.release_pooled_slot(&slot, weight);
+                inner.release_pooled_slot(&slot, weight);
             }
         }
     }
@@ -226,11 +228,8 @@ impl PyRedisOp {
                 Ok(true)
             }
             Some(Event::Idle(idle)) => Ok(idle),
-            Some(Event::Failed(err)) => Err(redis_error(&err, self.display_name())),
-            Some(Event::TimedOut) => Err(PyTimeoutError::new_err(timeout_message(
-                self.inner.name(),
-                &self.source,
-            ))),
+            Some(Event::Failed(err)) => Err(redis_error(&err, display_name(self.name(), &self.source))),
+            Some(Event::TimedOut) => Err(PyTimeoutError::new_err(timeout_message(self.name(), &self.source))),
             None => Err(PyRuntimeError::new_err(
                 "ferrolimit: a Redis operation was woken without an event",
             )),
@@ -266,8 +265,13 @@ impl PyRedisOp {
 
     /// The wait span's name and attributes.
     fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
+        let Some((inner, _)) = &self.acquire else {
+            return Err(PyRuntimeError::new_err(
+                "ferrolimit: a wait for idleness has no wait span",
+            ));
+        };
         let waiting = *self.waiting.lock();
-        span_fields(py, self.inner.wait_span_fields(&self.source, waiting))
+        span_fields(py, inner.wait_span_fields(&self.source, waiting))
     }
 
     /// Why the slot was granted without limiting (Redis was unreachable), or `None`.
@@ -277,8 +281,9 @@ impl PyRedisOp {
 }
 
 impl PyRedisOp {
-    fn display_name(&self) -> &str {
-        display_name(self.inner.name(), &self.source)
+    /// The acquire's limiter name.
+    fn name(&self) -> Option<&str> {
+        self.acquire.as_ref().and_then(|(inner, _)| inner.name())
     }
 }
 
@@ -288,7 +293,7 @@ impl Drop for PyRedisOp {
             // Started in the parent of this forked child: the parent's runtime gives its slot
             // back. The shared parts stay alive here, as their last drop would take locks that
             // threads the child does not have may hold.
-            std::mem::forget(Arc::clone(&self.inner));
+            std::mem::forget(self.acquire.take());
             std::mem::forget(Arc::clone(&self.state));
             return;
         }

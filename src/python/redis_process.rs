@@ -3,7 +3,7 @@
 //! a child made by `os.fork()` (the parent's stay the parent's).
 
 use crate::python::errors::redis_error;
-use crate::{RedisBuilder, RedisConcurrencyLimiter, RedisConnections};
+use crate::{RedisBuilder, RedisConnections};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -34,34 +34,55 @@ pub(crate) fn runtime() -> PyResult<&'static Runtime> {
     Ok(runtime)
 }
 
-/// The core limiter of one process. After `os.fork()` the child rebuilds it from the same
-/// settings on its own runtime (as redis-py's connection pool resets itself): the parent's
-/// connections and I/O threads stay with the parent, and so do the slots it holds.
-pub(crate) struct ProcessLimiter {
-    pub(crate) pid: u32,
-    pub(crate) limiter: Option<Arc<RedisConcurrencyLimiter>>,
+/// A core limiter (plain or keyed) of one process. After `os.fork()` the child rebuilds it
+/// from the same settings on its own runtime (as redis-py's connection pool resets itself): the
+/// parent's connections and I/O threads stay with the parent, and so do the slots it holds.
+pub(crate) struct ProcessLimiter<T> {
+    current: Mutex<(u32, Option<Arc<T>>)>,
 }
 
-impl Drop for ProcessLimiter {
-    fn drop(&mut self) {
-        if self.pid != std::process::id() {
+impl<T> ProcessLimiter<T> {
+    pub(crate) fn new(limiter: T) -> Self {
+        Self {
+            current: Mutex::new((std::process::id(), Some(Arc::new(limiter)))),
+        }
+    }
+
+    /// This process's limiter, made by `build` in a forked child.
+    pub(crate) fn get(&self, build: impl FnOnce() -> PyResult<T>) -> PyResult<Arc<T>> {
+        let pid = std::process::id();
+        let mut current = self.current.lock();
+        if current.0 != pid {
+            let fresh = Arc::new(build()?);
             // Built in the parent: its locks may be held by threads the child does not have, and
             // its tasks run on a runtime without threads here. Leave it alone.
-            std::mem::forget(self.limiter.take());
+            std::mem::forget(current.1.replace(fresh));
+            current.0 = pid;
+        }
+        current
+            .1
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or_else(|| PyRuntimeError::new_err("ferrolimit: the Redis limiter was not built"))
+    }
+}
+
+impl<T> Drop for ProcessLimiter<T> {
+    fn drop(&mut self) {
+        let current = self.current.get_mut();
+        if current.0 != std::process::id() {
+            std::mem::forget(current.1.take());
         }
     }
 }
 
-/// Builds a limiter on this process's runtime and on this process's connections to its server.
-pub(crate) fn build(builder: &RedisBuilder) -> PyResult<Arc<RedisConcurrencyLimiter>> {
+/// `builder` on this process's runtime and this process's connections to its server.
+pub(crate) fn on_this_process(builder: &RedisBuilder) -> PyResult<RedisBuilder> {
     let runtime = runtime()?;
-    let limiter = builder
+    Ok(builder
         .clone()
         .runtime(runtime.handle().clone())
-        .connections(connections(builder.url(), runtime)?)
-        .build()
-        .map_err(|e| redis_error(&e, ""))?;
-    Ok(Arc::new(limiter))
+        .connections(connections(builder.url(), runtime)?))
 }
 
 /// The connections this process's limiters share with one server: one command connection and

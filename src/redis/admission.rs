@@ -121,6 +121,7 @@ impl Inner {
     ) -> Result<Admission, RedisLimiterError> {
         self.check(request)?;
         self.settle().await;
+        self.listen();
         let waiter = Arc::new(WaiterSlot::default());
         self.waiters.lock().insert(token.clone(), Arc::clone(&waiter));
         let mut guard = LeaveGuard {

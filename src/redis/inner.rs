@@ -145,7 +145,9 @@ pub(crate) struct Inner {
     pub(super) pool: Mutex<Vec<super::pool::Pooled>>,
     /// Queued tokens of this process, by token.
     pub(super) waiters: Mutex<HashMap<String, Arc<WaiterSlot>>>,
-    /// Whether the wake-up subscription is live; waiters poll often while it is not.
+    /// Whether this object listens on its wake-up channel (from its first wait on), and whether
+    /// the subscription carries it; waiters poll often while it does not.
+    listening: AtomicBool,
     pub(super) subscribed: AtomicBool,
     /// Releases sent in the background and not yet answered; counts wait for them, so that a
     /// process reads its own releases.
@@ -173,7 +175,9 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.connections.unregister(&self.channel);
+        if *self.listening.get_mut() {
+            self.connections.unregister(&self.channel);
+        }
     }
 }
 
@@ -211,7 +215,7 @@ fn unexpected(err: impl std::fmt::Display) -> RedisLimiterError {
 impl Inner {
     pub(super) fn new(settings: Settings) -> Arc<Self> {
         let key = settings.key;
-        let inner = Arc::new(Self {
+        Arc::new(Self {
             conn: settings.connections.conn(),
             keys: KEY_SUFFIXES
                 .iter()
@@ -238,6 +242,7 @@ impl Inner {
             #[cfg(feature = "python")]
             pool: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             pending_releases: Mutex::new(PendingReleases::default()),
             released: Notify::new(),
@@ -251,10 +256,17 @@ impl Inner {
             rejected_total: AtomicU64::new(0),
             cancelled_total: AtomicU64::new(0),
             _shutdown: settings.shutdown,
-            connections: settings.connections.clone(),
-        });
-        settings.connections.register(&inner);
-        inner
+            connections: settings.connections,
+        })
+    }
+
+    /// Routes the wake-ups of this object's channel to it from now on (once the subscription
+    /// confirms; its waiters poll until then). Only objects that had a waiter subscribe: a key
+    /// only ever taken at once costs no subscription.
+    pub(super) fn listen(self: &Arc<Self>) {
+        if !self.listening.swap(true, Ordering::AcqRel) {
+            self.connections.register(self);
+        }
     }
 
     /// Runs `script` with the common keys and arguments (see `lua/prelude.lua`) and then `extra`;
@@ -432,6 +444,11 @@ impl Inner {
         }
     }
 
+    /// How many slots this object's callers hold.
+    pub(super) fn holding(&self) -> usize {
+        self.holding.load(Ordering::Acquire)
+    }
+
     /// One slot fewer held by this object's callers; the last one wakes `wait_idle()`.
     pub(super) fn unhold_one(&self) {
         if self.holding.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -464,6 +481,11 @@ impl Inner {
 
     pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// The Redis key of the limit.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
     }
 
     pub(crate) fn lost_total(&self) -> u64 {

@@ -1,6 +1,6 @@
 //! [`RedisConcurrencyLimiter`], its builder and its RAII [`RedisPermit`].
 
-use super::admission::Slot;
+use super::admission::{Admission, Slot};
 use super::connections::RedisConnections;
 use super::error::RedisLimiterError;
 use super::inner::{Inner, RedisCounts, Settings};
@@ -63,15 +63,15 @@ pub struct RedisConcurrencyLimiter {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RedisBuilder {
-    url: String,
-    key: String,
-    max_running: usize,
-    max_queued: Option<usize>,
-    lease: Duration,
-    name: Option<String>,
-    fail_open: bool,
-    runtime: Option<Handle>,
-    connections: Option<RedisConnections>,
+    pub(super) url: String,
+    pub(super) key: String,
+    pub(super) max_running: usize,
+    pub(super) max_queued: Option<usize>,
+    pub(super) lease: Duration,
+    pub(super) name: Option<String>,
+    pub(super) fail_open: bool,
+    pub(super) runtime: Option<Handle>,
+    pub(super) connections: Option<RedisConnections>,
 }
 
 impl RedisBuilder {
@@ -129,6 +129,14 @@ impl RedisBuilder {
     /// lease shorter than 30 ms, no tokio runtime, or [`connections`](Self::connections) to
     /// another URL.
     pub fn build(self) -> Result<RedisConcurrencyLimiter, RedisLimiterError> {
+        let ready = self.ready()?;
+        let inner = ready.make(ready.builder.key.clone(), ready.builder.max_running);
+        Ok(RedisConcurrencyLimiter { inner })
+    }
+
+    /// The builder checked, with its runtime and connections: it then makes the state of a
+    /// limiter object on any key without failing.
+    pub(super) fn ready(mut self) -> Result<Ready, RedisLimiterError> {
         let config = |msg: String| RedisLimiterError::Config(msg);
         let max_running = i128::try_from(self.max_running).unwrap_or(i128::MAX);
         check_max_running(max_running).map_err(|e| config(e.to_string()))?;
@@ -142,13 +150,13 @@ impl RedisBuilder {
                 self.lease
             )));
         }
-        let runtime = match self.runtime {
+        let runtime = match self.runtime.take() {
             Some(runtime) => runtime,
             None => {
                 Handle::try_current().map_err(|_| config("RedisConcurrencyLimiter needs a tokio runtime".to_owned()))?
             }
         };
-        let connections = match self.connections {
+        let connections = match self.connections.take() {
             Some(connections) if connections.url() == self.url => connections,
             Some(connections) => {
                 return Err(config(format!(
@@ -159,20 +167,47 @@ impl RedisBuilder {
             }
             None => RedisConnections::with_runtime(&self.url, runtime.clone())?,
         };
-        let (shutdown, shutdown_rx) = watch::channel(());
-        let inner = Inner::new(Settings {
-            key: self.key,
-            max_running: self.max_running,
-            max_queued: self.max_queued,
-            lease: self.lease,
-            name: self.name,
-            fail_open: self.fail_open,
+        Ok(Ready {
+            builder: self,
             runtime,
             connections,
+        })
+    }
+}
+
+/// `max_running` if it is in range, else a [`RedisLimiterError::Config`].
+pub(super) fn checked_max_running(max_running: usize) -> Result<usize, RedisLimiterError> {
+    check_max_running(i128::try_from(max_running).unwrap_or(i128::MAX))
+        .map(|n| n as usize)
+        .map_err(|e| RedisLimiterError::Config(e.to_string()))
+}
+
+/// A checked [`RedisBuilder`] with its runtime and connections: it makes limiter objects.
+#[derive(Debug)]
+pub(super) struct Ready {
+    pub(super) builder: RedisBuilder,
+    runtime: Handle,
+    connections: RedisConnections,
+}
+
+impl Ready {
+    /// The state of a limiter object on `key` with `max_running`, and its renewer.
+    pub(super) fn make(&self, key: String, max_running: usize) -> Arc<Inner> {
+        let (shutdown, shutdown_rx) = watch::channel(());
+        let settings = &self.builder;
+        let inner = Inner::new(Settings {
+            key,
+            max_running,
+            max_queued: settings.max_queued,
+            lease: settings.lease,
+            name: settings.name.clone(),
+            fail_open: settings.fail_open,
+            runtime: self.runtime.clone(),
+            connections: self.connections.clone(),
             shutdown,
         });
         inner.runtime.spawn(renewer(Arc::downgrade(&inner), shutdown_rx));
-        Ok(RedisConcurrencyLimiter { inner })
+        inner
     }
 }
 
@@ -243,15 +278,7 @@ impl RedisConcurrencyLimiter {
         weight: u32,
         priority: i32,
     ) -> Result<RedisPermit, RedisLimiterError> {
-        let mut span = None;
-        let admission = self
-            .inner
-            .acquire_slot(self.inner.new_token(), Request { weight, priority }, |waiting| {
-                span = Some(WaitSpan::start(self.inner.wait_span_fields(source, waiting)));
-            })
-            .await;
-        drop(span);
-        Ok(self.permit(admission?))
+        RedisPermit::acquire(&self.inner, source, Request { weight, priority }).await
     }
 
     /// Takes `weight` free slots without waiting: `None` if too few are free, anybody is queued,
@@ -295,9 +322,7 @@ impl RedisConcurrencyLimiter {
     /// [`RedisLimiterError::Config`] for a limit out of range,
     /// [`RedisLimiterError::Unavailable`] if Redis cannot be reached.
     pub async fn set_max_running(&self, max_running: usize) -> Result<(), RedisLimiterError> {
-        let checked = check_max_running(i128::try_from(max_running).unwrap_or(i128::MAX))
-            .map_err(|e| RedisLimiterError::Config(e.to_string()))?;
-        self.inner.resize(checked as usize).await
+        self.inner.resize(checked_max_running(max_running)?).await
     }
 
     /// Stops admitting through this limiter object (and its clones); other limiters on the key
@@ -387,6 +412,27 @@ pub struct RedisPermit {
 }
 
 impl RedisPermit {
+    pub(super) fn new(inner: &Arc<Inner>, admission: Admission) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            slot: Some(admission.slot),
+            weight: admission.weight,
+            fail_open: admission.fail_open,
+        }
+    }
+
+    /// Takes the slots of `request` from `inner`, within a wait span if the caller waits.
+    pub(super) async fn acquire(inner: &Arc<Inner>, source: &str, request: Request) -> Result<Self, RedisLimiterError> {
+        let mut span = None;
+        let admission = inner
+            .acquire_slot(inner.new_token(), request, |waiting| {
+                span = Some(WaitSpan::start(inner.wait_span_fields(source, waiting)));
+            })
+            .await;
+        drop(span);
+        Ok(Self::new(inner, admission?))
+    }
+
     /// Why the permit was granted without a slot: Redis was unreachable and the limiter fails
     /// open. `None` for a real slot.
     #[must_use]

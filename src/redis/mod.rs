@@ -53,6 +53,7 @@ mod admission;
 mod connections;
 mod error;
 mod inner;
+mod keyed;
 mod limiter;
 #[cfg(feature = "python")]
 mod pool;
@@ -66,4 +67,5 @@ pub use error::RedisLimiterError;
 #[cfg(feature = "python")]
 pub(crate) use inner::Inner;
 pub use inner::RedisCounts;
+pub use keyed::RedisKeyedConcurrencyLimiter;
 pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisPermit};
