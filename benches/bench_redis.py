@@ -8,8 +8,12 @@ release build (`make build-prod`). Reference points, measured in the same rounds
   two round trips, no limiting, no queue, no lease. It is the floor of any Redis-based limiter
   driven from Python.
 
-1. **Round trip**: one task, `await acquire()` + `release()` back to back on a free slot.
-2. **Contended**: 4 processes x 8 tasks share one key with `max_running=4`; each task does
+1. **Round trip**: one task, `await acquire()` + `release()` back to back on a free slot (also
+   with `weight=3, priority=1`).
+2. **Sync round trip**, for sync workers: `try_acquire()` + `release()`, `acquire_blocking()` +
+   `release()`, `with blocking():` and a keyed limiter's `try_acquire(key)` on a fresh key each
+   time, against `INCR` then `DECR` over a blocking socket (`incr/decr`).
+3. **Contended**: 4 processes x 8 tasks share one key with `max_running=4`; each task does
    `iterations` acquire/release cycles holding the slot for one `asyncio.sleep(0)`. The time is
    the wall time of the slowest process divided by the cycles of all processes. For `local`, each
    process has its own limiter of 4 slots (so nothing is shared: a floor, not a competitor).
@@ -24,13 +28,15 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import socket
 import statistics
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import ferrolimit
-from ferrolimit import ConcurrencyLimiter, RedisConcurrencyLimiter
+from ferrolimit import ConcurrencyLimiter, RedisConcurrencyLimiter, RedisKeyedConcurrencyLimiter
 
 PROCESSES, TASKS, MAX_RUNNING = 4, 8, 4
 
@@ -68,6 +74,76 @@ class Counter:
         self._writer.close()
 
 
+class SyncCounter:
+    """`INCR`/`DECR` on one key over a blocking socket: the plain-Redis reference for threads."""
+
+    def __init__(self, url: str, key: str) -> None:
+        parsed = urllib.parse.urlparse(url)
+        self._conn = socket.create_connection((parsed.hostname or '127.0.0.1', parsed.port or 6379))
+        self._reply = self._conn.makefile('rb')
+        key_bytes = key.encode()
+        self._incr = b'*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n' % (len(key_bytes), key_bytes)
+        self._decr = b'*2\r\n$4\r\nDECR\r\n$%d\r\n%s\r\n' % (len(key_bytes), key_bytes)
+
+    def _call(self, command: bytes) -> None:
+        self._conn.sendall(command)
+        line = self._reply.readline()
+        assert line.startswith(b':'), line
+
+    def cycle(self) -> None:
+        self._call(self._incr)
+        self._call(self._decr)
+
+    def close(self) -> None:
+        self._reply.close()
+        self._conn.close()
+
+
+def sync_cycle(variant: str, url: str, key: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One acquire+release of `variant` from a plain thread, and what closes it."""
+    if variant == 'incr/decr':
+        counter = SyncCounter(url, key)
+        return counter.cycle, counter.close
+    if variant == 'keyed try_acquire, fresh key':
+        keyed = RedisKeyedConcurrencyLimiter(url, key, MAX_RUNNING)
+        keys = iter(range(10**9))
+
+        def fresh() -> None:
+            k = f'user-{next(keys)}'
+            assert keyed.try_acquire(k)
+            keyed.release(k)
+
+        return fresh, lambda: None
+    limiter = RedisConcurrencyLimiter(url, key, MAX_RUNNING)
+
+    def try_acquire() -> None:
+        assert limiter.try_acquire()
+        limiter.release()
+
+    def acquire_blocking() -> None:
+        limiter.acquire_blocking('bench')
+        limiter.release()
+
+    def blocking() -> None:
+        with limiter.blocking('bench'):
+            pass
+
+    cycles = {'try_acquire': try_acquire, 'acquire_blocking': acquire_blocking, 'with blocking()': blocking}
+    return cycles[variant], lambda: None
+
+
+def sync_round_trip(variant: str, url: str, key: str, n: int) -> float:
+    """Seconds per acquire+release on a free slot, from this (plain) thread."""
+    cycle, close = sync_cycle(variant, url, key)
+    cycle()  # warm-up
+    start = time.perf_counter()
+    for _ in range(n):
+        cycle()
+    elapsed = time.perf_counter() - start
+    close()
+    return elapsed / n
+
+
 async def round_trip(variant: str, url: str, key: str, n: int) -> float:
     """Seconds per acquire+release on a free slot."""
     if variant == 'incr/decr':
@@ -82,10 +158,11 @@ async def round_trip(variant: str, url: str, key: str, n: int) -> float:
     limiter = ConcurrencyLimiter(MAX_RUNNING) if variant == 'local' else RedisConcurrencyLimiter(url, key, MAX_RUNNING)
     await limiter.acquire('warm-up')
     limiter.release()
+    weight, priority = (3, 1) if variant.endswith('weight=3 priority=1') else (1, 0)
     start = time.perf_counter()
     for _ in range(n):
-        await limiter.acquire('bench')
-        limiter.release()
+        await limiter.acquire('bench', weight=weight, priority=priority)
+        limiter.release(weight=weight)
     elapsed = time.perf_counter() - start
     if isinstance(limiter, RedisConcurrencyLimiter):
         assert limiter.running_count == 0
@@ -173,20 +250,27 @@ def main() -> None:
         sys.exit('FERROLIMIT_REDIS_URL is not set (make bench starts a Redis server)')
     print(f'ferrolimit {ferrolimit.__version__} from {ferrolimit.__file__}; Redis at {url}')
     variants = ['local', 'incr/decr', 'redis limiter']
-    trip: dict[str, list[float]] = {v: [] for v in variants}
+    trip_variants = [*variants, 'redis limiter weight=3 priority=1']
+    sync_variants = ['incr/decr', 'try_acquire', 'acquire_blocking', 'with blocking()', 'keyed try_acquire, fresh key']
+    trip: dict[str, list[float]] = {v: [] for v in trip_variants}
+    sync: dict[str, list[float]] = {v: [] for v in sync_variants}
     fleet: dict[str, list[float]] = {v: [] for v in variants}
     stamp = time.time_ns()
     for r in range(args.rounds):
+        for v in trip_variants:
+            trip[v].append(asyncio.run(round_trip(v, url, f'ferrolimit-bench:{stamp}:{r}:{v}', args.n)))
+        for v in sync_variants:
+            sync[v].append(sync_round_trip(v, url, f'ferrolimit-bench:{stamp}:{r}:sync:{v}', args.n))
         for v in variants:
-            key = f'ferrolimit-bench:{stamp}:{r}:{v}'
-            trip[v].append(asyncio.run(round_trip(v, url, key, args.n)))
-            fleet[v].append(contended(v, url, key + ':fleet', args.iterations))
+            fleet[v].append(contended(v, url, f'ferrolimit-bench:{stamp}:{r}:{v}:fleet', args.iterations))
         print(f'round {r + 1}/{args.rounds} done', file=sys.stderr)
     print()
     print('\n'.join(summarize('1. Acquire/release round trip, one task, loopback', trip)))
     print()
+    print('\n'.join(summarize('2. Sync round trip from a plain thread, loopback', sync)))
+    print()
     print(
-        '\n'.join(summarize(f'2. Contended: {PROCESSES} processes x {TASKS} tasks, max_running={MAX_RUNNING}', fleet))
+        '\n'.join(summarize(f'3. Contended: {PROCESSES} processes x {TASKS} tasks, max_running={MAX_RUNNING}', fleet))
     )
 
 
