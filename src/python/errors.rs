@@ -3,7 +3,7 @@
 
 use crate::telemetry::display_name;
 use crate::{AcquireError, LimitError, ReleaseError, SessionError};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::import_exception!(ferrolimit.exceptions, ConcurrencyLimitExceeded);
@@ -22,6 +22,7 @@ pub(crate) fn redis_error(err: &crate::RedisLimiterError, display_name: &str) ->
     }
     match err {
         crate::RedisLimiterError::Config(message) => PyValueError::new_err(message.clone()),
+        crate::RedisLimiterError::TimedOut => PyTimeoutError::new_err(timeout_message(Some(display_name), "")),
         _ => ConcurrencyBackendError::new_err(err.to_string()),
     }
 }

@@ -26,6 +26,7 @@ use crate::python::ready::ready;
 use crate::python::redis_op::PyRedisOp;
 use crate::python::redis_process::{ProcessLimiter, on_this_process, runtime};
 use crate::redis::Inner;
+use crate::telemetry::display_name;
 use crate::waiters::Request;
 use crate::{
     LimiterStats, MAX_RUNNING_LIMIT, RedisBuilder, RedisConcurrencyLimiter, RedisLimiterError, ReleaseError,
@@ -106,9 +107,10 @@ impl Settings {
         on_this_process(&self.builder)
     }
 
-    /// An error of this limiter as a Python exception, naming it.
+    /// An error of this limiter as a Python exception, naming it (or, unnamed, the default
+    /// source, as the local limiter's `try_acquire` does).
     pub(crate) fn error(&self, err: &RedisLimiterError) -> PyErr {
-        redis_error(err, self.name.as_deref().unwrap_or(""))
+        redis_error(err, display_name(self.name.as_deref(), "unnamed"))
     }
 
     /// Runs `work` on the Redis runtime, blocking this thread (not the GIL) until it is done.

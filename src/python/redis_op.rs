@@ -5,15 +5,15 @@
 //! own thread).
 
 use crate::RedisLimiterError;
-use crate::python::errors::{redis_error, timeout_message};
+use crate::python::errors::redis_error;
 use crate::python::handle::recording_tracer;
 use crate::python::span::span_fields;
 use crate::python::wake::LoopWake;
-use crate::redis::{Inner, Slot};
+use crate::redis::{Inner, Slot, Wait};
 use crate::telemetry::display_name;
 use crate::waiters::Request;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::VecDeque;
@@ -29,8 +29,6 @@ enum Event {
     /// The caller holds the slots (already in the limiter's pool); the error if it failed open.
     Admitted(Slot, u32, Option<RedisLimiterError>),
     Failed(RedisLimiterError),
-    /// No slot came within the timeout (the place was given up).
-    TimedOut,
     /// A wait for idleness ended: `true` idle, `false` timed out.
     Idle(bool),
 }
@@ -86,14 +84,6 @@ pub(crate) struct PyRedisOp {
     pid: u32,
 }
 
-/// Runs `work` within `timeout`, if any: `None` when it ran out.
-async fn within<T>(timeout: Option<Duration>, work: impl Future<Output = T>) -> Option<T> {
-    match timeout {
-        Some(limit) => tokio::time::timeout(limit, work).await.ok(),
-        None => Some(work.await),
-    }
-}
-
 impl PyRedisOp {
     fn new(acquire: Option<(Arc<Inner>, String)>, source: String, tracer: Option<Py<PyAny>>) -> Self {
         Self {
@@ -129,8 +119,13 @@ impl PyRedisOp {
             let queued = |waiting| {
                 report(&state, Event::Queued(waiting));
             };
-            let event = match within(timeout, inner.acquire_slot(token, request, queued)).await {
-                Some(Ok(admission)) => {
+            let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+            let wait = Wait {
+                deadline,
+                count_drop: false,
+            };
+            let event = match inner.acquire_slot(token, request, wait, queued).await {
+                Ok(admission) => {
                     inner.push_pooled(admission.slot.clone(), admission.weight);
                     let event = Event::Admitted(admission.slot.clone(), admission.weight, admission.fail_open);
                     if !report(&state, event) {
@@ -139,8 +134,7 @@ impl PyRedisOp {
                     }
                     return;
                 }
-                Some(Err(err)) => Event::Failed(err),
-                None => Event::TimedOut,
+                Err(err) => Event::Failed(err),
             };
             report(&state, event);
         })
@@ -155,7 +149,13 @@ impl PyRedisOp {
         let op = Self::new(None, String::new(), None);
         let state = Arc::clone(&op.state);
         op.spawn(runtime, async move {
-            let idle = within(timeout, idle).await.is_some();
+            let idle = match timeout {
+                Some(limit) => tokio::time::timeout(limit, idle).await.is_ok(),
+                None => {
+                    idle.await;
+                    true
+                }
+            };
             report(&state, Event::Idle(idle));
         })
     }
@@ -187,6 +187,11 @@ impl PyRedisOp {
             task.abort();
         }
         let Some((inner, token)) = &self.acquire else { return };
+        // A wait given up, also one whose slots came but were never taken (as the local limiter
+        // counts it).
+        if !state.finished || state.events.iter().any(|e| matches!(e, Event::Admitted(..))) {
+            inner.count_cancelled();
+        }
         if !state.finished {
             // Leave the queue now rather than when the aborted task is next polled, so that this
             // process's next counts and acquires already see it. Should the task still get its
@@ -229,7 +234,6 @@ impl PyRedisOp {
             }
             Some(Event::Idle(idle)) => Ok(idle),
             Some(Event::Failed(err)) => Err(redis_error(&err, display_name(self.name(), &self.source))),
-            Some(Event::TimedOut) => Err(PyTimeoutError::new_err(timeout_message(self.name(), &self.source))),
             None => Err(PyRuntimeError::new_err(
                 "ferrolimit: a Redis operation was woken without an event",
             )),

@@ -77,11 +77,9 @@ impl Inner {
         }
     }
 
+    /// A refusal of `request` by the limit as last seen.
     fn too_heavy(&self, request: Request) -> RedisLimiterError {
-        RedisLimiterError::WeightTooLarge {
-            weight: request.weight,
-            max_running: u32::try_from(self.max_running()).unwrap_or(u32::MAX),
-        }
+        too_heavy(request, self.max_running() as u64)
     }
 
     /// Takes `request.weight` free slots if nobody is queued: `Ok(None)` if too few are free or
@@ -113,10 +111,15 @@ impl Inner {
     ///
     /// Cancel safe: dropping the future gives up the place, and a slot granted at that instant
     /// is released (by a task spawned on the runtime).
+    ///
+    /// `wait.deadline` bounds the wait in the queue only: free slots are taken whatever the
+    /// deadline, as by the local limiter. A wait given up through the deadline, or by dropping
+    /// the future when `wait.count_drop`, counts in `cancelled_total`.
     pub(crate) async fn acquire_slot(
         self: &Arc<Self>,
         token: String,
         request: Request,
+        wait: Wait,
         on_queued: impl FnOnce(usize),
     ) -> Result<Admission, RedisLimiterError> {
         self.check(request)?;
@@ -127,6 +130,7 @@ impl Inner {
         let mut guard = LeaveGuard {
             inner: Arc::clone(self),
             token: Some(token.clone()),
+            count: wait.count_drop,
         };
         let mut next_expiry = match self.arrive(&token, request, false).await {
             Ok(Arrival::Admitted) => return Ok(self.admitted(token, request.weight, &mut guard)),
@@ -158,19 +162,31 @@ impl Inner {
             if let Ok(expiry) = u64::try_from(next_expiry) {
                 interval = interval.min(Duration::from_millis(expiry + 1));
             }
+            let wake = tokio::time::Instant::now() + interval;
+            let until = wait.deadline.map_or(wake, |deadline| deadline.min(wake));
             tokio::select! {
                 () = waiter.notify.notified() => {}
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep_until(until) => {}
             }
             if waiter.admitted.load(Ordering::Acquire) {
                 return Ok(self.admitted(token, request.weight, &mut guard));
             }
-            if waiter.refused.load(Ordering::Acquire) {
-                return Err(self.too_heavy(request));
+            // The guard leaves the queue from here on (and passes on a slot granted meanwhile).
+            let refused_at = waiter.refused_at.load(Ordering::Acquire);
+            if refused_at != 0 {
+                guard.count = false;
+                return Err(too_heavy(request, refused_at));
             }
             if self.is_closed() {
-                // The guard leaves the queue (and passes on a slot granted meanwhile).
+                guard.count = false;
                 return Err(RedisLimiterError::Closed);
+            }
+            if wait
+                .deadline
+                .is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
+            {
+                guard.count = true;
+                return Err(RedisLimiterError::TimedOut);
             }
             let (status, expiry): (i64, i64) = match self.call(&POLL, &poll_args).await {
                 Ok(answer) => answer,
@@ -179,7 +195,10 @@ impl Inner {
             match status {
                 1 => return Ok(self.admitted(token, request.weight, &mut guard)),
                 0 => next_expiry = expiry,
-                -3 => return Err(self.too_heavy(request)),
+                -3 => {
+                    guard.count = false;
+                    return Err(self.too_heavy(request));
+                }
                 _ => return Err(RedisLimiterError::PlaceLost),
             }
         }
@@ -201,7 +220,7 @@ impl Inner {
         if first {
             self.renew_kick.notify_one();
         }
-        self.hold_one();
+        self.hold_one(weight);
         Admission {
             slot: Slot::Leased(token),
             weight,
@@ -212,7 +231,7 @@ impl Inner {
     /// An acquire that failed: proceeds unlimited when failing open and Redis was unreachable.
     fn failed(&self, err: RedisLimiterError, weight: u32) -> Result<Admission, RedisLimiterError> {
         if self.fail_open && err.is_unavailable() {
-            self.hold_one();
+            self.hold_one(weight);
             Ok(Admission {
                 slot: Slot::Unlimited,
                 weight,
@@ -224,10 +243,28 @@ impl Inner {
     }
 }
 
+/// How an acquire waits: until when, and whether a dropped future counts as a cancelled wait
+/// (the Python API counts its cancellations where it makes them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait {
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) count_drop: bool,
+}
+
+/// A refusal of `request` by a limit of `max_running`.
+fn too_heavy(request: Request, max_running: u64) -> RedisLimiterError {
+    RedisLimiterError::WeightTooLarge {
+        weight: request.weight,
+        max_running: u32::try_from(max_running).unwrap_or(u32::MAX),
+    }
+}
+
 /// Gives up a queued (or just granted) token unless disarmed: the cancel path of `acquire_slot`.
 struct LeaveGuard {
     inner: Arc<Inner>,
     token: Option<String>,
+    /// Whether giving up counts as a cancelled wait.
+    count: bool,
 }
 
 impl LeaveGuard {
@@ -242,7 +279,9 @@ impl Drop for LeaveGuard {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
             self.inner.waiters.lock().remove(&token);
-            self.inner.cancelled_total.fetch_add(1, Ordering::Relaxed);
+            if self.count {
+                self.inner.cancelled_total.fetch_add(1, Ordering::Relaxed);
+            }
             self.inner.leave_in_background(token, None, false);
         }
     }

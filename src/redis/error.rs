@@ -26,6 +26,9 @@ pub enum RedisLimiterError {
     Config(String),
     /// The limiter object was [closed](super::RedisConcurrencyLimiter::close).
     Closed,
+    /// The Python API's `timeout=` ran out while the caller was queued (the place was given
+    /// up). The Rust API bounds a wait with `tokio::time::timeout` instead.
+    TimedOut,
     /// A weight of 0 was asked for.
     ZeroWeight,
     /// More slots were asked for at once than the fleet's `max_running`; a waiter also ends
@@ -85,6 +88,7 @@ impl fmt::Display for RedisLimiterError {
             }
             Self::Unavailable(detail) => write!(f, "Redis is unavailable: {detail}"),
             Self::WrongType(detail) | Self::Server(detail) | Self::Config(detail) => f.write_str(detail),
+            Self::TimedOut => f.write_str("timed out waiting for a slot"),
             Self::PlaceLost => {
                 f.write_str("the queue place expired on the Redis server: no heartbeat reached it for a whole lease")
             }

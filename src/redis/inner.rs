@@ -33,11 +33,11 @@ pub struct RedisCounts {
 /// What this object's callers did since it was created.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
-    /// Acquires that got their slots (failing open included).
+    /// Slots handed out (failing open included), a weight counting as many.
     pub(crate) acquired: u64,
     /// Arrivals refused because the fleet-wide queue was full.
     pub(crate) rejected: u64,
-    /// Waits given up (cancelled, timed out, or ended by `close()` or a shrink).
+    /// Waits given up (cancelled or timed out; not those refused by `close()` or a shrink).
     pub(crate) cancelled: u64,
 }
 
@@ -72,8 +72,9 @@ struct Seen {
 pub(super) struct WaiterSlot {
     pub(super) notify: Notify,
     pub(super) admitted: AtomicBool,
-    /// A shrink left the limit below its weight: it was taken out of the queue.
-    pub(super) refused: AtomicBool,
+    /// The limit that refused it, when a shrink left the limit below its weight and it was
+    /// taken out of the queue (0: not refused).
+    pub(super) refused_at: AtomicU64,
 }
 
 /// Releases sent in the background, by ticket, oldest first.
@@ -379,15 +380,21 @@ impl Inner {
         format!("{}-{n}", self.instance)
     }
 
-    /// A wake-up message: the comma-separated tokens just admitted, and those refused with a
-    /// `!` before them.
+    /// A wake-up message: the comma-separated tokens just admitted, and those refused as
+    /// `!{limit}!{token}`.
     fn on_wake(&self, payload: &str) {
         let waiters = self.waiters.lock();
-        for token in payload.split(',') {
-            let (token, refused) = token.strip_prefix('!').map_or((token, false), |token| (token, true));
+        for item in payload.split(',') {
+            let refused = item
+                .strip_prefix('!')
+                .and_then(|rest| rest.split_once('!'))
+                .and_then(|(limit, token)| Some((limit.parse::<u64>().ok()?, token)));
+            let token = refused.map_or(item, |(_, token)| token);
             if let Some(waiter) = waiters.get(token) {
-                let flag = if refused { &waiter.refused } else { &waiter.admitted };
-                flag.store(true, Ordering::Release);
+                match refused {
+                    Some((limit, _)) => waiter.refused_at.store(limit.max(1), Ordering::Release),
+                    None => waiter.admitted.store(true, Ordering::Release),
+                }
                 waiter.notify.notify_one();
             }
         }
@@ -430,10 +437,15 @@ impl Inner {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// One more slot held by this object's callers.
-    pub(super) fn hold_one(&self) {
+    /// One more acquire's slots (`weight` of them) held by this object's callers.
+    pub(super) fn hold_one(&self, weight: u32) {
         self.holding.fetch_add(1, Ordering::AcqRel);
-        self.acquired_total.fetch_add(1, Ordering::Relaxed);
+        self.acquired_total.fetch_add(u64::from(weight), Ordering::Relaxed);
+    }
+
+    /// A wait of this object's callers given up.
+    pub(crate) fn count_cancelled(&self) {
+        self.cancelled_total.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn totals(&self) -> Totals {

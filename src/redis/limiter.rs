@@ -1,6 +1,6 @@
 //! [`RedisConcurrencyLimiter`], its builder and its RAII [`RedisPermit`].
 
-use super::admission::{Admission, Slot};
+use super::admission::{Admission, Slot, Wait};
 use super::connections::RedisConnections;
 use super::error::RedisLimiterError;
 use super::inner::{Inner, RedisCounts, Settings};
@@ -425,9 +425,17 @@ impl RedisPermit {
     pub(super) async fn acquire(inner: &Arc<Inner>, source: &str, request: Request) -> Result<Self, RedisLimiterError> {
         let mut span = None;
         let admission = inner
-            .acquire_slot(inner.new_token(), request, |waiting| {
-                span = Some(WaitSpan::start(inner.wait_span_fields(source, waiting)));
-            })
+            .acquire_slot(
+                inner.new_token(),
+                request,
+                Wait {
+                    deadline: None,
+                    count_drop: true,
+                },
+                |waiting| {
+                    span = Some(WaitSpan::start(inner.wait_span_fields(source, waiting)));
+                },
+            )
             .await;
         drop(span);
         Ok(Self::new(inner, admission?))

@@ -61,7 +61,7 @@ mod release;
 mod scripts;
 
 #[cfg(feature = "python")]
-pub(crate) use admission::Slot;
+pub(crate) use admission::{Slot, Wait};
 pub use connections::RedisConnections;
 pub use error::RedisLimiterError;
 #[cfg(feature = "python")]

@@ -147,7 +147,7 @@ end
 -- Drop expired leases and waiters that stopped heart-beating, then hand the free slots to the
 -- head of the queue, in order, while its weight fits (head-of-line blocking: a heavy head is
 -- never overtaken); a head heavier than the whole limit (after a shrink) is refused. Tells the
--- fleet which tokens were admitted, and which refused ('!' before the token).
+-- fleet which tokens were admitted, and which refused ('!{limit}!' before the token).
 local function admit(now)
   for _, token in ipairs(redis.call('ZRANGEBYSCORE', HOLDERS, '-inf', now)) do
     unhold(token)
@@ -169,7 +169,7 @@ local function admit(now)
     local weight = weight_of(token)
     if weight > LIMIT then
       dequeue(token)
-      woken[#woken + 1] = '!' .. token
+      woken[#woken + 1] = '!' .. LIMIT .. '!' .. token
     elseif weight <= free then
       dequeue(token)
       hold(token, weight, now + LEASE)
