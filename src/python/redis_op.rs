@@ -149,12 +149,11 @@ impl PyRedisOp {
         let op = Self::new(None, String::new(), None);
         let state = Arc::clone(&op.state);
         op.spawn(runtime, async move {
-            let idle = match timeout {
-                Some(limit) => tokio::time::timeout(limit, idle).await.is_ok(),
-                None => {
-                    idle.await;
-                    true
-                }
+            let idle = if let Some(limit) = timeout {
+                tokio::time::timeout(limit, idle).await.is_ok()
+            } else {
+                idle.await;
+                true
             };
             report(&state, Event::Idle(idle));
         })
