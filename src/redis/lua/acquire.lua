@@ -5,12 +5,15 @@
 -- (only slots), -3 the weight exceeds the limit.
 local token, max_queued = ARGV[7], tonumber(ARGV[8])
 local weight, priority, only_free = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
-local types = {'zset', 'zset', 'zset', 'string', 'string', 'string', 'string', 'hash', 'hash', 'string'}
-for i, want in ipairs(types) do
-  local found = redis.call('TYPE', KEYS[i])['ok']
-  if found ~= 'none' and found ~= want then
-    return redis.error_reply('FERROLIMIT_WRONGTYPE Redis key ' .. KEYS[i] .. ' holds a ' .. found ..
-      ', expected a ' .. want .. ' (is another program using this key?)')
+-- Before the state is made, the keys are checked: another program may be using them.
+if redis.call('EXISTS', EPOCH_KEY) == 0 then
+  local types = {'zset', 'zset', 'zset', 'string', 'string', 'string', 'string', 'hash', 'hash', 'string'}
+  for i, want in ipairs(types) do
+    local found = redis.call('TYPE', KEYS[i])['ok']
+    if found ~= 'none' and found ~= want then
+      return redis.error_reply('FERROLIMIT_WRONGTYPE Redis key ' .. KEYS[i] .. ' holds a ' .. found ..
+        ', expected a ' .. want .. ' (is another program using this key?)')
+    end
   end
 end
 open()

@@ -16,15 +16,20 @@
 -- per script. Every script's reply starts with the head {epoch, limit, resized, ttl}, ttl being
 -- the milliseconds the state lives on without another script.
 --
--- Every key expires once the state is idle: each script extends their common TTL to outlive
--- every lease and heartbeat by one lease (at least three of the caller's leases); it never
--- shortens it.
+-- Every key expires once the state is idle: the scripts keep their common TTL beyond every lease
+-- and heartbeat (see reply()).
 local HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, RECOVERING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local LIMIT_KEY, WEIGHTS, PLACES, USED = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local CHANNEL, LEASE = ARGV[1], tonumber(ARGV[3])
 local KNOWN_EPOCH, NEW_EPOCH = ARGV[4], ARGV[5]
 local STATE_KEYS = {HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, LIMIT_KEY, WEIGHTS, PLACES, USED}
 local SEQ_DIGITS = 20
+
+-- The keys this script wrote that it may have created: they get the state's TTL (see reply).
+local DIRTY = {}
+local function wrote(key)
+  DIRTY[key] = true
+end
 
 -- Set by open(): the state's epoch, whether the caller's slots and places may predate a loss of
 -- the state, the fleet's limit and whether a resize set it.
@@ -39,6 +44,7 @@ local function open()
   if not EPOCH then
     EPOCH = NEW_EPOCH
     redis.call('SET', EPOCH_KEY, EPOCH)
+    wrote(EPOCH_KEY)
     if KNOWN_EPOCH ~= '' then
       redis.call('SET', RECOVERING, '1', 'PX', LEASE)
     end
@@ -48,6 +54,7 @@ local function open()
   if not limit then
     limit = ARGV[2]
     redis.call('SET', LIMIT_KEY, limit)
+    wrote(LIMIT_KEY)
   end
   LIMIT = tonumber(string.match(limit, '^%d+'))
   RESIZED = string.find(limit, 'resized', 1, true) and 1 or 0
@@ -93,8 +100,11 @@ local function hold(token, weight, expiry)
   redis.call('ZADD', HOLDERS, expiry, token)
   if weight ~= 1 then
     redis.call('HSET', WEIGHTS, token, weight)
+    wrote(WEIGHTS)
   end
   redis.call('INCRBY', USED, weight)
+  wrote(HOLDERS)
+  wrote(USED)
 end
 
 -- Gives back `amount` of the slots `token` holds (all of them if amount is nil or at least its
@@ -103,7 +113,8 @@ local function unhold(token, amount)
   if not redis.call('ZSCORE', HOLDERS, token) then
     return 0
   end
-  local weight = weight_of(token)
+  local stored = tonumber(redis.call('HGET', WEIGHTS, token))
+  local weight = stored or 1
   if amount and amount < weight then
     local left = weight - amount
     if left == 1 then
@@ -114,7 +125,9 @@ local function unhold(token, amount)
   else
     amount = weight
     redis.call('ZREM', HOLDERS, token)
-    redis.call('HDEL', WEIGHTS, token)
+    if stored then
+      redis.call('HDEL', WEIGHTS, token)
+    end
   end
   redis.call('DECRBY', USED, amount)
   return amount
@@ -127,20 +140,28 @@ local function enqueue(token, weight, priority, now)
   redis.call('HSET', PLACES, token, place)
   if weight ~= 1 then
     redis.call('HSET', WEIGHTS, token, weight)
+    wrote(WEIGHTS)
   end
   redis.call('ZADD', WAITERS, now + LEASE, token)
+  wrote(SEQ)
+  wrote(QUEUE)
+  wrote(PLACES)
+  wrote(WAITERS)
 end
 
--- Takes `token` out of the queue; true if it was queued.
-local function dequeue(token)
-  local place = redis.call('HGET', PLACES, token)
-  redis.call('ZREM', WAITERS, token)
+-- Takes `token` (at `place`, if the caller knows it) out of the queue; true if it was queued.
+-- `keep_weight`: its weight stays recorded (it is admitted, and holds that weight now).
+local function dequeue(token, place, keep_weight)
+  place = place or redis.call('HGET', PLACES, token)
   if not place then
     return false
   end
   redis.call('ZREM', QUEUE, place)
+  redis.call('ZREM', WAITERS, token)
   redis.call('HDEL', PLACES, token)
-  redis.call('HDEL', WEIGHTS, token)
+  if not keep_weight then
+    redis.call('HDEL', WEIGHTS, token)
+  end
   return true
 end
 
@@ -168,10 +189,10 @@ local function admit(now)
     local token = token_of(place)
     local weight = weight_of(token)
     if weight > LIMIT then
-      dequeue(token)
+      dequeue(token, place, false)
       woken[#woken + 1] = '!' .. LIMIT .. '!' .. token
     elseif weight <= free then
-      dequeue(token)
+      dequeue(token, place, true)
       hold(token, weight, now + LEASE)
       free = free - weight
       woken[#woken + 1] = token
@@ -199,13 +220,24 @@ local function latest(key)
   return #last == 0 and 0 or tonumber(last[2])
 end
 
--- Extends the TTL of every key of the state (never shortening it) and returns the reply: the head
--- followed by the values of `rest`.
+-- Keeps the state alive, and returns the reply: the head followed by the values of `rest`. The
+-- keys share one TTL that outlives every lease and heartbeat by one lease (at least three of the
+-- caller's leases). It is extended (never shortened), for every key at once, only when less than
+-- a lease of that margin is left; otherwise only the keys this script may have created get it.
 local function reply(now, rest)
-  local ttl = math.max(3 * LEASE, latest(HOLDERS) - now + LEASE, latest(WAITERS) - now + LEASE)
-  ttl = math.max(ttl, redis.call('PTTL', EPOCH_KEY))
-  for _, key in ipairs(STATE_KEYS) do
-    redis.call('PEXPIRE', key, ttl)
+  local want = math.max(3 * LEASE, latest(HOLDERS) - now + LEASE, latest(WAITERS) - now + LEASE)
+  local ttl = redis.call('PTTL', EPOCH_KEY)
+  if ttl < want - LEASE then
+    ttl = math.max(ttl, want)
+    for _, key in ipairs(STATE_KEYS) do
+      redis.call('PEXPIRE', key, ttl)
+    end
+  else
+    for key in pairs(DIRTY) do
+      if redis.call('PTTL', key) == -1 then
+        redis.call('PEXPIRE', key, ttl)
+      end
+    end
   end
   local out = {EPOCH, LIMIT, RESIZED, ttl}
   for _, value in ipairs(rest) do
