@@ -3,36 +3,49 @@
 //!
 //! # Implementation details
 //!
-//! The state lives in Redis keys with the hash tag `{key}`, so they share a cluster slot:
+//! The state lives in Redis keys with the hash tag `{key}`, so they share a cluster slot (the
+//! full list, with their types, is in `lua/prelude.lua`):
 //!
 //! * `{key}:holders`, a sorted set of the slots held, token → lease expiry (milliseconds on the
-//!   server's clock, from `TIME`, so process clocks never matter);
-//! * `{key}:queue`, a sorted set of the waiters, token → arrival sequence (from `{key}:seq`);
+//!   server's clock, from `TIME`, so process clocks never matter), with `{key}:weights` for the
+//!   holders (and waiters) of more than one slot and `{key}:used`, the sum of the weights held;
+//! * `{key}:queue`, a sorted set of the waiters' places by priority, each place being the
+//!   arrival sequence (from `{key}:seq`) then the token, so that equal priorities sort by
+//!   arrival; `{key}:places` finds a token's place;
 //! * `{key}:waiters`, a sorted set of the waiters' heartbeat expiries, so that the waiters of a
 //!   dead process drop out of the queue instead of blocking it;
-//! * `{key}:seq`, the arrival counter;
 //! * `{key}:epoch`, the identity of the state, and `{key}:recovering`, set for one lease after the
 //!   state was found lost;
-//! * `{key}:max_running`, the `max_running` of the last acquire, kept for one lease: an acquire
-//!   that finds another value there reports it
-//!   ([`RedisConcurrencyLimiter::other_max_running`]), since processes that disagree on the limit
-//!   each admit up to their own.
+//! * `{key}:limit`, the fleet's `max_running`: stored by the first limiter to use the key, set by
+//!   a resize ([`RedisConcurrencyLimiter::set_max_running`]), followed by every limiter; a limiter
+//!   built with another value reports the stored one
+//!   ([`RedisConcurrencyLimiter::other_max_running`]).
+//!
+//! Every key expires once the limit is idle: the scripts keep one TTL for all of them beyond
+//! every lease and heartbeat, so a key nobody uses any more (a user of a
+//! [`RedisKeyedConcurrencyLimiter`] gone for good) leaves nothing behind. An instance tells an
+//! expired state from a lost one by the TTL the scripts report: it sends its known epoch only
+//! while the state cannot have expired.
 //!
 //! Every step is one Lua script (`lua/`), hence atomic. Each starts by purging expired leases and
-//! dead waiters and then admits the head of the queue into every free slot ("admit"); so a slot
-//! is never free while someone waits, and the order of admission is the order of arrival.
-//! Acquire admits at once only if nobody is queued (no barging) and rejects when the queue holds
+//! dead waiters and then admits the head of the queue into the free slots while its weight fits
+//! ("admit"; a head heavier than the whole limit, after a shrink, is refused); so slots are
+//! never free while a waiter that fits waits at the head, and admission follows priority, then
+//! arrival, with head-of-line blocking. An arrival is admitted at once only if nobody is queued
+//! or it outranks everyone queued (no barging), and is rejected when the queue holds
 //! `max_queued` waiters; release removes only the caller's own token, which makes the token a
 //! fencing token: a holder whose lease ran out cannot free the slot its successor holds. Tokens
 //! are `{random instance id}-{counter}`, chosen by the client before the acquire script runs so
 //! that a waiter is registered for its wake-up before anyone can admit it.
 //!
-//! Admitted tokens are published on the channel `{key}:wake`. The limiter's [`RedisConnections`]
-//! (its own, or shared with other limiters on the same server) keep one subscription, which
-//! routes each message to the limiters on its channel; each wakes its local waiter for each token
-//! at once. This is the main path, with no polling. Waiters also poll, as a heartbeat every third of a lease, when the earliest lease runs
-//! out (the slot of a dead holder is reclaimed without a release), and every 100 ms while the
-//! subscription is down (after it is re-established, every waiter polls once).
+//! Admitted tokens (and refused ones, as `!{limit}!{token}`) are published on the channel
+//! `{key}:wake`. The limiter's [`RedisConnections`] (its own, or shared with other limiters on
+//! the same server) keep one subscription, which routes each message to the limiters on its
+//! channel; each wakes its local waiter for each token at once. A limiter object subscribes its
+//! channel when its first caller has to wait. This is the main path, with no polling. Waiters
+//! also poll, as a heartbeat every third of a lease, when the earliest lease runs out (the slot
+//! of a dead holder is reclaimed without a release), and every 100 ms while the subscription is
+//! down or not yet confirmed (after it is (re-)established, every waiter polls once).
 //!
 //! A background task renews the leases of every slot the instance holds, every third of a lease,
 //! in one script call. A lease found expired is "lost": it is never renewed again, and releasing
