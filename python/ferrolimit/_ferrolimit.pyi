@@ -1002,6 +1002,13 @@ class RedisKeyedConcurrencyLimiter:
         """`async with keyed(key, source):` holds one slot (or `weight` slots) of `key` for the block."""
 
 @final
+class _RedisStart:
+    """A `RedisConcurrencyLimiter` acquire not started yet (internal: used by `ferrolimit._redis`)."""
+
+    def start(self) -> _RedisOp:
+        """Start the acquire."""
+
+@final
 class _RedisOp:
     """One `RedisConcurrencyLimiter` acquire or wait for idleness in flight (internal: used by `ferrolimit._redis`)."""
 
@@ -1023,7 +1030,10 @@ class _RedisOp:
         """Give up unless a wake-up is already on its way (trio's abort)."""
 
     def cancel(self) -> None:
-        """Give up; a slot granted at that instant passes on."""
+        """Give up; slots granted meanwhile (also those `take()` reported) pass on."""
+
+    def done(self) -> None:
+        """The caller has the slots `take()` reported: `cancel()` no longer gives them back."""
 
     def tracer(self) -> Tracer | None:
         """The tracer the wait span goes to; `None` when the span would certainly be dropped."""

@@ -26,6 +26,7 @@ from ._ferrolimit import RedisConcurrencyLimiter, RedisKeyedConcurrencyLimiter
 from ._ferrolimit import _after_fork_in_child as after_fork_in_child
 from ._ferrolimit import _before_exit as before_exit
 from ._ferrolimit import _RedisOp as RedisOp
+from ._ferrolimit import _RedisStart as RedisStart
 from ._ferrolimit import _resolve_future as resolve_future
 from ._wait import close_span, open_span
 from .exceptions import ConcurrencyBackendError
@@ -38,8 +39,12 @@ if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=after_fork_in_child)
 
 
-async def acquire(op: RedisOp) -> None:
+async def acquire(start: RedisStart) -> None:
     """Wait for fleet-wide slots in order, inside the OpenTelemetry wait span if queued.
+
+    Nothing is taken before the coroutine first runs. Whatever goes wrong until the caller has
+    the slots (a cancellation, a timeout around it, a tracer that raises) gives them back, or
+    gives the place up.
 
     Raises:
         ConcurrencyLimitExceeded: If the fleet-wide queue already holds `max_queued` waiters.
@@ -48,42 +53,42 @@ async def acquire(op: RedisOp) -> None:
         TimeoutError: If no slot came within the operation's timeout.
         ValueError: If the weight exceeds the fleet's `max_running`.
     """
+    op = start.start()
     try:
-        admitted = await _next(op)
+        if await _next(op):
+            _record_fail_open(op, None)
+        else:
+            span = _queued_span(op)
+            try:
+                await _next(op)
+            except BaseException as e:
+                close_span(span, e)
+                raise
+            _admitted(op, span)
     except BaseException:
         op.cancel()
         raise
-    if admitted:
-        _record_fail_open(op, None)
-        return
-    span = _queued_span(op)
-    try:
-        await _next(op)
-    except BaseException as e:
-        op.cancel()
-        close_span(span, e)
-        raise
-    _admitted(op, span)
+    op.done()
 
 
-def acquire_blocking(op: RedisOp) -> None:
+def acquire_blocking(start: RedisStart) -> None:
     """`acquire` on a plain thread: the same steps, waiting with the GIL released."""
+    op = start.start()
     try:
-        admitted = _next_blocking(op)
+        if _next_blocking(op):
+            _record_fail_open(op, None)
+        else:
+            span = _queued_span(op)
+            try:
+                _next_blocking(op)
+            except BaseException as e:
+                close_span(span, e)
+                raise
+            _admitted(op, span)
     except BaseException:
         op.cancel()
         raise
-    if admitted:
-        _record_fail_open(op, None)
-        return
-    span = _queued_span(op)
-    try:
-        _next_blocking(op)
-    except BaseException as e:
-        op.cancel()
-        close_span(span, e)
-        raise
-    _admitted(op, span)
+    op.done()
 
 
 async def wait_idle(op: RedisOp) -> bool:

@@ -63,6 +63,7 @@ mod native {
         m.setattr("_IdleWait", py.get_type::<super::idle::PyIdleWait>())?;
         m.setattr("_AsyncioWait", py.get_type::<super::asyncio_wait::PyAsyncioWait>())?;
         m.setattr("_RedisOp", py.get_type::<super::redis_op::PyRedisOp>())?;
+        m.setattr("_RedisStart", py.get_type::<super::redis_op::PyRedisStart>())?;
         m.setattr("_check_limits", wrap_pyfunction!(super::limiter::check_limits, m)?)?;
         m.setattr("_resolve_future", wrap_pyfunction!(super::wake::resolve_future, m)?)?;
         m.setattr("_before_exit", wrap_pyfunction!(super::wake::before_exit, m)?)?;

@@ -23,7 +23,7 @@ use crate::python::errors::{limit_error, redis_error, release_error};
 use crate::python::handle::tracer_or_default;
 use crate::python::limiter::PyLimiterStats;
 use crate::python::ready::ready;
-use crate::python::redis_op::PyRedisOp;
+use crate::python::redis_op::{PyRedisOp, PyRedisStart};
 use crate::python::redis_process::{ProcessLimiter, on_this_process, runtime};
 use crate::redis::Inner;
 use crate::telemetry::display_name;
@@ -135,11 +135,9 @@ impl Settings {
     ) -> PyResult<Py<PyAny>> {
         let tracer = self.tracer.as_ref().map(|t| t.clone_ref(py));
         let source = source.to_string_lossy().into_owned();
-        drive(
-            py,
-            driver,
-            PyRedisOp::acquire(runtime()?, inner, source, tracer, request, timeout),
-        )
+        let start = PyRedisStart::new(inner, source, tracer, request, timeout);
+        let module = py.import(intern!(py, "ferrolimit._redis"))?;
+        Ok(module.getattr(driver)?.call1((Py::new(py, start)?,))?.unbind())
     }
 
     /// `try_acquire(weight=)` on `inner`: the slots go to its pool.

@@ -7,6 +7,7 @@
 use crate::RedisLimiterError;
 use crate::python::errors::redis_error;
 use crate::python::handle::recording_tracer;
+use crate::python::redis_process::{runtime, wake_off_runtime};
 use crate::python::span::span_fields;
 use crate::python::wake::LoopWake;
 use crate::redis::{Inner, Slot, Wait};
@@ -61,7 +62,7 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
     let waker = guard.waker.take();
     drop(guard);
     if let Some(waker) = waker {
-        waker.wake();
+        wake_off_runtime(waker);
     }
     true
 }
@@ -78,6 +79,9 @@ pub(crate) struct PyRedisOp {
     waiting: Mutex<usize>,
     /// Why the slot was granted without limiting, once admitted that way.
     fail_open: Mutex<Option<String>>,
+    /// The slots taken by `take()`, until the caller has them (`done()`); `cancel()` gives
+    /// them back meanwhile (the wait span failed to end, say).
+    granted: Mutex<Option<(Slot, u32)>>,
     /// The configured tracer, if any (else the global `ferrolimit` tracer).
     tracer: Option<Py<PyAny>>,
     /// The process the operation started in (see [`ProcessLimiter`]).
@@ -92,6 +96,7 @@ impl PyRedisOp {
             state: Arc::new(Mutex::new(OpState::default())),
             waiting: Mutex::new(0),
             fail_open: Mutex::new(None),
+            granted: Mutex::new(None),
             tracer,
             pid: std::process::id(),
         }
@@ -129,8 +134,9 @@ impl PyRedisOp {
                     inner.push_pooled(admission.slot.clone(), admission.weight);
                     let event = Event::Admitted(admission.slot.clone(), admission.weight, admission.fail_open);
                     if !report(&state, event) {
-                        // Cancelled meanwhile: the slot goes straight back.
-                        inner.release_pooled_slot(&admission.slot, admission.weight);
+                        // Cancelled meanwhile: the cancellation already gave the token up on the
+                        // server, so the slot only leaves the pool.
+                        inner.discard_pooled_slot(&admission.slot, admission.weight);
                     }
                     return;
                 }
@@ -205,6 +211,67 @@ impl PyRedisOp {
     }
 }
 
+/// An acquire not started yet: `start()` starts it, when the coroutine of `acquire()` first
+/// runs (as the local limiter's, calling `acquire()` takes nothing).
+#[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisStart")]
+pub(crate) struct PyRedisStart {
+    inner: Arc<Inner>,
+    source: String,
+    tracer: Option<Py<PyAny>>,
+    request: Request,
+    timeout: Option<Duration>,
+    pid: u32,
+}
+
+impl PyRedisStart {
+    pub(crate) fn new(
+        inner: &Arc<Inner>,
+        source: String,
+        tracer: Option<Py<PyAny>>,
+        request: Request,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            source,
+            tracer,
+            request,
+            timeout,
+            pid: std::process::id(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyRedisStart {
+    /// Starts the acquire.
+    fn start(&self, py: Python<'_>) -> PyResult<PyRedisOp> {
+        if self.pid != std::process::id() {
+            return Err(PyRuntimeError::new_err(
+                "this acquire was made before os.fork(), in the parent process; make a new one in the child",
+            ));
+        }
+        let tracer = self.tracer.as_ref().map(|t| t.clone_ref(py));
+        Ok(PyRedisOp::acquire(
+            runtime()?,
+            &self.inner,
+            self.source.clone(),
+            tracer,
+            self.request,
+            self.timeout,
+        ))
+    }
+}
+
+impl Drop for PyRedisStart {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // The parent's limiter object: its last drop would take locks of the parent's threads.
+            std::mem::forget(Arc::clone(&self.inner));
+        }
+    }
+}
+
 #[pymethods]
 impl PyRedisOp {
     /// Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
@@ -227,8 +294,9 @@ impl PyRedisOp {
                 *self.waiting.lock() = waiting;
                 Ok(false)
             }
-            Some(Event::Admitted(_, _, fail_open)) => {
+            Some(Event::Admitted(slot, weight, fail_open)) => {
                 *self.fail_open.lock() = fail_open.map(|e| e.to_string());
+                *self.granted.lock() = Some((slot, weight));
                 Ok(true)
             }
             Some(Event::Idle(idle)) => Ok(idle),
@@ -252,12 +320,23 @@ impl PyRedisOp {
         true
     }
 
-    /// Gives up: the place in the queue is left, and a slot granted meanwhile is passed on. In a
-    /// forked child, nothing: the operation is the parent's.
+    /// Gives up: the place in the queue is left, and slots granted meanwhile (taken by `take()`
+    /// but not yet handed over by `done()` included) are passed on. In a forked child, nothing:
+    /// the operation is the parent's.
     fn cancel(&self) {
         if let Ok(mut state) = self.state() {
             self.cancel_locked(&mut state);
+            drop(state);
+            if let (Some((inner, _)), Some((slot, weight))) = (&self.acquire, self.granted.lock().take()) {
+                inner.count_cancelled();
+                inner.release_pooled_slot(&slot, weight);
+            }
         }
+    }
+
+    /// The caller has the slots `take()` reported: nothing gives them back any more.
+    fn done(&self) {
+        self.granted.lock().take();
     }
 
     /// The tracer the wait span goes to, `None` when the span would certainly be dropped (no

@@ -9,6 +9,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::task::Waker;
 use tokio::runtime::Runtime;
 
 /// The process's runtime for Redis I/O: two worker threads, started on first use. A child made
@@ -32,6 +34,42 @@ pub(crate) fn runtime() -> PyResult<&'static Runtime> {
     let runtime: &'static Runtime = Box::leak(Box::new(runtime));
     *current = Some((pid, runtime));
     Ok(runtime)
+}
+
+/// Wakes `waker` (a Python caller's) from the process's wake-up thread rather than from the
+/// calling one. The Redis runtime's two workers call this: a Python wake-up takes the GIL, and
+/// a worker waiting for the GIL behind busy Python code would hold up every other task on it,
+/// the renewal of leases included (a lease then runs out while its slot is held).
+pub(crate) fn wake_off_runtime(waker: Waker) {
+    static WAKER: Mutex<Option<(u32, Sender<Waker>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let sender = {
+        let mut current = WAKER.lock();
+        match &*current {
+            Some((owner, sender)) if *owner == pid => Some(sender.clone()),
+            _ => {
+                let (sender, queue) = std::sync::mpsc::channel::<Waker>();
+                let started = std::thread::Builder::new()
+                    .name("ferrolimit-wake".to_owned())
+                    .spawn(move || queue.into_iter().for_each(Waker::wake));
+                // The parent's sender (after a fork) belongs to the parent: leave it alone.
+                std::mem::forget(current.take());
+                started.ok().map(|_| {
+                    *current = Some((pid, sender.clone()));
+                    sender
+                })
+            }
+        }
+    };
+    match sender {
+        Some(sender) => {
+            if let Err(unsent) = sender.send(waker) {
+                unsent.0.wake();
+            }
+        }
+        // No thread could be started: wake from here.
+        None => waker.wake(),
+    }
 }
 
 /// A core limiter (plain or keyed) of one process. After `os.fork()` the child rebuilds it

@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     own_max_running: AtomicU64,
     /// The fleet's limit as last seen.
     max_running: AtomicU64,
+    /// The epoch and resize number of the limit last noted: a reply with an older resize of
+    /// the same state (processed late) is not noted (see `saw_limit`).
+    limit_seen: Mutex<(String, u64)>,
     pub(super) max_queued: Option<usize>,
     pub(super) lease: Duration,
     name: Option<String>,
@@ -227,6 +230,7 @@ impl Inner {
             seen: Mutex::new(Seen::default()),
             own_max_running: AtomicU64::new(settings.max_running as u64),
             max_running: AtomicU64::new(settings.max_running as u64),
+            limit_seen: Mutex::new((String::new(), 0)),
             max_queued: settings.max_queued,
             lease: settings.lease,
             name: settings.name,
@@ -306,12 +310,12 @@ impl Inner {
             return Err(unexpected(format!("{reply:?}")));
         }
         let rest = reply.split_off(4);
-        let (epoch, limit, resized, ttl): (String, u64, i64, u64) =
+        let (epoch, limit, resize, ttl): (String, u64, u64, u64) =
             redis::from_redis_value(Value::Array(reply)).map_err(unexpected)?;
         if !epoch.is_empty() {
+            self.saw_limit(&epoch, limit, resize);
             self.saw_state(epoch, !known.is_empty(), sent + Duration::from_millis(ttl));
         }
-        self.saw_limit(limit, resized == 1);
         redis::from_redis_value(Value::Array(rest)).map_err(unexpected)
     }
 
@@ -337,11 +341,22 @@ impl Inner {
         }
     }
 
-    /// Notes the fleet's limit from a reply: followed from now on; adopted as this object's own
-    /// if a resize set it, else remembered (for `other_max_running`) when it differs from it.
-    fn saw_limit(&self, limit: u64, resized: bool) {
+    /// Notes the fleet's limit from a reply of the state `epoch`, set by its `resize`-th resize
+    /// (0: stored by its first user): followed from now on; adopted as this object's own if a
+    /// resize set it, else remembered (for `other_max_running`) when it differs from it. Replies
+    /// are processed by several tasks, so one from before a resize may come after it: a resize
+    /// older than the one noted for the same state is ignored.
+    fn saw_limit(&self, epoch: &str, limit: u64, resize: u64) {
+        let mut seen = self.limit_seen.lock();
+        if seen.0 == epoch && resize < seen.1 {
+            return;
+        }
+        if seen.0 != epoch {
+            epoch.clone_into(&mut seen.0);
+        }
+        seen.1 = resize;
         self.max_running.store(limit, Ordering::Relaxed);
-        if resized {
+        if resize > 0 {
             self.own_max_running.store(limit, Ordering::Relaxed);
         }
         let own = self.own_max_running.load(Ordering::Relaxed);
@@ -422,7 +437,6 @@ impl Inner {
 
     /// Sets the fleet's limit (checked by the caller).
     pub(crate) async fn resize(&self, max_running: usize) -> Result<(), RedisLimiterError> {
-        self.own_max_running.store(max_running as u64, Ordering::Relaxed);
         let () = self.call(&RESIZE, &[max_running.to_string()]).await?;
         Ok(())
     }

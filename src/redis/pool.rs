@@ -94,6 +94,28 @@ impl Inner {
         }
     }
 
+    /// Takes `slot` (of `weight`) out of the pool without releasing it: its token was already
+    /// given up on the server (a cancellation raced with its admission). If another release
+    /// took it already, as many pooled slots are released instead (that release freed nothing).
+    pub(crate) fn discard_pooled_slot(self: &Arc<Self>, slot: &Slot, weight: u32) {
+        let found = {
+            let mut pool = self.pool.lock();
+            pool.iter()
+                .position(|p| p.slot == *slot && p.weight == weight)
+                .map(|i| pool.swap_remove(i))
+        };
+        match found {
+            None => drop(self.release_pooled(weight)),
+            Some(_) => {
+                self.unhold_one();
+                if let Slot::Leased(token) = slot {
+                    self.held.lock().remove(token);
+                    self.lost.lock().remove(token);
+                }
+            }
+        }
+    }
+
     /// Slots held in the pool (a slot of weight `w` counts `w`).
     pub(crate) fn pooled_count(&self) -> u64 {
         self.pool.lock().iter().map(|p| u64::from(p.weight)).sum()

@@ -6,7 +6,7 @@
 -- KEYS[4] seq      STRING counter for arrival sequences
 -- KEYS[5] epoch    STRING identity of the state: a new one means the state was created or lost
 -- KEYS[6] recovering  STRING with a TTL of one lease after a loss: nobody is admitted meanwhile
--- KEYS[7] limit    STRING the fleet's max_running, then ' resized' if a resize set it
+-- KEYS[7] limit    STRING the fleet's max_running, then ' resized {n}' if the n-th resize set it
 -- KEYS[8] weights  HASH token -> weight, for the holders and waiters of a weight other than 1
 -- KEYS[9] places   HASH token -> place in the queue
 -- KEYS[10] used    STRING the slots held: the sum of the holders' weights
@@ -32,7 +32,7 @@ local function wrote(key)
 end
 
 -- Set by open(): the state's epoch, whether the caller's slots and places may predate a loss of
--- the state, the fleet's limit and whether a resize set it.
+-- the state, the fleet's limit and the number of the resize that set it (0: none).
 local EPOCH, FROM_BEFORE_LOSS, LIMIT, RESIZED
 
 -- A missing epoch means the state is new, expired idle, or was lost (a restart without
@@ -57,7 +57,7 @@ local function open()
     wrote(LIMIT_KEY)
   end
   LIMIT = tonumber(string.match(limit, '^%d+'))
-  RESIZED = string.find(limit, 'resized', 1, true) and 1 or 0
+  RESIZED = tonumber(string.match(limit, ' resized (%d+)$')) or 0
 end
 
 local function recovering()

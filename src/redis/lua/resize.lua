@@ -1,9 +1,22 @@
 -- Sets the fleet's max_running. ARGV[7] the new limit. A larger limit admits waiters at once; a
--- smaller one lets the holders finish, and refuses the waiters heavier than it. Returns the head.
+-- smaller one lets the holders finish, and refuses the waiters heavier than it (all of them, at
+-- once: a resize reads the whole queue). Returns the head.
 open()
-redis.call('SET', LIMIT_KEY, ARGV[7] .. ' resized')
+LIMIT, RESIZED = tonumber(ARGV[7]), RESIZED + 1
+redis.call('SET', LIMIT_KEY, LIMIT .. ' resized ' .. RESIZED)
 wrote(LIMIT_KEY)
-LIMIT, RESIZED = tonumber(ARGV[7]), 1
 local now = now_ms()
+-- Every waiter heavier than the new limit is refused now, wherever it is in the queue.
+local refused = {}
+for _, place in ipairs(redis.call('ZRANGE', QUEUE, 0, -1)) do
+  local token = token_of(place)
+  if weight_of(token) > LIMIT then
+    dequeue(token, place, false)
+    refused[#refused + 1] = '!' .. LIMIT .. '!' .. token
+  end
+end
+if #refused > 0 then
+  redis.call('PUBLISH', CHANNEL, table.concat(refused, ','))
+end
 admit(now)
 return reply(now, {})
