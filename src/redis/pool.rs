@@ -104,15 +104,14 @@ impl Inner {
                 .position(|p| p.slot == *slot && p.weight == weight)
                 .map(|i| pool.swap_remove(i))
         };
-        match found {
-            None => drop(self.release_pooled(weight)),
-            Some(_) => {
-                self.unhold_one();
-                if let Slot::Leased(token) = slot {
-                    self.held.lock().remove(token);
-                    self.lost.lock().remove(token);
-                }
-            }
+        if found.is_none() {
+            self.release_pooled(weight);
+            return;
+        }
+        self.unhold_one();
+        if let Slot::Leased(token) = slot {
+            self.held.lock().remove(token);
+            self.lost.lock().remove(token);
         }
     }
 
