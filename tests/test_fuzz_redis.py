@@ -2,9 +2,7 @@
 
 A few seeds of the fuzzer run against the test Redis server (`redis_url`, from `make test`); each
 failure names its seed with the command line that replays it. The checks that known bugs fail
-(`KNOWN_BUGS`) are left out of the campaign, and the probes that show those bugs run as
-non-strict xfails: they turn into XPASS once fixed (then move them to `PASSING_PROBES` and drop
-the entry from `KNOWN_BUGS`). `FERROLIMIT_FUZZ_REDIS_SEEDS` sets the number of seeds (default 4).
+(`KNOWN_BUGS`, empty today) are left out of the campaign; every probe listed must pass. `FERROLIMIT_FUZZ_REDIS_SEEDS` sets the number of seeds (default 4).
 """
 
 from __future__ import annotations
@@ -34,9 +32,6 @@ PASSING_PROBES = [
 ]
 """Probes that pass: regressions if they fail."""
 
-BUG_PROBES: dict[str, str] = {}
-"""Quick probes that show a known bug (the slow ones run from the command line only)."""
-
 
 def _seeds() -> range:
     value = os.environ.get('FERROLIMIT_FUZZ_REDIS_SEEDS')
@@ -53,13 +48,5 @@ def test_fuzz_redis_campaign(redis_url: str) -> None:
 
 @pytest.mark.parametrize('probe', PASSING_PROBES)
 def test_fuzz_redis_probe(redis_url: str, probe: str) -> None:
-    findings = run_probes(redis_url, [probe])
-    assert not findings
-
-
-@pytest.mark.parametrize(
-    'probe', [pytest.param(name, marks=pytest.mark.xfail(reason=bug, strict=False)) for name, bug in BUG_PROBES.items()]
-)
-def test_fuzz_redis_known_bug_probe(redis_url: str, probe: str) -> None:
     findings = run_probes(redis_url, [probe])
     assert not findings
