@@ -25,7 +25,7 @@ use crate::python::limiter::PyLimiterStats;
 use crate::python::ready::ready;
 use crate::python::redis_op::{PyRedisOp, PyRedisStart};
 use crate::python::redis_process::{ProcessLimiter, on_this_process, runtime};
-use crate::redis::Inner;
+use crate::redis::{Inner, Totals};
 use crate::telemetry::display_name;
 use crate::waiters::Request;
 use crate::{
@@ -175,8 +175,12 @@ impl Settings {
     /// `stats()` of `inner`: the fleet's counts and limit, this object's totals.
     pub(crate) fn stats(&self, py: Python<'_>, inner: &Arc<Inner>) -> PyResult<PyLimiterStats> {
         let counts = self.block_on(py, inner.counts())?;
-        let totals = inner.totals();
-        Ok(PyLimiterStats(LimiterStats {
+        Ok(self.stats_of(&counts, &inner.totals()))
+    }
+
+    /// The stats of one limit from the fleet's `counts` and this process's `totals`.
+    pub(crate) const fn stats_of(&self, counts: &crate::RedisCounts, totals: &Totals) -> PyLimiterStats {
+        PyLimiterStats(LimiterStats {
             running: counts.running,
             waiting: counts.waiting,
             available: counts.available,
@@ -185,7 +189,7 @@ impl Settings {
             acquired_total: totals.acquired,
             rejected_total: totals.rejected,
             cancelled_total: totals.cancelled,
-        }))
+        })
     }
 
     pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

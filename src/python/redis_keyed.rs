@@ -126,17 +126,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         let key = check_str(key, "key")?.to_str()?;
         let limiter = self.limiter()?;
         let counts = self.settings.block_on(py, limiter.counts(key))?;
-        let stats = limiter.totals(key);
-        Ok(PyLimiterStats(crate::LimiterStats {
-            running: counts.running,
-            waiting: counts.waiting,
-            available: counts.available,
-            max_running: counts.max_running,
-            max_queued: self.settings.max_queued,
-            acquired_total: stats.acquired,
-            rejected_total: stats.rejected,
-            cancelled_total: stats.cancelled,
-        }))
+        Ok(self.settings.stats_of(&counts, &limiter.totals(key)))
     }
 
     fn running_count(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<usize> {

@@ -77,8 +77,8 @@ mod scripts;
 pub(crate) use admission::{Slot, Wait};
 pub use connections::RedisConnections;
 pub use error::RedisLimiterError;
-#[cfg(feature = "python")]
-pub(crate) use inner::Inner;
 pub use inner::RedisCounts;
+#[cfg(feature = "python")]
+pub(crate) use inner::{Inner, Totals};
 pub use keyed::RedisKeyedConcurrencyLimiter;
 pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisPermit};
