@@ -1,8 +1,11 @@
-"""A seeded, model-based fuzzer for `ferrolimit.ConcurrencyLimiter` (flat and nested) on asyncio, uvloop and trio.
+"""A seeded, model-based fuzzer for `ferrolimit.ConcurrencyLimiter` (flat and nested) and
+`ferrolimit.KeyedConcurrencyLimiter` on asyncio, uvloop and trio.
 
 A run builds a hierarchy of limiters (one level, a child under a parent, two siblings under a
 parent, or three levels G -> A -> P) with small limits and, depending on the configuration,
-`max_queued` bounds (0 included). A seeded RNG then drives simulated callers through it, one
+`max_queued` bounds (0 included); in the `-keyed` configurations every leaf level is one key of a
+keyed limiter of its own (under the level above, as `parent=`), whose state is made and reclaimed
+as the key comes in and out of use, and which must hold no key's state at the end of the run. A seeded RNG then drives simulated callers through it, one
 *step* at a time. A step is one to three driver *actions*, sometimes with a few yields to the
 event loop between them, followed by a full settle (every task blocked) and a comparison with the
 model. Actions:
@@ -101,11 +104,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferrolimit import ConcurrencyLimiter, ConcurrencyLimitExceeded, LimiterClosedError
+from ferrolimit import ConcurrencyLimiter, ConcurrencyLimitExceeded, KeyedConcurrencyLimiter, LimiterClosedError
 
 BACKENDS = ('asyncio', 'uvloop', 'trio')
 SHAPES = ('flat', 'child', 'siblings', 'three')
-CONFIGS = tuple(f'{shape}-{queues}' for shape in SHAPES for queues in ('noq', 'q'))
+QUEUES = ('noq', 'q', 'keyed')
+"""No `max_queued`; random bounds; random bounds with every leaf level a key of a keyed limiter."""
+CONFIGS = tuple(f'{shape}-{queues}' for shape in SHAPES for queues in QUEUES)
+KEYS = ('k', 'user-1', '', 'ключ', 'a\udc80b')
+"""The keys a keyed level may use (empty, non-ASCII, a lone surrogate)."""
 NEVER = 1e6
 """A timeout that never expires (it still takes the slow path with a time limit)."""
 MAX_LIVE = 10
@@ -131,6 +138,8 @@ class LevelSpec:
     parent: int | None
     max_running: int
     max_queued: int | None
+    key: str | None = None
+    """For a level that is one key of a `KeyedConcurrencyLimiter` of its own, that key."""
 
 
 @dataclass(frozen=True)
@@ -149,13 +158,15 @@ class Config:
         parts = []
         for spec in self.levels:
             parent = '' if spec.parent is None else f', parent={self.levels[spec.parent].name}'
-            parts.append(f'{spec.name}({spec.max_running}, max_queued={spec.max_queued}{parent})')
+            key = '' if spec.key is None else f', key={spec.key!r}'
+            parts.append(f'{spec.name}({spec.max_running}, max_queued={spec.max_queued}{parent}{key})')
         return ' '.join(parts)
 
 
 def make_config(name: str, seed: int) -> Config:
-    """The limits of configuration `name` for `seed`: small `max_running`, and with `-q` a random
-    `max_queued` (often 0 or 1) at each level."""
+    """The limits of configuration `name` for `seed`: small `max_running`, and with `-q` or `-keyed`
+    a random `max_queued` (often 0 or 1) at each level; with `-keyed` every leaf level (no other
+    level's parent) is one key of a keyed limiter of its own."""
     shape, queues = name.split('-')
     rng = random.Random(f'config:{name}:{seed}')
     layout = {
@@ -164,10 +175,13 @@ def make_config(name: str, seed: int) -> Config:
         'siblings': [('P', None), ('A', 0), ('B', 0)],
         'three': [('P', None), ('A', 0), ('G', 1)],
     }[shape]
+    parents = {parent for _, parent in layout}
     levels = []
-    for level_name, parent in layout:
-        max_queued = rng.choice([None, 0, 0, 1, 1, 2, 3]) if queues == 'q' else None
-        levels.append(LevelSpec(level_name, parent, rng.choice([1, 1, 2, 2, 3]), max_queued))
+    for index, (level_name, parent) in enumerate(layout):
+        max_queued = rng.choice([None, 0, 0, 1, 1, 2, 3]) if queues != 'noq' else None
+        max_running = rng.choice([1, 1, 2, 2, 3])
+        key = rng.choice(KEYS) if queues == 'keyed' and index not in parents else None
+        levels.append(LevelSpec(level_name, parent, max_running, max_queued, key))
     return Config(name, tuple(levels))
 
 
@@ -785,6 +799,9 @@ class Model:
             s_running, s_waiting, s_available, s_max, _q, acquired, rejected, cancelled = obs.stats
             if (s_running, s_waiting, s_available, s_max) != got:
                 out.append(f'{name}: stats() {obs.stats} disagrees with the properties {got}')
+            if self.config.levels[index].key is not None:
+                out += self._key_total_mismatches(name, lv, obs)
+                continue
             if not lv.taken <= acquired <= lv.taken + lv.extra:
                 bound = f'{lv.taken}' if not lv.extra else f'{lv.taken}..{lv.taken + lv.extra}'
                 out.append(f'{name}: stats().acquired_total = {acquired}, expected {bound}')
@@ -794,6 +811,20 @@ class Model:
                     f'expected {(lv.rejected, lv.cancelled)}'
                 )
         return out
+
+    @staticmethod
+    def _key_total_mismatches(name: str, lv: LevelState, obs: LevelObs) -> list[str]:
+        """A key's totals count from when its state was last made (the model does not know when a
+        key's unused state is reclaimed): at most the lifetime's, and all 0 while the key is idle."""
+        acquired, rejected, cancelled = obs.stats[5:]
+        if obs.running == obs.waiting == 0:
+            if (acquired, rejected, cancelled) != (0, 0, 0):
+                return [f'{name}: an idle key has totals {(acquired, rejected, cancelled)}, expected zeros']
+            return []
+        if acquired > lv.taken + lv.extra or rejected > lv.rejected or cancelled > lv.cancelled:
+            lifetime = (lv.taken + lv.extra, lv.rejected, lv.cancelled)
+            return [f'{name}: key totals {(acquired, rejected, cancelled)} above the lifetime bounds {lifetime}']
+        return []
 
     def caller_mismatches(self, st: State, observed: dict[int, CallerObs]) -> list[str]:
         out = []
@@ -860,6 +891,60 @@ class Model:
 
 # --------------------------------------------------------------------------------------------
 # Backends
+
+
+class KeyLevel:
+    """One key of a `KeyedConcurrencyLimiter` (of its own) with the surface of a `ConcurrencyLimiter`,
+    so that the model checks a key as it checks a limiter. Its state comes and goes with its use."""
+
+    def __init__(self, keyed: KeyedConcurrencyLimiter, key: str) -> None:
+        self.keyed = keyed
+        self.key = key
+
+    def __call__(self, source: str, *, weight: int = 1, priority: int = 0) -> Any:
+        return self.keyed(self.key, source, weight=weight, priority=priority)
+
+    def acquire(self, source: str, **kwargs: Any) -> Any:
+        return self.keyed.acquire(self.key, source, **kwargs)
+
+    def release(self, **kwargs: Any) -> None:
+        self.keyed.release(self.key, **kwargs)
+
+    def try_acquire(self, **kwargs: Any) -> bool:
+        return self.keyed.try_acquire(self.key, **kwargs)
+
+    def wait_idle(self, **kwargs: Any) -> Any:
+        return self.keyed.wait_idle(**kwargs)
+
+    def stats(self) -> Any:
+        return self.keyed.stats(self.key)
+
+    def close(self) -> None:
+        self.keyed.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.keyed.closed
+
+    @property
+    def running_count(self) -> int:
+        return self.keyed.running_count(self.key)
+
+    @property
+    def waiting_count(self) -> int:
+        return self.keyed.waiting_count(self.key)
+
+    @property
+    def available_count(self) -> int:
+        return self.keyed.available_count(self.key)
+
+    @property
+    def max_running(self) -> int:
+        return self.keyed.max_running
+
+    @max_running.setter
+    def max_running(self, value: int) -> None:
+        self.keyed.max_running = value
 
 
 class Handle:
@@ -1046,7 +1131,7 @@ class Runner:
         self.next_id = 1
         self.done_ops = 0
         self.steps = 0
-        self.limiters: list[ConcurrencyLimiter] = []
+        self.limiters: list[Any] = []  # ConcurrencyLimiter or KeyLevel
         self.h: Any = None
         self.closing = self.rng.random() < 0.3 and 'close' not in skip
         """Whether this run closes limiters (a closed level admits nobody for the rest of the run)."""
@@ -1120,9 +1205,14 @@ class Runner:
         self.limiters = []
         for spec in self.config.levels:
             parent = None if spec.parent is None else self.limiters[spec.parent]
-            self.limiters.append(
-                ConcurrencyLimiter(spec.max_running, max_queued=spec.max_queued, name=spec.name, parent=parent)
-            )
+            if spec.key is None:
+                level = ConcurrencyLimiter(spec.max_running, max_queued=spec.max_queued, name=spec.name, parent=parent)
+            else:
+                keyed = KeyedConcurrencyLimiter(
+                    spec.max_running, max_queued=spec.max_queued, name=spec.name, parent=parent
+                )
+                level = KeyLevel(keyed, spec.key)
+            self.limiters.append(level)
         self._note(f'config {self.config.describe()}')
         try:
             while self.done_ops < self.ops:
@@ -1575,6 +1665,10 @@ class Runner:
                     f'{name}: (running_count, waiting_count, available_count) = '
                     f'{(obs.running, obs.waiting, obs.available)}, expected (0, 0, {lim.max_running})'
                 )
+        if not self.kept:  # the awaitables kept hold their keys' states
+            for index, lim in enumerate(self.limiters):
+                if isinstance(lim, KeyLevel) and (keys := len(lim.keyed)) != 0:
+                    problems.append(f'{self._name(index)}: len(keyed) = {keys}, expected 0')
         if problems:
             raise FuzzFailure(f'not idle {when}:\n' + '\n'.join(problems))
         self._check(callers=False)
@@ -1753,7 +1847,7 @@ def parse_configs(text: str) -> tuple[str, ...]:
         if name == 'all':
             out += CONFIGS
         elif name in SHAPES:
-            out += [f'{name}-noq', f'{name}-q']
+            out += [f'{name}-{queues}' for queues in QUEUES]
         elif name in CONFIGS:
             out.append(name)
         else:

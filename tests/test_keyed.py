@@ -229,6 +229,30 @@ async def test_wait_idle_times_out_and_is_true_at_once_when_nothing_is_held() ->
     assert await keyed.wait_idle(timeout=0)
 
 
+async def test_wait_idle_waits_for_the_keys_held_at_the_call_each_once() -> None:
+    """A key that goes idle counts even if it is taken again before the wait looks; a key taken
+    after the call is not waited for (a busy keyed limiter cannot keep `wait_idle` forever)."""
+    keyed = KeyedConcurrencyLimiter(1)
+    await keyed.acquire('a')
+    idle: list[bool] = []
+
+    async def wait_idle() -> None:
+        idle.append(await keyed.wait_idle())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_idle)
+            await anyio.wait_all_tasks_blocked()
+            await keyed.acquire('later')
+            keyed.release('a')
+            await keyed.acquire('a')  # taken again before the waiter runs: 'a' was idle once
+            await anyio.wait_all_tasks_blocked()
+    assert idle == [True]
+    assert (keyed.running_count('a'), keyed.running_count('later')) == (1, 1)
+    keyed.release('a')
+    keyed.release('later')
+
+
 def test_blocking_forms_and_threads() -> None:
     keyed = KeyedConcurrencyLimiter(1)
     keyed.acquire_blocking('k', 'main')

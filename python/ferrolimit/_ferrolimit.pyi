@@ -498,10 +498,22 @@ class KeyedConcurrencyLimiter:
         """Whether `close()` was called."""
 
     async def wait_idle(self, *, timeout: float | None = None) -> bool:
-        """Wait until no key holds a slot; on asyncio or trio.
+        """Wait until every key that holds a slot now has held none (at once if no key holds one).
+
+        Each key is waited for as `ConcurrencyLimiter.wait_idle` waits (a slot passed from a
+        holder straight to a waiter does not make a key idle); keys taken after the call are not
+        waited for, so a busy limiter cannot keep the caller waiting forever. After `close()`,
+        it returns once the last slot is released. On asyncio or trio.
+
+        Args:
+            timeout: Give up after this many seconds (`None` waits as long as it takes).
 
         Returns:
-            True once no key holds a slot, False if `timeout` passed first.
+            True once each of those keys has been idle, False if `timeout` passed first.
+
+        Raises:
+            TypeError: If `timeout` is not a number.
+            ValueError: If `timeout` is negative or NaN.
         """
 
     def __call__(self, key: str, source: str = 'unnamed', *, weight: int = 1, priority: int = 0) -> LimiterContext:

@@ -42,20 +42,21 @@ async def wait_idle(idle: IdleWait, time_limit: float | None) -> bool:
 
 
 async def wait_all_idle(waits: Callable[[], list[IdleWait]], time_limit: float | None) -> bool:
-    """Wait until a keyed limiter holds no slot of any key.
+    """Wait until every key of a keyed limiter that holds a slot now has been idle once since.
 
-    `waits()` gives a wait for each key that holds one; they are waited for in turn until a look
-    finds none.
+    Each key is waited for as `wait_idle` waits for one limiter; `waits()` gives a wait for each
+    key that holds a slot, and they are waited for in turn. Keys taken after the call are not
+    waited for, so a busy keyed limiter cannot keep the caller waiting forever (after `close()`
+    no key can be taken: it is then the end of the last slot).
 
     Returns:
-        True once no key holds a slot, False if `time_limit` seconds passed first.
+        True once each of those keys has been idle, False if `time_limit` seconds passed first.
     """
     deadline = None if time_limit is None else _now() + time_limit
-    while pending := waits():
-        for idle in pending:
-            remaining = None if deadline is None else max(0.0, deadline - _now())
-            if not await wait_idle(idle, remaining):
-                return False
+    for idle in waits():
+        remaining = None if deadline is None else max(0.0, deadline - _now())
+        if not await wait_idle(idle, remaining):
+            return False
     return True
 
 
