@@ -15,7 +15,9 @@
 //! * by [`KeyedMap::sweep`], which checks every entry (`len()` does that: it is exact).
 //!
 //! Whatever a removal drops (a limiter, in the Python glue also references to Python objects) is
-//! dropped after the map's lock is released.
+//! dropped after the map's lock is released. An unused state that a creation removes serves the
+//! new key instead, made as new ([`KeySettings::recycle`]), when nothing else refers to it: keys
+//! used one after another then cost no allocation of a state.
 
 use crate::error::{AcquireError, LimitError};
 use crate::limiter::{Builder, ConcurrencyLimiter};
@@ -38,6 +40,7 @@ pub(crate) trait KeyState {
 /// A key's state over a local limiter: in use while that limiter has a holder or a waiter.
 pub(crate) trait KeyLimiter {
     fn limiter(&self) -> &ConcurrencyLimiter;
+    fn limiter_mut(&mut self) -> &mut ConcurrencyLimiter;
 }
 
 impl<T: KeyLimiter> KeyState for T {
@@ -49,6 +52,10 @@ impl<T: KeyLimiter> KeyState for T {
 
 impl KeyLimiter for ConcurrencyLimiter {
     fn limiter(&self) -> &ConcurrencyLimiter {
+        self
+    }
+
+    fn limiter_mut(&mut self) -> &mut ConcurrencyLimiter {
         self
     }
 }
@@ -92,13 +99,15 @@ impl<K: Eq, V: KeyState> KeyedMap<K, V> {
         }
     }
 
-    /// The state of `key` (whose hash is `hash`), made by `make` if the key is not in use
-    /// (`owned` then makes the key the map keeps).
+    /// The state of `key` (whose hash is `hash`) if the key is in use; else a state removed by
+    /// this creation's checks that `recycle` made as new, or one `make` makes (`owned` then makes
+    /// the key the map keeps). `recycle` runs under the map's lock: it must run no foreign code.
     pub(crate) fn get_or_insert<Q>(
         &self,
         hash: u64,
         key: &Q,
         owned: impl FnOnce() -> K,
+        mut recycle: impl FnMut(&mut Arc<V>) -> bool,
         make: impl FnOnce() -> Arc<V>,
     ) -> Arc<V>
     where
@@ -114,7 +123,14 @@ impl<K: Eq, V: KeyState> KeyedMap<K, V> {
                 for slot in &mut removed {
                     *slot = inner.check_next();
                 }
-                let state = make();
+                let recycled = removed.iter_mut().find_map(|slot| {
+                    if slot.as_mut().is_some_and(&mut recycle) {
+                        slot.take()
+                    } else {
+                        None
+                    }
+                });
+                let state = recycled.unwrap_or_else(make);
                 inner.push(Entry {
                     key: owned(),
                     hash,
@@ -333,6 +349,24 @@ impl KeySettings {
         }
     }
 
+    /// Makes `state`, a key's state the map removed as unused, as a new key's limiter would be
+    /// (see [`make`](Self::make)) if nothing else refers to it; returns whether it did. Runs no
+    /// foreign code (what it drops is an empty queue).
+    pub(crate) fn recycle<V: KeyLimiter>(&self, state: &mut Arc<V>) -> bool {
+        let Some(state) = Arc::get_mut(state) else {
+            return false;
+        };
+        let limiter = state.limiter_mut();
+        #[allow(clippy::cast_possible_truncation)] // checked against MAX_RUNNING_LIMIT
+        if !limiter.reset(self.max_running() as u32) {
+            return false;
+        }
+        if self.is_closed() {
+            limiter.close();
+        }
+        true
+    }
+
     /// Sets `max_running` for new keys and then for every key in use (`states()`).
     ///
     /// Resizing a key wakes its waiters, which may run code that resizes again (another thread
@@ -428,9 +462,13 @@ impl<K: Hash + Eq + Clone> KeyedConcurrencyLimiter<K> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let settings = &self.shared.settings;
-        self.shared
-            .keys
-            .get_or_insert(self.hash(key), key, || key.to_owned(), || Arc::new(settings.make()))
+        self.shared.keys.get_or_insert(
+            self.hash(key),
+            key,
+            || key.to_owned(),
+            |state| settings.recycle(state),
+            || Arc::new(settings.make()),
+        )
     }
 
     /// A key's hash in the map (the same for a key and its borrowed form, as `Borrow` asks).

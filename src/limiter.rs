@@ -188,6 +188,19 @@ impl ConcurrencyLimiter {
         }
     }
 
+    /// Makes this limiter as if built anew with `max_running` slots (all free, nobody queued,
+    /// no totals, not closed; its name, queue bound and parent kept), if no other clone of it is
+    /// alive; returns whether it did. Lets a keyed limiter give an unused key's limiter to a new
+    /// key without a new allocation.
+    pub(crate) fn reset(&mut self, max_running: u32) -> bool {
+        let Some(shared) = Arc::get_mut(&mut self.shared) else {
+            return false;
+        };
+        shared.semaphore = Semaphore::new(max_running, shared.semaphore.max_queued());
+        shared.full_holders = AtomicUsize::new(0);
+        true
+    }
+
     /// Changes the number of slots at run time. Growing hands new slots to waiters at once;
     /// shrinking lets current holders finish and admits nobody until they are below the limit.
     /// A parent's limit is not changed.

@@ -895,22 +895,37 @@ class Model:
 
 class KeyLevel:
     """One key of a `KeyedConcurrencyLimiter` (of its own) with the surface of a `ConcurrencyLimiter`,
-    so that the model checks a key as it checks a limiter. Its state comes and goes with its use."""
+    so that the model checks a key as it checks a limiter. Its state comes and goes with its use.
 
-    def __init__(self, keyed: KeyedConcurrencyLimiter, key: str) -> None:
+    Before some of its calls it makes a context of another key, never used before, and drops it:
+    that key's state is then unused in the map, where the next creation of a key (this level's
+    key among them) may take it over as new, as an unused state of this level's key may serve a
+    later one of those. The model must not see any of it."""
+
+    def __init__(self, keyed: KeyedConcurrencyLimiter, key: str, rng: random.Random) -> None:
         self.keyed = keyed
         self.key = key
+        self.rng = rng
+        self.others = 0
+
+    def _other_key(self) -> None:
+        if self.rng.random() < 0.4:
+            self.others += 1
+            self.keyed(f'other-{self.others}', 'unused')
 
     def __call__(self, source: str, *, weight: int = 1, priority: int = 0) -> Any:
+        self._other_key()
         return self.keyed(self.key, source, weight=weight, priority=priority)
 
     def acquire(self, source: str, **kwargs: Any) -> Any:
+        self._other_key()
         return self.keyed.acquire(self.key, source, **kwargs)
 
     def release(self, **kwargs: Any) -> None:
         self.keyed.release(self.key, **kwargs)
 
     def try_acquire(self, **kwargs: Any) -> bool:
+        self._other_key()
         return self.keyed.try_acquire(self.key, **kwargs)
 
     def wait_idle(self, **kwargs: Any) -> Any:
@@ -1211,7 +1226,7 @@ class Runner:
                 keyed = KeyedConcurrencyLimiter(
                     spec.max_running, max_queued=spec.max_queued, name=spec.name, parent=parent
                 )
-                level = KeyLevel(keyed, spec.key)
+                level = KeyLevel(keyed, spec.key, random.Random(f'keys:{self.config.name}:{self.seed}:{spec.name}'))
             self.limiters.append(level)
         self._note(f'config {self.config.describe()}')
         try:

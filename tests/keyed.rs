@@ -111,3 +111,32 @@ fn weights_resize_and_close_apply_to_every_key() {
     drop(heavy);
     assert_eq!(keyed.running_count("a"), 0);
 }
+
+#[test]
+fn an_unused_state_serving_a_new_key_is_as_new() {
+    // A creation takes over an unused state it finds (here "old"'s, then "new"'s): the new key
+    // must see the current limit, no totals and the closed flag, as a state made anew would.
+    let keyed = KeyedConcurrencyLimiter::<String>::builder(2)
+        .max_queued(1)
+        .build()
+        .unwrap();
+    drop(keyed.try_acquire("old").unwrap());
+    assert_eq!(keyed.stats("old").acquired_total, 1, "the unused state is still there");
+    keyed.set_max_running(3).unwrap();
+    let new = keyed.try_acquire_many("new", 3).unwrap().expect("3 free slots");
+    let stats = keyed.stats("new");
+    assert_eq!(
+        (stats.running, stats.available, stats.max_running, stats.max_queued),
+        (3, 0, 3, Some(1))
+    );
+    assert_eq!(
+        (stats.acquired_total, stats.rejected_total),
+        (3, 0),
+        "the new key's slots only"
+    );
+    assert_eq!(keyed.stats("old").acquired_total, 0, "old's state is gone");
+    drop(new);
+    keyed.close();
+    assert!(matches!(keyed.try_acquire_many("newest", 1), Ok(None)), "made closed");
+    assert_eq!(keyed.len(), 0);
+}

@@ -61,16 +61,53 @@ impl KeyText<'_, '_> {
     }
 }
 
+/// A key as the map keeps it: its UTF-8 bytes, inline up to [`INLINE_KEY`] bytes (user ids,
+/// UUIDs: no allocation), on the heap beyond.
+#[derive(PartialEq, Eq)]
+enum KeyBytes {
+    Inline(u8, [u8; INLINE_KEY]),
+    Heap(Box<[u8]>),
+}
+
+/// The longest key kept inline (a 36-character UUID fits; the whole key is 40 bytes).
+const INLINE_KEY: usize = 38;
+
+impl KeyBytes {
+    fn new(bytes: &[u8]) -> Self {
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE_KEY => {
+                let mut inline = [0; INLINE_KEY];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Self::Inline(len, inline)
+            }
+            _ => Self::Heap(bytes.into()),
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for KeyBytes {
+    fn borrow(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
 impl KeyLimiter for Handle {
     fn limiter(&self) -> &ConcurrencyLimiter {
         &self.core
+    }
+
+    fn limiter_mut(&mut self) -> &mut ConcurrencyLimiter {
+        &mut self.core
     }
 }
 
 /// What the limiter, its key states' makers and its metrics' gauges share.
 struct Keys {
     /// Keys by their UTF-8 bytes (see [`key_parts`]).
-    map: KeyedMap<Arc<[u8]>, Handle>,
+    map: KeyedMap<KeyBytes, Handle>,
     settings: KeySettings,
 }
 
@@ -108,7 +145,8 @@ impl PyKeyedConcurrencyLimiter {
         Ok(self.keys.map.get_or_insert(
             hash,
             text,
-            || Arc::from(text),
+            || KeyBytes::new(text),
+            |state| self.keys.settings.recycle(state),
             || {
                 Arc::new(Handle::new(
                     self.keys.settings.make(),

@@ -80,9 +80,13 @@ impl RedisKeyedConcurrencyLimiter {
     /// The state of `key` in this process (made if it is not in use).
     pub(crate) fn state(&self, key: &str) -> Arc<Inner> {
         let shared = &self.shared;
-        shared
-            .states
-            .get_or_insert(shared.hasher.hash_one(key), key, || key.to_owned(), || self.make(key))
+        shared.states.get_or_insert(
+            shared.hasher.hash_one(key),
+            key,
+            || key.to_owned(),
+            |_| false,
+            || self.make(key),
+        )
     }
 
     /// A limiter object for `key`, kept nowhere.
