@@ -325,7 +325,7 @@ async def test_the_fleet_limit_is_stored_by_the_first_limiter_and_followed_by_th
     assert not large.try_acquire()  # 2 of the stored 2 are held
     message = (
         rf"^RedisConcurrencyLimiter\(key='{re.escape(redis_key)}'\): the fleet's max_running for this key is 2 in "
-        r'Redis, stored by another process; this one was built with 3 and follows the stored value\. '
+        r"Redis, stored by another process; this one's is 3 and it follows the stored value\. "
         r'Processes sharing a key should agree on max_running \(or set it for all with '
         r'`limiter\.max_running = n`\)\.$'
     )

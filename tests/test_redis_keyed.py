@@ -98,6 +98,35 @@ async def test_resize_close_and_wait_idle_cover_every_key(redis_url: str, redis_
     assert await keyed.wait_idle(timeout=5)
 
 
+async def test_a_resize_reaches_idle_keys_whose_limit_was_built_elsewhere(redis_url: str, redis_key: str) -> None:
+    """A key idle in Redis with a built value takes the value of a resize on its next use by
+    the resized limiter (its own, or another process's); a key that another process resized
+    keeps that resize."""
+    keyed = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 2)
+    other_process = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 2)
+    async with keyed('alice'):
+        pass
+    async with other_process('bob'):
+        pass
+    await until(lambda: len(keyed) == 0 and len(other_process) == 0, 'the keys to be unused here')
+    keyed.max_running = 1  # no key in use here: it reaches 'alice' and 'bob' on their next use
+    await keyed.acquire('alice')
+    assert not keyed.try_acquire('alice')
+    assert keyed.try_acquire('bob')
+    assert not other_process.try_acquire('bob'), 'the other process follows the resize'
+    assert (keyed.stats('alice').max_running, other_process.stats('bob').max_running) == (1, 1)
+    keyed.release('alice')
+    keyed.release('bob')
+    # A key the other process resized keeps that resize when it is idle.
+    await other_process.acquire('carol')
+    other_process.max_running = 3  # carol is in use there: resized fleet-wide
+    other_process.release('carol')
+    await until(lambda: len(other_process) == 0, 'carol to be unused here')
+    assert keyed.try_acquire('carol', weight=3)
+    assert keyed.stats('carol').max_running == 3
+    keyed.release('carol', weight=3)
+
+
 def test_the_blocking_forms_from_threads(redis_url: str, redis_key: str) -> None:
     keyed = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 1)
     keyed.acquire_blocking('k', 'main')

@@ -49,7 +49,6 @@ pub(crate) struct Settings {
     /// The key (or, keyed, the prefix of the keys).
     pub(crate) key: String,
     pub(crate) name: Option<String>,
-    pub(crate) max_running: usize,
     pub(crate) max_queued: Option<usize>,
     pub(crate) lease_seconds: f64,
     pub(crate) fail_open: bool,
@@ -94,7 +93,6 @@ impl Settings {
             builder,
             key,
             name,
-            max_running: max_running as usize,
             max_queued,
             lease_seconds: lease.as_secs_f64(),
             fail_open,
@@ -159,12 +157,12 @@ impl Settings {
         if let Some(other) = inner.unreported_max_running() {
             let message = format!(
                 "{}(key={}): the fleet's max_running for this key is {other} in Redis, stored by \
-                 another process; this one was built with {} and follows the stored value. \
-                 Processes sharing a key should agree on max_running (or set it for all with \
+                 another process; this one's is {} and it follows the stored value. Processes \
+                 sharing a key should agree on max_running (or set it for all with \
                  `limiter.max_running = n`).",
                 self.class,
                 PyString::new(py, inner.key()).repr()?,
-                self.max_running
+                inner.own_max_running()
             );
             let message = std::ffi::CString::new(message).unwrap_or_default();
             PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;

@@ -45,6 +45,8 @@ pub(crate) struct Totals {
 pub(super) struct Settings {
     pub(super) key: String,
     pub(super) max_running: usize,
+    /// Whether `max_running` comes from a resize (a keyed limiter's, for a key made after it).
+    pub(super) resized: bool,
     pub(super) max_queued: Option<usize>,
     pub(super) lease: Duration,
     pub(super) name: Option<String>,
@@ -120,6 +122,10 @@ pub(crate) struct Inner {
     /// The limit this object stores when it creates the state: the one it was built with, or
     /// the last one it saw a resize set.
     own_max_running: AtomicU64,
+    /// Whether `own_max_running` came from a resize (this object's, or one it saw): it is then
+    /// sent as a resize's value, which takes over from a built value stored by another process
+    /// while the state is idle (see `claim()` in `lua/prelude.lua`).
+    own_from_resize: AtomicBool,
     /// The fleet's limit as last seen.
     max_running: AtomicU64,
     /// The epoch and resize number of the limit last noted: a reply with an older resize of
@@ -229,6 +235,7 @@ impl Inner {
             key,
             seen: Mutex::new(Seen::default()),
             own_max_running: AtomicU64::new(settings.max_running as u64),
+            own_from_resize: AtomicBool::new(settings.resized),
             max_running: AtomicU64::new(settings.max_running as u64),
             limit_seen: Mutex::new((String::new(), 0)),
             max_queued: settings.max_queued,
@@ -296,7 +303,7 @@ impl Inner {
         }
         invocation
             .arg(&self.channel)
-            .arg(self.own_max_running.load(Ordering::Relaxed))
+            .arg(self.own_limit_arg())
             .arg(millis(self.lease))
             .arg(&known)
             .arg(self.new_token())
@@ -317,6 +324,16 @@ impl Inner {
             self.saw_state(epoch, !known.is_empty(), sent + Duration::from_millis(ttl));
         }
         redis::from_redis_value(Value::Array(rest)).map_err(unexpected)
+    }
+
+    /// This object's own limit as the scripts take it (see `lua/prelude.lua`).
+    fn own_limit_arg(&self) -> String {
+        let own = self.own_max_running.load(Ordering::Relaxed);
+        if self.own_from_resize.load(Ordering::Relaxed) {
+            format!("{own}!")
+        } else {
+            own.to_string()
+        }
     }
 
     /// Notes the state's epoch from a reply. A new epoch after one this object sent as known
@@ -358,6 +375,7 @@ impl Inner {
         self.max_running.store(limit, Ordering::Relaxed);
         if resize > 0 {
             self.own_max_running.store(limit, Ordering::Relaxed);
+            self.own_from_resize.store(true, Ordering::Relaxed);
         }
         let own = self.own_max_running.load(Ordering::Relaxed);
         self.other_max_running
@@ -367,6 +385,12 @@ impl Inner {
     /// The fleet's limit as last seen (the one this object was built with until then).
     pub(crate) fn max_running(&self) -> usize {
         usize::try_from(self.max_running.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// The limit this object stores when it creates the state (see `own_max_running`).
+    #[cfg(feature = "python")]
+    pub(crate) fn own_max_running(&self) -> u64 {
+        self.own_max_running.load(Ordering::Relaxed)
     }
 
     pub(crate) fn other_max_running(&self) -> Option<usize> {

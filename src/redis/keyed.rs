@@ -50,6 +50,9 @@ struct Shared {
     ready: Ready,
     /// The limit given to keys made from now on: the built one, or the last resize.
     max_running: AtomicUsize,
+    /// Whether `max_running` comes from a resize: keys made from now on then store it over a
+    /// built value another process stored, while they are idle (see `Inner`'s `own_from_resize`).
+    resized: AtomicBool,
     closed: AtomicBool,
     states: KeyedMap<String, Inner>,
     hasher: RandomState,
@@ -68,6 +71,7 @@ impl RedisBuilder {
             shared: Arc::new(Shared {
                 max_running: AtomicUsize::new(ready.builder.max_running),
                 ready,
+                resized: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 states: KeyedMap::new(),
                 hasher: RandomState::new(),
@@ -95,6 +99,7 @@ impl RedisKeyedConcurrencyLimiter {
         let inner = shared.ready.make(
             format!("{}:{key}", shared.ready.builder.key),
             shared.max_running.load(Ordering::Acquire),
+            shared.resized.load(Ordering::Acquire),
         );
         if shared.closed.load(Ordering::Acquire) {
             inner.close();
@@ -219,9 +224,10 @@ impl RedisKeyedConcurrencyLimiter {
 
     /// Sets `max_running` for every key: fleet-wide for the keys in use here at once (as
     /// [`RedisConcurrencyLimiter::set_max_running`](super::RedisConcurrencyLimiter::set_max_running)),
-    /// and for the keys this limiter uses from now on when it is the first to use them. A key
-    /// another process uses and this one does not keeps its limit until it expires idle: give
-    /// every process the same value.
+    /// and for the keys this limiter uses from now on: stored when it is the first to use one,
+    /// or when it finds one idle with the built value of another process (a resize made
+    /// elsewhere is followed instead). A key that other processes keep busy, and this one does
+    /// not use, keeps its limit: give every process the same value.
     ///
     /// # Errors
     ///
@@ -230,6 +236,7 @@ impl RedisKeyedConcurrencyLimiter {
     pub async fn set_max_running(&self, max_running: usize) -> Result<(), RedisLimiterError> {
         let max_running = super::limiter::checked_max_running(max_running)?;
         self.shared.max_running.store(max_running, Ordering::Release);
+        self.shared.resized.store(true, Ordering::Release);
         for state in self.shared.states.states() {
             state.resize(max_running).await?;
         }

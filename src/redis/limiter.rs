@@ -130,7 +130,7 @@ impl RedisBuilder {
     /// another URL.
     pub fn build(self) -> Result<RedisConcurrencyLimiter, RedisLimiterError> {
         let ready = self.ready()?;
-        let inner = ready.make(ready.builder.key.clone(), ready.builder.max_running);
+        let inner = ready.make(ready.builder.key.clone(), ready.builder.max_running, false);
         Ok(RedisConcurrencyLimiter { inner })
     }
 
@@ -192,12 +192,13 @@ pub(super) struct Ready {
 
 impl Ready {
     /// The state of a limiter object on `key` with `max_running`, and its renewer.
-    pub(super) fn make(&self, key: String, max_running: usize) -> Arc<Inner> {
+    pub(super) fn make(&self, key: String, max_running: usize, resized: bool) -> Arc<Inner> {
         let (shutdown, shutdown_rx) = watch::channel(());
         let settings = &self.builder;
         let inner = Inner::new(Settings {
             key,
             max_running,
+            resized,
             max_queued: settings.max_queued,
             lease: settings.lease,
             name: settings.name.clone(),
@@ -315,7 +316,8 @@ impl RedisConcurrencyLimiter {
     /// is pre-empted) and refuses the waiters heavier than the new limit.
     ///
     /// The limit lives in Redis with the rest of the state: once the state expires idle, the
-    /// next user stores its own (a limiter that saw this resize stores the resized value).
+    /// next user stores its own. A limiter that made or saw this resize stores the resized
+    /// value, and stores it also over a built value it finds while the state is idle.
     ///
     /// # Errors
     ///

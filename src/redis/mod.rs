@@ -19,7 +19,10 @@
 //! * `{key}:limit`, the fleet's `max_running`: stored by the first limiter to use the key, set by
 //!   a resize ([`RedisConcurrencyLimiter::set_max_running`]), followed by every limiter; a limiter
 //!   built with another value reports the stored one
-//!   ([`RedisConcurrencyLimiter::other_max_running`]).
+//!   ([`RedisConcurrencyLimiter::other_max_running`]). A limiter whose limit came from a resize
+//!   (its own or one it saw) stores it as a resize, also over a built value it finds while the
+//!   state is idle (`claim()` in `lua/prelude.lua`): a keyed limiter's resize so reaches the
+//!   keys it uses later.
 //!
 //! Every key expires once the limit is idle: the scripts keep one TTL for all of them beyond
 //! every lease and heartbeat, so a key nobody uses any more (a user of a

@@ -20,6 +20,7 @@ open()
 local now = now_ms()
 admit(now)
 local running, waiting = used(), redis.call('ZCARD', QUEUE)
+claim(running, waiting)
 if weight > LIMIT then
   return reply(now, {-3, running, waiting, 0})
 end

@@ -10,7 +10,8 @@
 -- KEYS[8] weights  HASH token -> weight, for the holders and waiters of a weight other than 1
 -- KEYS[9] places   HASH token -> place in the queue
 -- KEYS[10] used    STRING the slots held: the sum of the holders' weights
--- ARGV[1] wake channel, ARGV[2] the caller's max_running (stored if the state has no limit yet),
+-- ARGV[1] wake channel, ARGV[2] the caller's max_running (stored if the state has no limit yet;
+-- followed by '!' if it comes from a resize, which makes it the value of a resize: see claim()),
 -- ARGV[3] lease (ms), ARGV[4] the caller's known epoch ('' if none), ARGV[5] an epoch to use if
 -- there is none, ARGV[6] '1' if the caller held state from before the current epoch; the rest
 -- per script. Every script's reply starts with the head {epoch, limit, resized, ttl}, ttl being
@@ -22,6 +23,8 @@ local HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, RECOVERING = KEYS[1], KEYS[2], KE
 local LIMIT_KEY, WEIGHTS, PLACES, USED = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local CHANNEL, LEASE = ARGV[1], tonumber(ARGV[3])
 local KNOWN_EPOCH, NEW_EPOCH = ARGV[4], ARGV[5]
+local OWN_LIMIT, OWN_FROM_RESIZE = string.match(ARGV[2], '^(%d+)(!?)$')
+OWN_FROM_RESIZE = OWN_FROM_RESIZE == '!'
 local STATE_KEYS = {HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, LIMIT_KEY, WEIGHTS, PLACES, USED}
 local SEQ_DIGITS = 20
 
@@ -52,7 +55,7 @@ local function open()
   FROM_BEFORE_LOSS = (KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= EPOCH) or ARGV[6] == '1'
   local limit = redis.call('GET', LIMIT_KEY)
   if not limit then
-    limit = ARGV[2]
+    limit = OWN_FROM_RESIZE and (OWN_LIMIT .. ' resized 1') or OWN_LIMIT
     redis.call('SET', LIMIT_KEY, limit)
     wrote(LIMIT_KEY)
   end
@@ -93,6 +96,18 @@ end
 
 local function used()
   return tonumber(redis.call('GET', USED)) or 0
+end
+
+-- A limit no resize set (a first user's built value) gives way, while the state is idle (no slot
+-- held, nobody queued: nobody to admit or refuse), to a caller's own limit that came from a resize:
+-- stored as a resize, which every process follows. So a resize reaches the keys its process uses
+-- after it even where another process had stored its built value; a resize is never undone so.
+local function claim(running, waiting)
+  if OWN_FROM_RESIZE and RESIZED == 0 and running == 0 and waiting == 0 and tonumber(OWN_LIMIT) ~= LIMIT then
+    LIMIT, RESIZED = tonumber(OWN_LIMIT), 1
+    redis.call('SET', LIMIT_KEY, LIMIT .. ' resized 1')
+    wrote(LIMIT_KEY)
+  end
 end
 
 -- A slot of `weight` for `token`, leased until `expiry`.
