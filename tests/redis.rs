@@ -260,6 +260,11 @@ async fn bad_arguments_are_rejected_when_building() {
     };
     assert!(build("http://nope", "k", 1).starts_with("invalid Redis URL \"http://nope\""));
     assert_eq!(build("redis://127.0.0.1", "", 1), "key must not be empty");
+    let keyed = RedisConcurrencyLimiter::builder("redis://127.0.0.1", "", 1)
+        .build_keyed()
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(keyed.as_deref(), Some("key_prefix must not be empty"));
     assert_eq!(
         build("redis://127.0.0.1", "k", 0),
         "max_running must be >= 1, got 0. Use None for no concurrency limiting."

@@ -22,7 +22,14 @@ from typing import Any
 import anyio
 import pytest
 
-from ferrolimit import ConcurrencyGovernor, ConcurrencyLimiter, RedisConcurrencyLimiter, get_concurrency_context
+from ferrolimit import (
+    ConcurrencyGovernor,
+    ConcurrencyLimiter,
+    KeyedConcurrencyLimiter,
+    RedisConcurrencyLimiter,
+    RedisKeyedConcurrencyLimiter,
+    get_concurrency_context,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -347,3 +354,69 @@ def test_a_limit_below_the_minimum_is_a_user_error_however_negative(value: int) 
     priority = value * 2**32
     with pytest.raises(ValueError, match=f'priority must be between -2147483648 and 2147483647, got {priority}'):
         limiter('x', priority=priority)
+
+
+NAMED_CONSTRUCTORS: list[Callable[[Any], object]] = [
+    lambda name: ConcurrencyLimiter(1, name=name),
+    lambda name: ConcurrencyLimiter.from_limit(1, name=name),
+    lambda name: KeyedConcurrencyLimiter(1, name=name),
+    lambda name: RedisConcurrencyLimiter(REDIS_URL, 'k', 1, name=name),
+    lambda name: RedisKeyedConcurrencyLimiter(REDIS_URL, 'k', 1, name=name),
+]
+
+
+@pytest.mark.parametrize('make', NAMED_CONSTRUCTORS)
+@pytest.mark.parametrize('name', [3, b'llm', ['llm']])
+def test_a_name_that_is_not_a_str_is_a_type_error_naming_it(make: Callable[[Any], object], name: object) -> None:
+    with pytest.raises(TypeError, match=rf'^name must be a str or None, got {type(name).__name__}$'):
+        make(name)
+
+
+@pytest.mark.parametrize('make', NAMED_CONSTRUCTORS)
+def test_a_name_with_a_lone_surrogate_is_a_value_error_naming_it(make: Callable[[Any], object]) -> None:
+    with pytest.raises(ValueError, match=r'^name must be encodable as UTF-8'):
+        make('llm\ud800')
+
+
+@pytest.mark.parametrize('priority', [2**31, 2**63, 2**200, -(2**31) - 1, -(2**200)])
+def test_a_priority_out_of_range_names_the_range_however_large(priority: int) -> None:
+    with pytest.raises(ValueError, match=r'^priority must be between -2147483648 and 2147483647, got -?\d+$'):
+        ConcurrencyLimiter(1).acquire_blocking(priority=priority)
+
+
+def test_an_empty_key_prefix_is_named() -> None:
+    with pytest.raises(ValueError, match=r'^key_prefix must not be empty$'):
+        RedisKeyedConcurrencyLimiter(REDIS_URL, '', 1)
+
+
+REDIS_KEYED_CALLS: dict[str, Callable[[RedisKeyedConcurrencyLimiter, str], object]] = {
+    'call': lambda keyed, key: keyed(key),
+    'blocking': lambda keyed, key: keyed.blocking(key),
+    'acquire': lambda keyed, key: keyed.acquire(key),
+    'acquire_blocking': lambda keyed, key: keyed.acquire_blocking(key),
+    'try_acquire': lambda keyed, key: keyed.try_acquire(key),
+    'release': lambda keyed, key: keyed.release(key),
+    'stats': lambda keyed, key: keyed.stats(key),
+    'running_count': lambda keyed, key: keyed.running_count(key),
+    'held_count': lambda keyed, key: keyed.held_count(key),
+}
+
+
+@pytest.mark.parametrize('call', REDIS_KEYED_CALLS.values(), ids=list(REDIS_KEYED_CALLS))
+def test_a_redis_key_with_a_lone_surrogate_is_refused_at_the_call(
+    call: Callable[[RedisKeyedConcurrencyLimiter, str], object],
+) -> None:
+    """Every method refuses it before anything is made or sent (the server is never contacted)."""
+    keyed = RedisKeyedConcurrencyLimiter(REDIS_URL, 'k', 1)
+    with pytest.raises(
+        ValueError, match=r"^key must be encodable as UTF-8, got '\\ud800' \(it holds a lone surrogate\)$"
+    ):
+        call(keyed, '\ud800')
+    assert len(keyed) == 0
+
+
+@pytest.mark.parametrize('what', ['redis_url', 'key'])
+def test_a_redis_url_or_key_with_a_lone_surrogate_is_a_value_error_naming_it(what: str) -> None:
+    args = {'redis_url': REDIS_URL, 'key': 'k'} | {what: 'k\udc00'}
+    with pytest.raises(ValueError, match=rf'^{what} must be encodable as UTF-8'):
+        RedisConcurrencyLimiter(args['redis_url'], args['key'], 1)

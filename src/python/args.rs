@@ -70,14 +70,19 @@ pub(crate) fn weight_arg(arg: &Arg<'_>) -> PyResult<u32> {
 /// Reads `priority=` (left out: 0): an int that fits 32 bits, higher served first.
 pub(crate) fn priority_arg(arg: &Arg<'_>) -> PyResult<i32> {
     let Arg::Given(value) = arg else { return Ok(0) };
-    let priority = extract_limit(value, "priority", i32::MAX as u64)?;
-    i32::try_from(priority).map_err(|_| {
+    let out_of_range = || {
         PyValueError::new_err(format!(
             "priority must be between {} and {}, got {value}",
             i32::MIN,
             i32::MAX
         ))
-    })
+    };
+    // Too large for 128 bits is out of the same range as too large for 32.
+    let priority = match extract_limit(value, "priority", i32::MAX as u64) {
+        Err(err) if err.is_instance_of::<PyValueError>(value.py()) => return Err(out_of_range()),
+        result => result?,
+    };
+    i32::try_from(priority).map_err(|_| out_of_range())
 }
 
 /// Reads `weight=` and `priority=` into the request a caller queues with.
@@ -109,6 +114,29 @@ pub(crate) fn check_str<'a, 'py>(value: &'a Bound<'py, PyAny>, what: &str) -> Py
     value
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, got {}", type_name(value))))
+}
+
+/// A `str` argument as UTF-8 text (for Redis, whose keys and URLs are sent as UTF-8): a
+/// non-`str` is a `TypeError`, a `str` with a lone surrogate a `ValueError` naming the argument.
+pub(crate) fn text_arg<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
+    check_str(value, what)?.to_str().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be encodable as UTF-8, got {} (it holds a lone surrogate)",
+            value.repr().map_or_else(|_| "a str".to_owned(), |r| r.to_string())
+        ))
+    })
+}
+
+/// A limiter's `name=`: `None` or a `str` (UTF-8 text: it names spans and metrics).
+pub(crate) fn name_arg(name: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    match name.filter(|name| !name.is_none()) {
+        None => Ok(None),
+        Some(name) if name.is_instance_of::<PyString>() => Ok(Some(text_arg(name, "name")?.to_owned())),
+        Some(name) => Err(PyTypeError::new_err(format!(
+            "name must be a str or None, got {}",
+            type_name(name)
+        ))),
+    }
 }
 
 /// The `source` argument: a `str`, or `default` when left out (`None` is a `TypeError`, as for

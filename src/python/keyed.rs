@@ -5,7 +5,8 @@
 use crate::keyed::{KeyLimiter, KeySettings, KeyedMap};
 use crate::python::acquire::PyAcquire;
 use crate::python::args::{
-    Arg, check_str, check_timeout, extract_limit, limits, request_arg, source_or_unnamed, tracer_arg, weight_arg,
+    Arg, check_str, check_timeout, extract_limit, limits, name_arg, request_arg, source_or_unnamed, tracer_arg,
+    weight_arg,
 };
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::context::Context;
@@ -191,7 +192,7 @@ impl PyKeyedConcurrencyLimiter {
         py: Python<'_>,
         max_running: &Bound<'_, PyAny>,
         max_queued: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
         tracer: Option<Py<PyAny>>,
         meter: Option<&Bound<'_, PyAny>>,
         parent: Option<&Bound<'_, PyAny>>,
@@ -199,8 +200,8 @@ impl PyKeyedConcurrencyLimiter {
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let parent = parent_arg(parent)?;
         let tracer = tracer_arg(tracer, py)?;
-        let settings =
-            KeySettings::new(limiter_builder(max_running, max_queued, name, parent)).map_err(|e| limit_error(&e))?;
+        let settings = KeySettings::new(limiter_builder(max_running, max_queued, name_arg(name)?, parent))
+            .map_err(|e| limit_error(&e))?;
         let keys = Arc::new(Keys {
             map: KeyedMap::new(),
             settings,

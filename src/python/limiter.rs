@@ -2,7 +2,7 @@
 
 use crate::python::acquire::PyAcquire;
 use crate::python::args::{
-    Arg, check_timeout, extract_limit, limits, request_arg, source_or_unnamed, tracer_arg, weight_arg,
+    Arg, check_timeout, extract_limit, limits, name_arg, request_arg, source_or_unnamed, tracer_arg, weight_arg,
 };
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::context::Context;
@@ -148,7 +148,7 @@ impl PyConcurrencyLimiter {
         py: Python<'_>,
         max_running: &Bound<'_, PyAny>,
         max_queued: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
         tracer: Option<Py<PyAny>>,
         meter: Option<&Bound<'_, PyAny>>,
         parent: Option<&Bound<'_, PyAny>>,
@@ -156,7 +156,7 @@ impl PyConcurrencyLimiter {
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let parent = parent_arg(parent)?;
         let tracer = tracer_arg(tracer, py)?;
-        let core = limiter_builder(max_running, max_queued, name, parent)
+        let core = limiter_builder(max_running, max_queued, name_arg(name)?, parent)
             .build()
             .map_err(|e| limit_error(&e))?;
         Self::wrap(py, core, tracer, meter, parent)

@@ -15,8 +15,8 @@
 //! opens the wait span) with 16 tasks on 4 slots.
 
 use crate::python::args::{
-    Arg, check_str, check_timeout, extract_limit, lease_duration, limits, request_arg, source_or_unnamed, tracer_arg,
-    weight_arg,
+    Arg, check_timeout, extract_limit, lease_duration, limits, name_arg, request_arg, source_or_unnamed, text_arg,
+    tracer_arg, weight_arg,
 };
 use crate::python::context::Context;
 use crate::python::errors::{limit_error, redis_error, release_error};
@@ -67,13 +67,14 @@ impl Settings {
         max_running: &Bound<'_, PyAny>,
         max_queued: Option<&Bound<'_, PyAny>>,
         lease_seconds: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
         tracer: Option<Py<PyAny>>,
         fail_open: bool,
     ) -> PyResult<Self> {
-        let redis_url = check_str(redis_url, "redis_url")?.to_str()?.to_owned();
-        let key = check_str(key, what_key)?.to_str()?.to_owned();
+        let redis_url = text_arg(redis_url, "redis_url")?.to_owned();
+        let key = text_arg(key, what_key)?.to_owned();
         let (max_running, max_queued) = limits(max_running, max_queued)?;
+        let name = name_arg(name)?;
         let tracer = tracer_arg(tracer, py)?;
         let lease = match lease_seconds {
             Some(seconds) => lease_duration(seconds)?,
@@ -281,7 +282,7 @@ impl PyRedisConcurrencyLimiter {
         max_running: &Bound<'_, PyAny>,
         max_queued: Option<&Bound<'_, PyAny>>,
         lease_seconds: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
         tracer: Option<Py<PyAny>>,
         fail_open: bool,
     ) -> PyResult<Self> {

@@ -4,7 +4,7 @@
 //! that an unused key's state is removed.
 
 use crate::RedisKeyedConcurrencyLimiter;
-use crate::python::args::{Arg, check_str, check_timeout, request_arg, source_or_unnamed, weight_arg};
+use crate::python::args::{Arg, check_timeout, request_arg, source_or_unnamed, text_arg, weight_arg};
 use crate::python::context::Context;
 use crate::python::limiter::PyLimiterStats;
 use crate::python::redis::{Settings, blocking, max_running_arg, wait_idle};
@@ -33,7 +33,7 @@ impl PyRedisKeyedConcurrencyLimiter {
 
     /// Runs `f` on the state of `key` (a `str`), made if it is not in use, then gives it back.
     fn with_key<T>(&self, key: &Bound<'_, PyAny>, f: impl FnOnce(&Arc<Inner>) -> PyResult<T>) -> PyResult<T> {
-        let key = check_str(key, "key")?.to_str()?;
+        let key = text_arg(key, "key")?;
         let limiter = self.limiter()?;
         let state = limiter.state(key);
         let result = f(&state);
@@ -57,7 +57,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         max_running: &Bound<'_, PyAny>,
         max_queued: Option<&Bound<'_, PyAny>>,
         lease_seconds: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
         tracer: Option<Py<PyAny>>,
         fail_open: bool,
     ) -> PyResult<Self> {
@@ -123,7 +123,7 @@ impl PyRedisKeyedConcurrencyLimiter {
     }
 
     fn stats(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyLimiterStats> {
-        let key = check_str(key, "key")?.to_str()?;
+        let key = text_arg(key, "key")?;
         let limiter = self.limiter()?;
         let counts = self.settings.block_on(py, limiter.counts(key))?;
         Ok(self.settings.stats_of(&counts, &limiter.totals(key)))
@@ -205,7 +205,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         weight: Arg<'_>,
         priority: Arg<'_>,
     ) -> PyResult<Py<PyAny>> {
-        check_str(key, "key")?;
+        text_arg(key, "key")?;
         let request = request_arg(&weight, &priority)?;
         blocking(slf.py(), slf.as_any(), Some(key), &source, timeout, request)
     }
@@ -250,7 +250,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         // `ferrolimit._redis.OneKey`.
         static ONE_KEY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let py = slf.py();
-        check_str(key, "key")?;
+        text_arg(key, "key")?;
         let request = request_arg(&weight, &priority)?;
         let source = source_or_unnamed(py, &source)?;
         let one_key = ONE_KEY.import(py, "ferrolimit._redis", "OneKey")?.call1((slf, key))?;

@@ -66,7 +66,7 @@ impl RedisBuilder {
     ///
     /// As [`build`](Self::build).
     pub fn build_keyed(self) -> Result<RedisKeyedConcurrencyLimiter, RedisLimiterError> {
-        let ready = self.ready()?;
+        let ready = self.ready("key_prefix")?;
         Ok(RedisKeyedConcurrencyLimiter {
             shared: Arc::new(Shared {
                 max_running: AtomicUsize::new(ready.builder.max_running),

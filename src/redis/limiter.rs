@@ -129,19 +129,20 @@ impl RedisBuilder {
     /// lease shorter than 30 ms, no tokio runtime, or [`connections`](Self::connections) to
     /// another URL.
     pub fn build(self) -> Result<RedisConcurrencyLimiter, RedisLimiterError> {
-        let ready = self.ready()?;
+        let ready = self.ready("key")?;
         let inner = ready.make(ready.builder.key.clone(), ready.builder.max_running, false);
         Ok(RedisConcurrencyLimiter { inner })
     }
 
     /// The builder checked, with its runtime and connections: it then makes the state of a
-    /// limiter object on any key without failing.
-    pub(super) fn ready(mut self) -> Result<Ready, RedisLimiterError> {
+    /// limiter object on any key without failing. `what_key` names the key in messages (`key`,
+    /// or a keyed limiter's `key_prefix`).
+    pub(super) fn ready(mut self, what_key: &str) -> Result<Ready, RedisLimiterError> {
         let config = |msg: String| RedisLimiterError::Config(msg);
         let max_running = i128::try_from(self.max_running).unwrap_or(i128::MAX);
         check_max_running(max_running).map_err(|e| config(e.to_string()))?;
         if self.key.is_empty() {
-            return Err(config("key must not be empty".to_owned()));
+            return Err(config(format!("{what_key} must not be empty")));
         }
         if self.lease < MIN_LEASE {
             return Err(config(format!(
