@@ -87,7 +87,7 @@ def installed() -> Iterator[None]:
     """Route pydantic-ai's concurrency limiting through ferrolimit for the test."""
     ferrolimit.install()
     try:
-        assert pydantic_ai.concurrency.ConcurrencyLimiter is ferrolimit.ConcurrencyLimiter
+        assert type(pydantic_ai.concurrency.ConcurrencyLimiter(1)) is ferrolimit.ConcurrencyLimiter
         yield
     finally:
         ferrolimit.uninstall()
@@ -699,12 +699,12 @@ class TestInstall:
         assert type(Agent(TestModel(), max_concurrency=2)._concurrency_limiter) is not ConcurrencyLimiter
         ferrolimit.install()
         try:
-            assert pydantic_ai.ConcurrencyLimiter is ConcurrencyLimiter
+            assert_ferrolimit(pydantic_ai.ConcurrencyLimiter(2))
             assert_ferrolimit(Agent(TestModel(), max_concurrency=2)._concurrency_limiter)
             assert_ferrolimit(ConcurrencyLimitedModel(TestModel(), limiter=2)._limiter)
         finally:
             ferrolimit.uninstall()
-        assert pydantic_ai.ConcurrencyLimiter is not ConcurrencyLimiter
+        assert type(pydantic_ai.ConcurrencyLimiter(2)) is pydantic_ai.ConcurrencyLimiter
         assert type(Agent(TestModel(), max_concurrency=2)._concurrency_limiter) is not ConcurrencyLimiter
         assert type(ConcurrencyLimitedModel(TestModel(), limiter=2)._limiter) is not ConcurrencyLimiter
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
 import pydantic_ai
@@ -37,17 +38,18 @@ def test_install_and_uninstall_round_trip() -> None:
     ferrolimit.install()
     try:
         assert ferrolimit.installed()
-        assert pydantic_ai.ConcurrencyLimiter is ferrolimit.ConcurrencyLimiter
-        assert pydantic_ai.concurrency.ConcurrencyLimiter is ferrolimit.ConcurrencyLimiter
-        assert pydantic_ai.models.concurrency.ConcurrencyLimiter is ferrolimit.ConcurrencyLimiter
+        # pydantic-ai's class stays (its isinstance checks need it) but makes ferrolimit limiters.
+        for name in (pydantic_ai.ConcurrencyLimiter, pydantic_ai.models.concurrency.ConcurrencyLimiter):
+            assert name is ORIGINAL_LIMITER
+            assert type(name(2)) is ferrolimit.ConcurrencyLimiter
+        assert type(ORIGINAL_LIMITER.from_limit(pydantic_ai.ConcurrencyLimit(3))) is ferrolimit.ConcurrencyLimiter
         assert pydantic_ai.concurrency.get_concurrency_context is ferrolimit.get_concurrency_context
         assert pydantic_ai.models.concurrency.get_concurrency_context is ferrolimit.get_concurrency_context
     finally:
         ferrolimit.uninstall()
     assert not ferrolimit.installed()
     assert pydantic_ai.ConcurrencyLimiter is ORIGINAL_LIMITER
-    assert pydantic_ai.concurrency.ConcurrencyLimiter is ORIGINAL_LIMITER
-    assert pydantic_ai.models.concurrency.ConcurrencyLimiter is ORIGINAL_LIMITER
+    assert type(pydantic_ai.ConcurrencyLimiter(2)) is ORIGINAL_LIMITER
     assert pydantic_ai.concurrency.get_concurrency_context is ORIGINAL_CONTEXT
     assert pydantic_ai.models.concurrency.get_concurrency_context is ORIGINAL_CONTEXT
 
@@ -55,11 +57,21 @@ def test_install_and_uninstall_round_trip() -> None:
 def test_install_and_uninstall_are_idempotent() -> None:
     ferrolimit.install()
     ferrolimit.install()
-    assert pydantic_ai.concurrency.ConcurrencyLimiter is ferrolimit.ConcurrencyLimiter
+    assert type(ORIGINAL_LIMITER(1)) is ferrolimit.ConcurrencyLimiter
     ferrolimit.uninstall()
-    assert pydantic_ai.concurrency.ConcurrencyLimiter is ORIGINAL_LIMITER
+    assert type(ORIGINAL_LIMITER(1)) is ORIGINAL_LIMITER
     ferrolimit.uninstall()
-    assert pydantic_ai.concurrency.ConcurrencyLimiter is ORIGINAL_LIMITER
+    assert type(ORIGINAL_LIMITER(1)) is ORIGINAL_LIMITER
+
+
+@pytest.mark.usefixtures('installed')
+def test_a_subclass_of_pydantic_ais_limiter_stays_itself() -> None:
+    class Counting(ORIGINAL_LIMITER):
+        pass
+
+    limiter = Counting(2, name='mine')
+    assert type(limiter) is Counting
+    assert (limiter.max_running, limiter.name) == (2, 'mine')
 
 
 @pytest.mark.usefixtures('installed')
@@ -97,16 +109,56 @@ async def test_agent_runs_through_ferrolimit() -> None:
     assert limiter.available_count == 2
 
 
-@pytest.mark.usefixtures('installed')
+def _made_before_install() -> object:
+    """pydantic-ai's own limiter, made before `install()`."""
+    limiter = ORIGINAL_LIMITER(1)
+    ferrolimit.install()
+    return limiter
+
+
+def _bound_before_install() -> object:
+    """A limiter made after `install()` through a name bound before it (a ferrolimit limiter)."""
+    from pydantic_ai import ConcurrencyLimiter
+
+    ferrolimit.install()
+    limiter = ConcurrencyLimiter(1)
+    assert type(limiter) is ferrolimit.ConcurrencyLimiter
+    return limiter
+
+
+NESTED_RUN_LIMITERS: dict[str, Callable[[], object]] = {
+    'ferrolimit': lambda: ferrolimit.ConcurrencyLimiter(1),
+    'ferrolimit-installed': lambda: (ferrolimit.install(), ferrolimit.ConcurrencyLimiter(1))[1],
+    'int-installed': lambda: (ferrolimit.install(), 1)[1],
+    'made-before-install': _made_before_install,
+    'bound-before-install': _bound_before_install,
+}
+
+
 @pytest.mark.parametrize('anyio_backend', ['asyncio'])
-async def test_nested_run_on_the_same_limiter_is_still_detected() -> None:
-    """pydantic-ai's deadlock guard checks `isinstance(limiter, ConcurrencyLimiter)`: it must see ours."""
-    agent = Agent(TestModel(), max_concurrency=1)
+@pytest.mark.parametrize('make', NESTED_RUN_LIMITERS.values(), ids=list(NESTED_RUN_LIMITERS))
+async def test_a_nested_run_on_the_limiter_its_task_holds_raises(make: Callable[[], Any]) -> None:
+    """pydantic-ai's deadlock guard checks `isinstance(limiter, ConcurrencyLimiter)`: it must see ours,
+    with and without `install()`, whatever name the limiter was made through (else: a hang)."""
+    try:
+        agent = Agent(TestModel(), max_concurrency=make())
+        with anyio.fail_after(10):
+            async with agent.iter('outer'):
+                with pytest.raises(RuntimeError, match='already holds a slot for this agent concurrency limiter'):
+                    await agent.run('inner')
+        assert agent._concurrency_limiter.available_count == 1  # type: ignore[union-attr]
+        assert (await agent.run('after')).output
+    finally:
+        ferrolimit.uninstall()
+
+
+@pytest.mark.parametrize('anyio_backend', ['asyncio'])
+async def test_a_nested_run_on_another_limiter_is_not_refused() -> None:
+    outer = Agent(TestModel(), max_concurrency=ferrolimit.ConcurrencyLimiter(1))
+    inner = Agent(TestModel(), max_concurrency=ferrolimit.ConcurrencyLimiter(1))
     with anyio.fail_after(10):
-        async with agent.iter('outer'):
-            with pytest.raises(RuntimeError, match='already holds a slot for this agent concurrency limiter'):
-                await agent.run('inner')
-    assert agent._concurrency_limiter.available_count == 1  # type: ignore[union-attr]
+        async with outer.iter('outer'):
+            assert (await inner.run('inner')).output
 
 
 async def test_pydantic_ai_limiter_works_with_ferrolimit_helpers() -> None:

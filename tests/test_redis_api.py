@@ -1155,3 +1155,19 @@ async def test_keys_expire_once_idle_and_the_limiter_works_at_once_afterwards(re
     other.release()
     await expired()
     assert await limiter.wait_idle(timeout=0)
+
+
+@pytest.mark.parametrize('anyio_backend', ['asyncio'])
+async def test_a_nested_agent_run_on_a_held_redis_limiter_raises(redis_url: str, redis_key: str) -> None:
+    """pydantic-ai refuses a nested run on the limiter its task holds only for its own class's
+    instances: a Redis limiter is one (a virtual subclass), so the run raises instead of hanging."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models.test import TestModel
+
+    limiter = RedisConcurrencyLimiter(redis_url, redis_key, 1)
+    agent = Agent(TestModel(), max_concurrency=limiter)
+    with anyio.fail_after(10):
+        async with agent.iter('outer'):
+            with pytest.raises(RuntimeError, match='already holds a slot for this agent concurrency limiter'):
+                await agent.run('inner')
+    assert limiter.held_count == 0

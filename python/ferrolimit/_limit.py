@@ -12,7 +12,7 @@ from __future__ import annotations as _annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TypeAlias, cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 from ._ferrolimit import ConcurrencyLimiter, RedisConcurrencyLimiter
 from ._ferrolimit import _check_limits as check_limits
@@ -20,14 +20,28 @@ from ._interop import after_import, loaded_module
 
 __all__ = ('AbstractConcurrencyLimiter', 'AnyConcurrencyLimit', 'ConcurrencyLimit', 'normalize_to_limiter')
 
+if TYPE_CHECKING:
+    # A type checker sees ferrolimit's abstract limiter and limit as subclasses of pydantic-ai's
+    # (where pydantic-ai is installed; elsewhere the base is unknown and changes nothing), so
+    # ferrolimit's limiters and limits pass wherever pydantic-ai's annotations ask for its types.
+    # At run time pydantic-ai is optional: the classes are registered with its ABC instead
+    # (`_adopt_pydantic_ai`), and its code reads a limit's two fields, whatever its class.
+    from pydantic_ai.concurrency import AbstractConcurrencyLimiter as _PydanticAbstractLimiter
+    from pydantic_ai.concurrency import ConcurrencyLimit as _PydanticLimit
+else:
+    _PydanticAbstractLimiter = ABC
+    _PydanticLimit = object
 
-class AbstractConcurrencyLimiter(ABC):
+
+class AbstractConcurrencyLimiter(_PydanticAbstractLimiter):
     """Abstract base class for concurrency limiters.
 
     Subclass this to create custom concurrency limiters (e.g. Redis-backed distributed limiters).
     `ferrolimit.ConcurrencyLimiter` is registered as a virtual subclass, and when pydantic-ai is
     installed this class is registered with `pydantic_ai.concurrency.AbstractConcurrencyLimiter`,
-    so pydantic-ai accepts any subclass of it.
+    so pydantic-ai accepts any subclass of it (and ferrolimit's `ConcurrencyLimiter` and
+    `RedisConcurrencyLimiter` with `pydantic_ai.concurrency.ConcurrencyLimiter`, whose instances
+    pydantic-ai keeps from entering twice in one task's nested agent runs).
     """
 
     @abstractmethod
@@ -53,13 +67,17 @@ AbstractConcurrencyLimiter.register(RedisConcurrencyLimiter)
 
 def _adopt_pydantic_ai(module: ModuleType) -> None:
     vars(module)['AbstractConcurrencyLimiter'].register(AbstractConcurrencyLimiter)
+    # pydantic-ai refuses a nested agent run on a limiter the task holds (which would wait for
+    # itself) only for an instance of its `ConcurrencyLimiter`: ferrolimit's limiters are too.
+    for limiter in (ConcurrencyLimiter, RedisConcurrencyLimiter):
+        vars(module)['ConcurrencyLimiter'].register(limiter)
 
 
 after_import('pydantic_ai.concurrency', _adopt_pydantic_ai)
 
 
 @dataclass
-class ConcurrencyLimit:
+class ConcurrencyLimit(_PydanticLimit):
     """Configuration for concurrency limiting with optional backpressure.
 
     Args:
