@@ -256,9 +256,20 @@ impl std::error::Error for AcquireError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseError;
 
+impl ReleaseError {
+    /// The message: anyio's semaphore's, naming the limiter if it has a name.
+    #[must_use]
+    pub fn message(&self, limiter_name: Option<&str>) -> String {
+        match limiter_name {
+            Some(name) => format!("semaphore released too many times for {name}"),
+            None => "semaphore released too many times".to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for ReleaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("semaphore released too many times")
+        f.write_str(&self.message(None))
     }
 }
 

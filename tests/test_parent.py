@@ -103,7 +103,7 @@ def test_try_acquire_takes_both_or_neither() -> None:
 
 async def test_release_without_a_matching_acquire_raises_and_changes_nothing() -> None:
     child, parent = pair(2, 1)
-    with pytest.raises(ValueError, match='^semaphore released too many times$'):
+    with pytest.raises(ValueError, match='^semaphore released too many times for child$'):
         child.release()
     await parent.acquire('sibling')
     async with anyio.create_task_group() as tg:
@@ -111,7 +111,7 @@ async def test_release_without_a_matching_acquire_raises_and_changes_nothing() -
         await anyio.wait_all_tasks_blocked()
         # The waiter holds a child slot, but no caller holds both: nothing to release.
         assert (counts(child), counts(parent)) == ((1, 0, 1), (1, 1, 0))
-        with pytest.raises(ValueError, match='^semaphore released too many times$'):
+        with pytest.raises(ValueError, match='^semaphore released too many times for child$'):
             child.release()
         assert (counts(child), counts(parent)) == ((1, 0, 1), (1, 1, 0))
         parent.release()

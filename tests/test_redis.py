@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import socket
 import time
 import traceback
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 import anyio
@@ -182,6 +183,24 @@ async def test_unreachable_redis_raises_a_backend_error() -> None:
     assert not isinstance(info.value, ConcurrencyLimitExceeded)
     with pytest.raises(ConcurrencyBackendError, match='^Redis is unavailable: '):
         _ = limiter.running_count
+
+
+@pytest.mark.parametrize('how', ['acquire', 'acquire_blocking', 'stats', 'resize'])
+async def test_an_unreachable_server_is_named_without_its_password(how: str) -> None:
+    """The error says which server it tried (`host:port/db`), never the credentials of the URL."""
+    limiter = RedisConcurrencyLimiter('redis://app:s3cret@127.0.0.1:9/4', 'k', 1, name='pool')
+    calls: dict[str, Callable[[], Awaitable[object] | object]] = {
+        'acquire': lambda: limiter.acquire('a'),
+        'acquire_blocking': lambda: limiter.acquire_blocking('a'),
+        'stats': limiter.stats,
+        'resize': lambda: setattr(limiter, 'max_running', 2),
+    }
+    with pytest.raises(ConcurrencyBackendError, match=r'^Redis is unavailable: 127\.0\.0\.1:9/4: ') as info:
+        result = calls[how]()
+        if inspect.isawaitable(result):
+            await result
+    assert 's3cret' not in str(info.value)
+    assert 'app' not in str(info.value)
 
 
 async def test_fail_open_proceeds_and_records_it_on_the_span(tracer: Tracer, exporter: InMemorySpanExporter) -> None:

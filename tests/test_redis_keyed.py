@@ -50,7 +50,7 @@ async def test_each_key_has_its_own_fleet_wide_limit(redis_url: str, redis_key: 
         keyed.release('alice')  # one slot: the waiters pass it on, in priority order
     assert order == ['high', 'low']
     keyed.release('alice')
-    with pytest.raises(ValueError, match=r'^semaphore released too many times$'):
+    with pytest.raises(ValueError, match=r'^semaphore released too many times for per-user$'):
         keyed.release('alice')
     other_process.release('bob')
     with pytest.raises(TimeoutError, match='^timed out waiting for per-user concurrency$'):

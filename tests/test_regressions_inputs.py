@@ -420,3 +420,34 @@ def test_a_redis_url_or_key_with_a_lone_surrogate_is_a_value_error_naming_it(wha
     args = {'redis_url': REDIS_URL, 'key': 'k'} | {what: 'k\udc00'}
     with pytest.raises(ValueError, match=rf'^{what} must be encodable as UTF-8'):
         RedisConcurrencyLimiter(args['redis_url'], args['key'], 1)
+
+
+RELEASES: dict[str, Callable[[str | None], Callable[[], object]]] = {
+    'local': lambda name: ConcurrencyLimiter(2, name=name).release,
+    'child': lambda name: ConcurrencyLimiter(1, name=name, parent=ConcurrencyLimiter(2, name='parent')).release,
+    'keyed-held': lambda name: _keyed_release_beyond_held(name),
+    'redis': lambda name: RedisConcurrencyLimiter(REDIS_URL, 'k', 1, name=name).release,
+    'redis-keyed': lambda name: lambda: RedisKeyedConcurrencyLimiter(REDIS_URL, 'k', 1, name=name).release('key'),
+}
+
+
+def _keyed_release_beyond_held(name: str | None) -> Callable[[], object]:
+    keyed = KeyedConcurrencyLimiter(2, name=name)
+    assert keyed.try_acquire('key')
+    return lambda: keyed.release('key', weight=2)
+
+
+@pytest.mark.parametrize('release', RELEASES.values(), ids=list(RELEASES))
+def test_a_release_without_a_slot_names_the_limiter(release: Callable[[str | None], Callable[[], object]]) -> None:
+    """anyio's message, with the limiter's name when it has one (no server is contacted)."""
+    with pytest.raises(ValueError, match='^semaphore released too many times for llm$'):
+        release('llm')()
+    with pytest.raises(ValueError, match='^semaphore released too many times$'):
+        release(None)()
+
+
+def test_a_release_of_a_key_never_taken_names_the_keyed_limiter() -> None:
+    with pytest.raises(ValueError, match=r"^key 'k' holds no slot of keyed limiter 'users'$"):
+        KeyedConcurrencyLimiter(2, name='users').release('k')
+    with pytest.raises(ValueError, match=r"^key 'k' holds no slot of this keyed limiter$"):
+        KeyedConcurrencyLimiter(2).release('k')

@@ -220,7 +220,9 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         """Acquire a slot from a plain thread, blocking it until one is free (FIFO with all waiters).
 
         The GIL is released while waiting, and Ctrl-C (`KeyboardInterrupt`) interrupts the wait
-        promptly without losing anything. Pair it with one `release(weight=weight)`.
+        promptly without losing anything. Pair it with one `release(weight=weight)`. On a thread
+        that runs an event loop it takes a free slot but refuses to wait (the wait would freeze
+        the loop): there, use `await acquire()`.
 
         Args:
             source: Identifier for observability.
@@ -232,6 +234,8 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         Raises:
             ConcurrencyLimitExceeded: If `max_queued` callers are already waiting.
             LimiterClosedError: If the limiter is closed, or is closed while waiting.
+            RuntimeError: If it would have to wait on a thread that runs an event loop (asyncio,
+                uvloop or trio); nothing is taken.
             TimeoutError: If no slot came within `timeout`.
             TypeError: If `source` is not a str, `timeout` not a number, or `weight` or
                 `priority` not an int.
@@ -278,8 +282,9 @@ class ConcurrencyLimiter(AbstractConcurrencyLimiter):
         Raises:
             TypeError: If `weight` is not an int.
             ValueError: If fewer than `weight` slots are held (`semaphore released too many
-                times`; with a parent, a caller still waiting for the parent's slot holds none,
-                and slots just handed to a waiter that has not resumed yet are that waiter's);
+                times for <name>`, without the name if the limiter has none; with a parent, a
+                caller still waiting for the parent's slot holds none, and slots just handed to a
+                waiter that has not resumed yet are that waiter's);
                 nothing changes, at this level or any other. Also if `weight` is less than 1.
         """
 
@@ -746,11 +751,13 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
         """Acquire fleet-wide slots from a plain thread (Celery, gunicorn sync workers, Django views).
 
         The same queue and arguments as `acquire`; the GIL is released while waiting, and Ctrl-C
-        (`KeyboardInterrupt`) interrupts the wait without losing anything. Do not call it on a
-        thread that runs an event loop (it would block the loop). Pair it with one
-        `release(weight=weight)`.
+        (`KeyboardInterrupt`) interrupts the wait without losing anything. On a thread that runs
+        an event loop it takes a free slot but refuses to wait (the wait would freeze the loop):
+        there, use `await acquire()`. Pair it with one `release(weight=weight)`.
 
         Raises:
+            RuntimeError: If it would have to wait on a thread that runs an event loop (asyncio,
+                uvloop or trio); nothing is taken.
             The errors of `acquire`.
         """
 

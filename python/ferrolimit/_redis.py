@@ -22,6 +22,7 @@ from types import TracebackType
 
 from opentelemetry.trace import Span
 
+from ._blocking import refuse_blocking_wait_on_loop
 from ._ferrolimit import RedisConcurrencyLimiter, RedisKeyedConcurrencyLimiter
 from ._ferrolimit import _after_fork_in_child as after_fork_in_child
 from ._ferrolimit import _before_exit as before_exit
@@ -78,6 +79,7 @@ def acquire_blocking(start: RedisStart) -> None:
         if _next_blocking(op):
             _record_fail_open(op, None)
         else:
+            refuse_blocking_wait_on_loop(op.span()[0])
             span = _queued_span(op)
             try:
                 _next_blocking(op)

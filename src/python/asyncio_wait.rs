@@ -10,6 +10,7 @@
 //! gives the place up (a slot handed over at that instant passes on) and returns every slot held
 //! so far.
 
+use crate::python::docstrings::docstring;
 use crate::python::raw;
 use crate::python::span::{close_span, open_span};
 use crate::python::waiter::PyWaiter;
@@ -33,8 +34,9 @@ enum Step {
     Done,
 }
 
-/// The awaitable of a caller that waits on an asyncio (or uvloop) event loop.
+// The awaitable of a caller that waits on an asyncio (or uvloop) event loop.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_AsyncioWait")]
+#[doc = docstring!(_AsyncioWait)]
 pub(crate) struct PyAsyncioWait {
     waiter: PyWaiter,
     event_loop: Py<PyAny>,
@@ -218,13 +220,15 @@ impl PyAsyncioWait {
         self.step(py)
     }
 
-    /// As `__next__`, but a finished wait raises `StopIteration`, as a coroutine's `send` does.
+    // As `__next__`, but a finished wait raises `StopIteration`, as a coroutine's `send` does.
+    #[doc = docstring!(_AsyncioWait.send)]
     fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.step(py)?.ok_or_else(|| PyStopIteration::new_err(()))
     }
 
-    /// Called by the task when it is cancelled (or another exception is thrown in) while parked.
+    // Called by the task when it is cancelled (or another exception is thrown in) while parked.
     #[pyo3(signature = (typ, val = None, _tb = None))]
+    #[doc = docstring!(_AsyncioWait.throw)]
     fn throw(
         &self,
         py: Python<'_>,
@@ -243,6 +247,7 @@ impl PyAsyncioWait {
         })
     }
 
+    #[doc = docstring!(_AsyncioWait.close)]
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let step = std::mem::replace(&mut *self.lock()?, Step::Done);
         self.waiter.cancel();

@@ -5,12 +5,15 @@
 //! promptly. A release wakes it by unparking it. On an interrupt or a timeout the wait is given
 //! up like any other: a slot handed over at that instant passes to the next waiter.
 //!
+//! A thread that runs an event loop is refused a wait (`RuntimeError`): it would freeze the loop.
+//!
 //! A limiter with a parent is acquired level by level, each with its own wait (and span), within
 //! one time limit; a wait given up at the parent's level gives back the slots held below it.
 
 use crate::ConcurrencyLimiter;
 use crate::acquisition::{Acquisition, Stage};
 use crate::error::AcquireError;
+use crate::python::docstrings::docstring;
 use crate::python::errors::timeout_message;
 use crate::python::handle::Handle;
 use crate::python::span::span_fields;
@@ -18,6 +21,7 @@ use crate::python::span::{close_span, open_span};
 use crate::waiters::Request;
 use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 use std::thread::Thread;
@@ -83,6 +87,10 @@ fn wait_level(
         Ok(_) => return Ok(()),
         Err(err) => return Err(level.rejected(py, &err, source)),
     };
+    if let Err(err) = refuse_on_event_loop(py, level, source, waiting) {
+        acquisition.cancel();
+        return Err(err);
+    }
     let span = enter_span(py, level, source, waiting)?;
     let outcome = loop {
         let parked = py.detach(|| {
@@ -129,6 +137,17 @@ fn wait_level(
     outcome.and(closed)
 }
 
+/// A `RuntimeError` if this thread runs an event loop, which the wait would freeze
+/// (`ferrolimit._blocking`).
+fn refuse_on_event_loop(py: Python<'_>, level: &Handle, source: &str, waiting: usize) -> PyResult<()> {
+    static REFUSE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let waiting_for = level.core.wait_span_fields(source, waiting).name;
+    REFUSE
+        .import(py, "ferrolimit._blocking", "refuse_blocking_wait_on_loop")?
+        .call1((waiting_for,))
+        .map(drop)
+}
+
 /// Opens the wait span of a blocking waiter, unless it would certainly be dropped.
 fn enter_span<'py>(
     py: Python<'py>,
@@ -143,9 +162,10 @@ fn enter_span<'py>(
     open_span(py, &tracer, name, &attributes).map(Some)
 }
 
-/// `with limiter.blocking(source):` holds one slot (or `weight` slots) for the block, on a plain
-/// thread.
+// `with limiter.blocking(source):` holds one slot (or `weight` slots) for the block, on a plain
+// thread.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "BlockingContext")]
+#[doc = docstring!(BlockingContext)]
 pub(crate) struct PyBlockingContext {
     handle: Arc<Handle>,
     source: String,

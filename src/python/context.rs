@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use crate::acquisition;
+use crate::python::docstrings::c_docstring;
 use crate::python::errors::not_initialised;
 use crate::python::handle::{Handle, Start};
 use crate::python::raw::{self, RawType, Release, method_fast, method_noargs, slot};
@@ -248,7 +249,7 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
             RawType::new(
                 py,
                 c"ferrolimit._ferrolimit.LimiterContext",
-                c"`async with` one slot of a limiter, for one source.",
+                c_docstring!(LimiterContext),
                 vec![
                     method_noargs(
                         c"__aenter__",

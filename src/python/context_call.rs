@@ -8,6 +8,7 @@
 
 use crate::python::args::{Arg, source_or_unnamed};
 use crate::python::context::Context;
+use crate::python::docstrings::c_docstring;
 use crate::python::errors::not_initialised;
 use crate::python::limiter::PyConcurrencyLimiter;
 use crate::python::raw;
@@ -22,8 +23,7 @@ use pyo3::types::{PyCFunction, PyDict, PyTuple};
 /// The full implementation as a pyo3 function, for every call the fast path does not answer.
 static FULL: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
 
-/// Returns an async context manager that holds one slot of `limiter` for its body; a no-op for
-/// `None`.
+/// `get_concurrency_context`, for the calls the fast path leaves to it (not in the module).
 #[pyfunction]
 #[pyo3(name = "get_concurrency_context", signature = (limiter, source = Arg::Omitted))]
 fn full(py: Python<'_>, limiter: &Bound<'_, PyAny>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
@@ -140,8 +140,11 @@ pub(crate) fn add(module: &Bound<'_, PyModule>) -> PyResult<()> {
             PyCFunctionFastWithKeywords: get_concurrency_context,
         },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: c"get_concurrency_context(limiter, source='unnamed')\n--\n\nReturns an async context manager that holds one slot of `limiter` for its body; a no-op for\n`None`."
-            .as_ptr(),
+        ml_doc: c_docstring!(
+            "get_concurrency_context(limiter, source='unnamed')",
+            get_concurrency_context
+        )
+        .as_ptr(),
     }));
     // SAFETY: `def` is static, as CPython keeps a pointer to it; the result is a new reference
     // or NULL with an error set.

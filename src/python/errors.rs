@@ -62,9 +62,9 @@ pub(crate) fn not_initialised() -> PyErr {
     pyo3::exceptions::PyRuntimeError::new_err("ferrolimit: the native module is not initialised")
 }
 
-/// A release without a held slot: the same `ValueError` as anyio's semaphore.
-pub(crate) fn release_error(err: ReleaseError) -> PyErr {
-    PyValueError::new_err(err.to_string())
+/// A release without a held slot: the same `ValueError` as anyio's semaphore, naming the limiter.
+pub(crate) fn release_error(err: ReleaseError, limiter_name: Option<&str>) -> PyErr {
+    PyValueError::new_err(err.message(limiter_name))
 }
 
 /// A session or run limit reached is `MaxSessionsExceeded` / `MaxRunsExceeded`; a usage mistake

@@ -3,6 +3,7 @@
 
 use crate::error::check_governor_limits;
 use crate::python::args::{Arg, extract_limit, source_arg, tracer_arg};
+use crate::python::docstrings::docstring;
 use crate::python::errors::limit_error;
 use crate::python::handle::Handle;
 use crate::python::limiter::PyConcurrencyLimiter;
@@ -21,8 +22,8 @@ fn resolve(arg: &Arg<'_>, what: &str, default: usize) -> PyResult<i128> {
     }
 }
 
-/// Stream, tool and global slots (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ConcurrencyGovernor")]
+#[doc = docstring!(ConcurrencyGovernor)]
 pub(crate) struct PyConcurrencyGovernor {
     core: ConcurrencyGovernor,
     streams: Py<PyConcurrencyLimiter>,
@@ -81,40 +82,48 @@ impl PyConcurrencyGovernor {
     }
 
     #[pyo3(signature = (source = Arg::Omitted), text_signature = "($self, source='stream')")]
+    #[doc = docstring!(ConcurrencyGovernor.stream)]
     fn stream(&self, py: Python<'_>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
         let source = source_arg(&source, intern!(py, "stream"))?;
         Ok(self.streams.get().context(py, &source)?.into_any())
     }
 
     #[pyo3(signature = (source = Arg::Omitted), text_signature = "($self, source='tool')")]
+    #[doc = docstring!(ConcurrencyGovernor.tool)]
     fn tool(&self, py: Python<'_>, source: Arg<'_>) -> PyResult<Py<PyAny>> {
         let source = source_arg(&source, intern!(py, "tool"))?;
         Ok(self.tools.get().context(py, &source)?.into_any())
     }
 
+    #[doc = docstring!(ConcurrencyGovernor.try_stream)]
     fn try_stream(&self, py: Python<'_>) -> PyResult<Option<PyConcurrencyPermit>> {
         PyConcurrencyPermit::try_take(py, &self.streams.get().handle)
     }
 
+    #[doc = docstring!(ConcurrencyGovernor.try_tool)]
     fn try_tool(&self, py: Python<'_>) -> PyResult<Option<PyConcurrencyPermit>> {
         PyConcurrencyPermit::try_take(py, &self.tools.get().handle)
     }
 
+    #[doc = docstring!(ConcurrencyGovernor.stats)]
     fn stats(&self) -> PyGovernorStats {
         PyGovernorStats(self.core.stats())
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyGovernor.stream_limiter)]
     fn stream_limiter(&self, py: Python<'_>) -> Py<PyConcurrencyLimiter> {
         self.streams.clone_ref(py)
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyGovernor.tool_limiter)]
     fn tool_limiter(&self, py: Python<'_>) -> Py<PyConcurrencyLimiter> {
         self.tools.clone_ref(py)
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyGovernor.global_limiter)]
     fn global_limiter(&self, py: Python<'_>) -> Py<PyConcurrencyLimiter> {
         self.global.clone_ref(py)
     }
@@ -129,8 +138,8 @@ impl PyConcurrencyGovernor {
     }
 }
 
-/// A held stream or tool slot and its global slot (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "ConcurrencyPermit")]
+#[doc = docstring!(ConcurrencyPermit)]
 pub(crate) struct PyConcurrencyPermit {
     handle: Arc<Handle>,
     held: AtomicBool,
@@ -158,6 +167,7 @@ impl PyConcurrencyPermit {
 
 #[pymethods]
 impl PyConcurrencyPermit {
+    #[doc = docstring!(ConcurrencyPermit.release)]
     fn release(&self) -> PyResult<()> {
         if self.release_once()? {
             Ok(())
@@ -167,6 +177,7 @@ impl PyConcurrencyPermit {
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyPermit.released)]
     fn released(&self) -> bool {
         !self.held.load(Ordering::Acquire)
     }
@@ -197,33 +208,39 @@ impl Drop for PyConcurrencyPermit {
     }
 }
 
-/// A snapshot of a governor's free and total slots (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "GovernorStats")]
+#[doc = docstring!(GovernorStats)]
 pub(crate) struct PyGovernorStats(GovernorStats);
 
 #[pymethods]
 impl PyGovernorStats {
     #[getter]
+    #[doc = docstring!(GovernorStats.streams_available)]
     const fn streams_available(&self) -> usize {
         self.0.streams_available
     }
     #[getter]
+    #[doc = docstring!(GovernorStats.streams_max)]
     const fn streams_max(&self) -> usize {
         self.0.streams_max
     }
     #[getter]
+    #[doc = docstring!(GovernorStats.tools_available)]
     const fn tools_available(&self) -> usize {
         self.0.tools_available
     }
     #[getter]
+    #[doc = docstring!(GovernorStats.tools_max)]
     const fn tools_max(&self) -> usize {
         self.0.tools_max
     }
     #[getter]
+    #[doc = docstring!(GovernorStats.global_available)]
     const fn global_available(&self) -> usize {
         self.0.global_available
     }
     #[getter]
+    #[doc = docstring!(GovernorStats.global_max)]
     const fn global_max(&self) -> usize {
         self.0.global_max
     }

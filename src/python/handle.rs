@@ -87,7 +87,7 @@ impl Handle {
 
     /// Releases `weight` slots of this limiter and of its ancestors.
     pub(crate) fn release(&self, weight: u32) -> PyResult<()> {
-        acquisition::release(&self.core, weight).map_err(release_error)
+        acquisition::release(&self.core, weight).map_err(|err| release_error(err, self.core.name()))
     }
 
     /// The error of a caller refused at this level; a full queue's is counted in the metrics.

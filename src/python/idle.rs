@@ -3,6 +3,7 @@
 
 use crate::ConcurrencyLimiter;
 use crate::close::IdleWaiter;
+use crate::python::docstrings::docstring;
 use crate::python::wake::LoopWake;
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::PyRuntimeError;
@@ -11,8 +12,9 @@ use pyo3::sync::PyOnceLock;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One caller's wait for a limiter to be idle. Dropping it gives the wait up.
+// One caller's wait for a limiter to be idle. Dropping it gives the wait up.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_IdleWait")]
+#[doc = docstring!(_IdleWait)]
 pub(crate) struct PyIdleWait(Mutex<IdleWaiter<ConcurrencyLimiter>>);
 
 impl PyIdleWait {
@@ -32,9 +34,10 @@ impl PyIdleWait {
 
 #[pymethods]
 impl PyIdleWait {
-    /// Whether the limiter is idle now or was since the last call; if not, `callback(arg)` runs
-    /// on this thread's event loop (through `schedule(callback, arg)` from another thread) once
-    /// it is, or maybe earlier: then call again.
+    // Whether the limiter is idle now or was since the last call; if not, `callback(arg)` runs
+    // on this thread's event loop (through `schedule(callback, arg)` from another thread) once
+    // it is, or maybe earlier: then call again.
+    #[doc = docstring!(_IdleWait.poll)]
     fn poll(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
         let waker = Arc::new(LoopWake::new(callback, arg, schedule)).into();
         let idle = self.lock()?.poll(&waker);
@@ -43,7 +46,8 @@ impl PyIdleWait {
         Ok(idle)
     }
 
-    /// Gives the wait up; a wake-up already on its way may still run.
+    // Gives the wait up; a wake-up already on its way may still run.
+    #[doc = docstring!(_IdleWait.cancel)]
     fn cancel(&self) -> PyResult<()> {
         self.lock()?.cancel();
         Ok(())

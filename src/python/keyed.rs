@@ -10,6 +10,7 @@ use crate::python::args::{
 };
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::context::Context;
+use crate::python::docstrings::docstring;
 use crate::python::errors::limit_error;
 use crate::python::handle::Handle;
 use crate::python::idle::PyIdleWait;
@@ -129,8 +130,8 @@ impl Keys {
     }
 }
 
-/// One limit per key (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "KeyedConcurrencyLimiter")]
+#[doc = docstring!(KeyedConcurrencyLimiter)]
 pub(crate) struct PyKeyedConcurrencyLimiter {
     keys: Arc<Keys>,
     tracer: Option<Py<PyAny>>,
@@ -216,16 +217,19 @@ impl PyKeyedConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(KeyedConcurrencyLimiter.name)]
     fn name(&self) -> Option<&str> {
         self.keys.settings.name()
     }
 
     #[getter]
+    #[doc = docstring!(KeyedConcurrencyLimiter.parent)]
     fn parent(&self, py: Python<'_>) -> Option<Py<PyConcurrencyLimiter>> {
         self.parent.as_ref().map(|(p, _)| p.clone_ref(py))
     }
 
     #[getter]
+    #[doc = docstring!(KeyedConcurrencyLimiter.max_running)]
     fn max_running(&self) -> usize {
         self.keys.settings.max_running()
     }
@@ -241,6 +245,7 @@ impl PyKeyedConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(KeyedConcurrencyLimiter.max_queued)]
     fn max_queued(&self) -> Option<usize> {
         self.keys.settings.max_queued()
     }
@@ -249,6 +254,7 @@ impl PyKeyedConcurrencyLimiter {
         signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(KeyedConcurrencyLimiter.acquire)]
     fn acquire(
         &self,
         py: Python<'_>,
@@ -268,6 +274,7 @@ impl PyKeyedConcurrencyLimiter {
         signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(KeyedConcurrencyLimiter.acquire_blocking)]
     fn acquire_blocking(
         &self,
         py: Python<'_>,
@@ -290,6 +297,7 @@ impl PyKeyedConcurrencyLimiter {
         signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(KeyedConcurrencyLimiter.blocking)]
     fn blocking(
         &self,
         py: Python<'_>,
@@ -306,6 +314,7 @@ impl PyKeyedConcurrencyLimiter {
     }
 
     #[pyo3(signature = (key, *, weight = Arg::Omitted), text_signature = "($self, key, *, weight=1)")]
+    #[doc = docstring!(KeyedConcurrencyLimiter.try_acquire)]
     fn try_acquire(&self, py: Python<'_>, key: &Bound<'_, PyAny>, weight: Arg<'_>) -> PyResult<bool> {
         let weight = weight_arg(&weight)?;
         let state = self.state(py, key)?;
@@ -315,11 +324,16 @@ impl PyKeyedConcurrencyLimiter {
     }
 
     #[pyo3(signature = (key, *, weight = Arg::Omitted), text_signature = "($self, key, *, weight=1)")]
+    #[doc = docstring!(KeyedConcurrencyLimiter.release)]
     fn release(&self, key: &Bound<'_, PyAny>, weight: Arg<'_>) -> PyResult<()> {
         let weight = weight_arg(&weight)?;
         let Some(state) = Self::existing(key, &self.keys)? else {
+            let of = match self.keys.settings.name() {
+                Some(name) => format!("keyed limiter {}", PyString::new(key.py(), name).repr()?),
+                None => "this keyed limiter".to_owned(),
+            };
             return Err(PyValueError::new_err(format!(
-                "key {} holds no slot of this keyed limiter",
+                "key {} holds no slot of {of}",
                 key.repr()?
             )));
         };
@@ -328,18 +342,22 @@ impl PyKeyedConcurrencyLimiter {
         released
     }
 
+    #[doc = docstring!(KeyedConcurrencyLimiter.running_count)]
     fn running_count(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.key_stats(key)?.running)
     }
 
+    #[doc = docstring!(KeyedConcurrencyLimiter.waiting_count)]
     fn waiting_count(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.key_stats(key)?.waiting)
     }
 
+    #[doc = docstring!(KeyedConcurrencyLimiter.available_count)]
     fn available_count(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.key_stats(key)?.available)
     }
 
+    #[doc = docstring!(KeyedConcurrencyLimiter.stats)]
     fn stats(&self, key: &Bound<'_, PyAny>) -> PyResult<PyLimiterStats> {
         Ok(PyLimiterStats(self.key_stats(key)?))
     }
@@ -348,16 +366,19 @@ impl PyKeyedConcurrencyLimiter {
         self.keys.map.sweep()
     }
 
+    #[doc = docstring!(KeyedConcurrencyLimiter.close)]
     fn close(&self) {
         self.keys.settings.close(&self.keys.map.states());
     }
 
     #[getter]
+    #[doc = docstring!(KeyedConcurrencyLimiter.closed)]
     fn closed(&self) -> bool {
         self.keys.settings.is_closed()
     }
 
     #[pyo3(signature = (*, timeout = None))]
+    #[doc = docstring!(KeyedConcurrencyLimiter.wait_idle)]
     fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         static WAIT_ALL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let timeout = check_timeout(timeout)?.map(|t| t.as_secs_f64());

@@ -6,6 +6,7 @@ use crate::python::args::{
 };
 use crate::python::blocking::{PyBlockingContext, acquire_blocking};
 use crate::python::context::Context;
+use crate::python::docstrings::docstring;
 use crate::python::errors::limit_error;
 use crate::python::handle::Handle;
 use crate::python::idle::wait_idle;
@@ -19,8 +20,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyType};
 use std::sync::Arc;
 
-/// The Rust-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, subclass, module = "ferrolimit._ferrolimit", name = "ConcurrencyLimiter")]
+#[doc = docstring!(ConcurrencyLimiter)]
 pub(crate) struct PyConcurrencyLimiter {
     pub(crate) handle: Arc<Handle>,
     /// The parent limiter's Python object, for the `parent` property.
@@ -31,9 +32,10 @@ pub(crate) struct PyConcurrencyLimiter {
     context: PyOnceLock<Context>,
 }
 
-/// Checks limits as `ConcurrencyLimiter()` does, raising the same errors; for `ConcurrencyLimit`.
+// Checks limits as `ConcurrencyLimiter()` does, raising the same errors; for `ConcurrencyLimit`.
 #[pyfunction]
 #[pyo3(name = "_check_limits", signature = (max_running, max_queued = None))]
+#[doc = docstring!(_check_limits)]
 pub(crate) fn check_limits(max_running: &Bound<'_, PyAny>, max_queued: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     limits(max_running, max_queued).map(drop)
 }
@@ -164,6 +166,7 @@ impl PyConcurrencyLimiter {
 
     #[classmethod]
     #[pyo3(signature = (limit, *, name = None, tracer = None, meter = None))]
+    #[doc = docstring!(ConcurrencyLimiter.from_limit)]
     fn from_limit<'py>(
         cls: &Bound<'py, PyType>,
         limit: &Bound<'py, PyAny>,
@@ -195,16 +198,19 @@ impl PyConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.name)]
     fn name(&self) -> Option<&str> {
         self.core().name()
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.parent)]
     fn parent(&self, py: Python<'_>) -> Option<Py<Self>> {
         self.parent.as_ref().map(|p| p.clone_ref(py))
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.max_running)]
     fn max_running(&self) -> usize {
         self.core().max_running()
     }
@@ -217,25 +223,30 @@ impl PyConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.running_count)]
     fn running_count(&self) -> usize {
         self.core().running_count()
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.available_count)]
     fn available_count(&self) -> usize {
         self.core().available_count()
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.waiting_count)]
     fn waiting_count(&self) -> usize {
         self.core().waiting_count()
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter._max_queued)]
     fn _max_queued(&self) -> Option<usize> {
         self.core().max_queued()
     }
 
+    #[doc = docstring!(ConcurrencyLimiter._get_tracer)]
     fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.handle.tracer(py)
     }
@@ -244,6 +255,7 @@ impl PyConcurrencyLimiter {
         signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(ConcurrencyLimiter.acquire)]
     fn acquire(
         &self,
         py: Python<'_>,
@@ -266,6 +278,7 @@ impl PyConcurrencyLimiter {
         signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(ConcurrencyLimiter.acquire_blocking)]
     fn acquire_blocking(
         &self,
         py: Python<'_>,
@@ -284,6 +297,7 @@ impl PyConcurrencyLimiter {
         signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(ConcurrencyLimiter.blocking)]
     fn blocking(
         &self,
         py: Python<'_>,
@@ -302,29 +316,35 @@ impl PyConcurrencyLimiter {
     }
 
     #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
+    #[doc = docstring!(ConcurrencyLimiter.try_acquire)]
     fn try_acquire(&self, py: Python<'_>, weight: Arg<'_>) -> PyResult<bool> {
         self.handle.try_acquire(py, weight_arg(&weight)?)
     }
 
     #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
+    #[doc = docstring!(ConcurrencyLimiter.release)]
     fn release(&self, weight: Arg<'_>) -> PyResult<()> {
         self.handle.release(weight_arg(&weight)?)
     }
 
+    #[doc = docstring!(ConcurrencyLimiter.close)]
     fn close(&self) {
         self.core().close();
     }
 
     #[getter]
+    #[doc = docstring!(ConcurrencyLimiter.closed)]
     fn closed(&self) -> bool {
         self.core().is_closed()
     }
 
     #[pyo3(signature = (*, timeout = None))]
+    #[doc = docstring!(ConcurrencyLimiter.wait_idle)]
     fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         wait_idle(py, self.core(), check_timeout(timeout)?)
     }
 
+    #[doc = docstring!(ConcurrencyLimiter.stats)]
     fn stats(&self) -> PyLimiterStats {
         PyLimiterStats(self.core().stats())
     }
@@ -372,53 +392,63 @@ impl PyConcurrencyLimiter {
     }
 }
 
-/// Reads a limiter's counts for the metrics' observable gauges: it holds the core only, so the
-/// limiter and its metrics do not keep each other alive.
+// Reads a limiter's counts for the metrics' observable gauges: it holds the core only, so the
+// limiter and its metrics do not keep each other alive.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_Counts")]
+#[doc = docstring!(_Counts)]
 pub(crate) struct PyCounts(ConcurrencyLimiter);
 
 #[pymethods]
 impl PyCounts {
+    #[doc = docstring!(_Counts.stats)]
     fn stats(&self) -> PyLimiterStats {
         PyLimiterStats(self.0.stats())
     }
 }
 
-/// A consistent snapshot of a limiter's counts (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "LimiterStats")]
+#[doc = docstring!(LimiterStats)]
 pub(crate) struct PyLimiterStats(pub(crate) LimiterStats);
 
 #[pymethods]
 impl PyLimiterStats {
     #[getter]
+    #[doc = docstring!(LimiterStats.running)]
     const fn running(&self) -> usize {
         self.0.running
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.waiting)]
     const fn waiting(&self) -> usize {
         self.0.waiting
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.available)]
     const fn available(&self) -> usize {
         self.0.available
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.max_running)]
     const fn max_running(&self) -> usize {
         self.0.max_running
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.max_queued)]
     const fn max_queued(&self) -> Option<usize> {
         self.0.max_queued
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.acquired_total)]
     const fn acquired_total(&self) -> u64 {
         self.0.acquired_total
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.rejected_total)]
     const fn rejected_total(&self) -> u64 {
         self.0.rejected_total
     }
     #[getter]
+    #[doc = docstring!(LimiterStats.cancelled_total)]
     const fn cancelled_total(&self) -> u64 {
         self.0.cancelled_total
     }

@@ -1,6 +1,9 @@
 //! The pyo3 layer: the `ferrolimit._ferrolimit` extension module. It converts arguments, calls
 //! the core and maps errors; the limiter logic lives in the core.
 #![allow(clippy::needless_pass_by_value, clippy::unused_self, clippy::unnecessary_wraps)]
+// The doc attributes of the Python classes and methods are their Python docstrings (generated
+// from the stubs, `docstrings.rs`), in Markdown for Python readers rather than for rustdoc.
+#![allow(clippy::doc_markdown)]
 
 mod acquire;
 mod args;
@@ -8,6 +11,7 @@ mod asyncio_wait;
 mod blocking;
 mod context;
 mod context_call;
+mod docstrings;
 mod errors;
 mod governor;
 mod handle;

@@ -8,6 +8,7 @@
 
 #![allow(unsafe_code)]
 
+use crate::python::docstrings::c_docstring;
 use crate::python::errors::not_initialised;
 use crate::python::raw::{self, RawType, method_fast, method_noargs, slot};
 use pyo3::ffi;
@@ -58,7 +59,7 @@ fn build(py: Python<'_>) -> PyResult<Py<PyAny>> {
         RawType::<()>::new(
             py,
             c"ferrolimit._ferrolimit._Ready",
-            c"An awaitable that is already finished (its value is None); also a no-op async context manager.",
+            c_docstring!(_Ready),
             vec![
                 method_noargs(
                     c"__aenter__",

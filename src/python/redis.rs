@@ -19,6 +19,7 @@ use crate::python::args::{
     tracer_arg, weight_arg,
 };
 use crate::python::context::Context;
+use crate::python::docstrings::docstring;
 use crate::python::errors::{limit_error, redis_error, release_error};
 use crate::python::handle::tracer_or_default;
 use crate::python::limiter::PyLimiterStats;
@@ -151,7 +152,7 @@ impl Settings {
     /// `release(weight=)` on `inner`'s pool.
     pub(crate) fn release(&self, py: Python<'_>, inner: &Arc<Inner>, weight: u32) -> PyResult<()> {
         if !inner.release_pooled(weight) {
-            return Err(release_error(ReleaseError));
+            return Err(release_error(ReleaseError, self.name.as_deref()));
         }
         // Reported here, with the slots already given back, so that a warning turned into an
         // error cannot cost a slot.
@@ -240,8 +241,8 @@ fn drive(py: Python<'_>, driver: &'static str, op: PyRedisOp) -> PyResult<Py<PyA
     Ok(module.getattr(driver)?.call1((Py::new(py, op)?,))?.unbind())
 }
 
-/// The Redis-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisConcurrencyLimiter")]
+#[doc = docstring!(RedisConcurrencyLimiter)]
 pub(crate) struct PyRedisConcurrencyLimiter {
     settings: Settings,
     current: ProcessLimiter<RedisConcurrencyLimiter>,
@@ -307,26 +308,31 @@ impl PyRedisConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.name)]
     fn name(&self) -> Option<&str> {
         self.settings.name.as_deref()
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.key)]
     fn key(&self) -> &str {
         &self.settings.key
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.lease_seconds)]
     const fn lease_seconds(&self) -> f64 {
         self.settings.lease_seconds
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.fail_open)]
     const fn fail_open(&self) -> bool {
         self.settings.fail_open
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.max_running)]
     fn max_running(&self) -> PyResult<usize> {
         Ok(self.limiter()?.max_running())
     }
@@ -339,40 +345,48 @@ impl PyRedisConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.running_count)]
     fn running_count(&self, py: Python<'_>) -> PyResult<usize> {
         Ok(self.counts(py)?.running)
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.waiting_count)]
     fn waiting_count(&self, py: Python<'_>) -> PyResult<usize> {
         Ok(self.counts(py)?.waiting)
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.available_count)]
     fn available_count(&self, py: Python<'_>) -> PyResult<usize> {
         Ok(self.counts(py)?.available)
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.held_count)]
     fn held_count(&self) -> PyResult<u64> {
         Ok(self.inner()?.pooled_count())
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.lost_count)]
     fn lost_count(&self) -> PyResult<u64> {
         Ok(self.limiter()?.lost_total())
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.other_max_running)]
     fn other_max_running(&self) -> PyResult<Option<usize>> {
         Ok(self.limiter()?.other_max_running())
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter._max_queued)]
     const fn _max_queued(&self) -> Option<usize> {
         self.settings.max_queued
     }
 
+    #[doc = docstring!(RedisConcurrencyLimiter._get_tracer)]
     fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.settings.tracer(py)
     }
@@ -381,6 +395,7 @@ impl PyRedisConcurrencyLimiter {
         signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(RedisConcurrencyLimiter.acquire)]
     fn acquire(
         &self,
         py: Python<'_>,
@@ -399,6 +414,7 @@ impl PyRedisConcurrencyLimiter {
         signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(RedisConcurrencyLimiter.acquire_blocking)]
     fn acquire_blocking(
         &self,
         py: Python<'_>,
@@ -418,6 +434,7 @@ impl PyRedisConcurrencyLimiter {
         signature = (source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(RedisConcurrencyLimiter.blocking)]
     fn blocking(
         slf: &Bound<'_, Self>,
         source: Arg<'_>,
@@ -430,30 +447,36 @@ impl PyRedisConcurrencyLimiter {
     }
 
     #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
+    #[doc = docstring!(RedisConcurrencyLimiter.try_acquire)]
     fn try_acquire(&self, py: Python<'_>, weight: Arg<'_>) -> PyResult<bool> {
         self.settings.try_acquire(py, &self.inner()?, weight_arg(&weight)?)
     }
 
     #[pyo3(signature = (*, weight = Arg::Omitted), text_signature = "($self, *, weight=1)")]
+    #[doc = docstring!(RedisConcurrencyLimiter.release)]
     fn release(&self, py: Python<'_>, weight: Arg<'_>) -> PyResult<()> {
         self.settings.release(py, &self.inner()?, weight_arg(&weight)?)
     }
 
+    #[doc = docstring!(RedisConcurrencyLimiter.stats)]
     fn stats(&self, py: Python<'_>) -> PyResult<PyLimiterStats> {
         self.settings.stats(py, &self.inner()?)
     }
 
+    #[doc = docstring!(RedisConcurrencyLimiter.close)]
     fn close(&self) -> PyResult<()> {
         self.inner()?.close();
         Ok(())
     }
 
     #[getter]
+    #[doc = docstring!(RedisConcurrencyLimiter.closed)]
     fn closed(&self) -> PyResult<bool> {
         Ok(self.inner()?.is_closed())
     }
 
     #[pyo3(signature = (*, timeout = None))]
+    #[doc = docstring!(RedisConcurrencyLimiter.wait_idle)]
     fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let inner = self.inner()?;
         wait_idle(py, async move { inner.wait_idle().await }, timeout)

@@ -6,6 +6,7 @@
 use crate::RedisKeyedConcurrencyLimiter;
 use crate::python::args::{Arg, check_timeout, request_arg, source_or_unnamed, text_arg, weight_arg};
 use crate::python::context::Context;
+use crate::python::docstrings::docstring;
 use crate::python::limiter::PyLimiterStats;
 use crate::python::redis::{Settings, blocking, max_running_arg, wait_idle};
 use crate::python::redis_process::ProcessLimiter;
@@ -15,8 +16,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use std::sync::Arc;
 
-/// The keyed Redis-backed limiter (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "RedisKeyedConcurrencyLimiter")]
+#[doc = docstring!(RedisKeyedConcurrencyLimiter)]
 pub(crate) struct PyRedisKeyedConcurrencyLimiter {
     settings: Settings,
     current: ProcessLimiter<RedisKeyedConcurrencyLimiter>,
@@ -82,26 +83,31 @@ impl PyRedisKeyedConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.name)]
     fn name(&self) -> Option<&str> {
         self.settings.name.as_deref()
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.key_prefix)]
     fn key_prefix(&self) -> &str {
         &self.settings.key
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.lease_seconds)]
     const fn lease_seconds(&self) -> f64 {
         self.settings.lease_seconds
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.fail_open)]
     const fn fail_open(&self) -> bool {
         self.settings.fail_open
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.max_running)]
     fn max_running(&self) -> PyResult<usize> {
         Ok(self.limiter()?.max_running())
     }
@@ -114,6 +120,7 @@ impl PyRedisKeyedConcurrencyLimiter {
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.max_queued)]
     const fn max_queued(&self) -> Option<usize> {
         self.settings.max_queued
     }
@@ -122,6 +129,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         Ok(self.limiter()?.len())
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.stats)]
     fn stats(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyLimiterStats> {
         let key = text_arg(key, "key")?;
         let limiter = self.limiter()?;
@@ -129,22 +137,27 @@ impl PyRedisKeyedConcurrencyLimiter {
         Ok(self.settings.stats_of(&counts, &limiter.totals(key)))
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.running_count)]
     fn running_count(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.stats(py, key)?.0.running)
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.waiting_count)]
     fn waiting_count(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.stats(py, key)?.0.waiting)
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.available_count)]
     fn available_count(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.stats(py, key)?.0.available)
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.held_count)]
     fn held_count(&self, key: &Bound<'_, PyAny>) -> PyResult<u64> {
         self.with_key(key, |state| Ok(state.pooled_count()))
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter._get_tracer)]
     fn _get_tracer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.settings.tracer(py)
     }
@@ -153,6 +166,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.acquire)]
     fn acquire(
         &self,
         py: Python<'_>,
@@ -174,6 +188,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.acquire_blocking)]
     fn acquire_blocking(
         &self,
         py: Python<'_>,
@@ -197,6 +212,7 @@ impl PyRedisKeyedConcurrencyLimiter {
         signature = (key, source = Arg::Omitted, *, timeout = None, weight = Arg::Omitted, priority = Arg::Omitted),
         text_signature = "($self, key, source='unnamed', *, timeout=None, weight=1, priority=0)"
     )]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.blocking)]
     fn blocking(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -211,28 +227,33 @@ impl PyRedisKeyedConcurrencyLimiter {
     }
 
     #[pyo3(signature = (key, *, weight = Arg::Omitted), text_signature = "($self, key, *, weight=1)")]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.try_acquire)]
     fn try_acquire(&self, py: Python<'_>, key: &Bound<'_, PyAny>, weight: Arg<'_>) -> PyResult<bool> {
         let weight = weight_arg(&weight)?;
         self.with_key(key, |state| self.settings.try_acquire(py, state, weight))
     }
 
     #[pyo3(signature = (key, *, weight = Arg::Omitted), text_signature = "($self, key, *, weight=1)")]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.release)]
     fn release(&self, py: Python<'_>, key: &Bound<'_, PyAny>, weight: Arg<'_>) -> PyResult<()> {
         let weight = weight_arg(&weight)?;
         self.with_key(key, |state| self.settings.release(py, state, weight))
     }
 
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.close)]
     fn close(&self) -> PyResult<()> {
         self.limiter()?.close();
         Ok(())
     }
 
     #[getter]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.closed)]
     fn closed(&self) -> PyResult<bool> {
         Ok(self.limiter()?.is_closed())
     }
 
     #[pyo3(signature = (*, timeout = None))]
+    #[doc = docstring!(RedisKeyedConcurrencyLimiter.wait_idle)]
     fn wait_idle(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let limiter = self.limiter()?;
         wait_idle(py, async move { limiter.wait_idle().await }, timeout)

@@ -5,6 +5,7 @@
 //! own thread).
 
 use crate::RedisLimiterError;
+use crate::python::docstrings::docstring;
 use crate::python::errors::redis_error;
 use crate::python::handle::recording_tracer;
 use crate::python::redis_process::{runtime, wake_off_runtime};
@@ -67,8 +68,9 @@ fn report(state: &Mutex<OpState>, event: Event) -> bool {
     true
 }
 
-/// One operation in flight: the task on the runtime, and the events it reported.
+// One operation in flight: the task on the runtime, and the events it reported.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisOp")]
+#[doc = docstring!(_RedisOp)]
 pub(crate) struct PyRedisOp {
     /// The acquire's limiter object and token (a cancel removes the token from Redis itself,
     /// without waiting for the task); `None` for a wait for idleness.
@@ -211,9 +213,10 @@ impl PyRedisOp {
     }
 }
 
-/// An acquire not started yet: `start()` starts it, when the coroutine of `acquire()` first
-/// runs (as the local limiter's, calling `acquire()` takes nothing).
+// An acquire not started yet: `start()` starts it, when the coroutine of `acquire()` first
+// runs (as the local limiter's, calling `acquire()` takes nothing).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_RedisStart")]
+#[doc = docstring!(_RedisStart)]
 pub(crate) struct PyRedisStart {
     inner: Arc<Inner>,
     source: String,
@@ -244,7 +247,8 @@ impl PyRedisStart {
 
 #[pymethods]
 impl PyRedisStart {
-    /// Starts the acquire.
+    // Starts the acquire.
+    #[doc = docstring!(_RedisStart.start)]
     fn start(&self, py: Python<'_>) -> PyResult<PyRedisOp> {
         if self.pid != std::process::id() {
             return Err(PyRuntimeError::new_err(
@@ -274,8 +278,9 @@ impl Drop for PyRedisStart {
 
 #[pymethods]
 impl PyRedisOp {
-    /// Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
-    /// the next event; `False` if an event is already there.
+    // Registers `callback(arg)` (or `schedule(callback, arg)` off the loop's thread) to run on
+    // the next event; `False` if an event is already there.
+    #[doc = docstring!(_RedisOp.wait)]
     fn wait(&self, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
         let mut state = self.state()?;
         if !state.events.is_empty() {
@@ -285,8 +290,9 @@ impl PyRedisOp {
         Ok(true)
     }
 
-    /// Takes the next event: `True` once admitted (or idle), `False` when queued (or not idle in
-    /// time); raises the failure.
+    // Takes the next event: `True` once admitted (or idle), `False` when queued (or not idle in
+    // time); raises the failure.
+    #[doc = docstring!(_RedisOp.take)]
     fn take(&self) -> PyResult<bool> {
         let event = self.state()?.events.pop_front();
         match event {
@@ -307,8 +313,9 @@ impl PyRedisOp {
         }
     }
 
-    /// trio's abort: gives up if the caller has not been woken yet (`True`); `False` if a wake-up
-    /// is already on its way, and the caller must then `take()` as usual.
+    // trio's abort: gives up if the caller has not been woken yet (`True`); `False` if a wake-up
+    // is already on its way, and the caller must then `take()` as usual.
+    #[doc = docstring!(_RedisOp.withdraw)]
     fn withdraw(&self) -> bool {
         let Ok(mut state) = self.state() else {
             return true; // a forked child: nothing of the parent's to give up here
@@ -320,9 +327,10 @@ impl PyRedisOp {
         true
     }
 
-    /// Gives up: the place in the queue is left, and slots granted meanwhile (taken by `take()`
-    /// but not yet handed over by `done()` included) are passed on. In a forked child, nothing:
-    /// the operation is the parent's.
+    // Gives up: the place in the queue is left, and slots granted meanwhile (taken by `take()`
+    // but not yet handed over by `done()` included) are passed on. In a forked child, nothing:
+    // the operation is the parent's.
+    #[doc = docstring!(_RedisOp.cancel)]
     fn cancel(&self) {
         if let Ok(mut state) = self.state() {
             self.cancel_locked(&mut state);
@@ -334,18 +342,21 @@ impl PyRedisOp {
         }
     }
 
-    /// The caller has the slots `take()` reported: nothing gives them back any more.
+    // The caller has the slots `take()` reported: nothing gives them back any more.
+    #[doc = docstring!(_RedisOp.done)]
     fn done(&self) {
         self.granted.lock().take();
     }
 
-    /// The tracer the wait span goes to, `None` when the span would certainly be dropped (no
-    /// tracer given, no global tracer provider set).
+    // The tracer the wait span goes to, `None` when the span would certainly be dropped (no
+    // tracer given, no global tracer provider set).
+    #[doc = docstring!(_RedisOp.tracer)]
     fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         recording_tracer(py, self.tracer.as_ref())
     }
 
-    /// The wait span's name and attributes.
+    // The wait span's name and attributes.
+    #[doc = docstring!(_RedisOp.span)]
     fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
         let Some((inner, _)) = &self.acquire else {
             return Err(PyRuntimeError::new_err(
@@ -356,7 +367,8 @@ impl PyRedisOp {
         span_fields(py, inner.wait_span_fields(&self.source, waiting))
     }
 
-    /// Why the slot was granted without limiting (Redis was unreachable), or `None`.
+    // Why the slot was granted without limiting (Redis was unreachable), or `None`.
+    #[doc = docstring!(_RedisOp.fail_open_error)]
     fn fail_open_error(&self) -> Option<String> {
         self.fail_open.lock().clone()
     }

@@ -2,6 +2,7 @@
 
 use crate::error::{check_max_parallel_runs, check_max_parallel_sessions};
 use crate::python::args::{Arg, check_str, extract_limit};
+use crate::python::docstrings::docstring;
 use crate::python::errors::{limit_error, session_error};
 use crate::{LimitError, MAX_SESSION_LIMIT, SessionLimiter, SessionLimits};
 use pyo3::exceptions::PyTypeError;
@@ -30,8 +31,8 @@ fn resolve(
     check(value).map(Some).map_err(|e| limit_error(&e))
 }
 
-/// Session and run slots (documented in `_ferrolimit.pyi`).
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "SessionLimiter")]
+#[doc = docstring!(SessionLimiter)]
 pub(crate) struct PySessionLimiter {
     inner: SessionLimiter,
 }
@@ -65,6 +66,7 @@ impl PySessionLimiter {
         Ok(Self { inner })
     }
 
+    #[doc = docstring!(SessionLimiter.acquire_session)]
     fn acquire_session(&self, session_id: &Bound<'_, PyAny>) -> PyResult<()> {
         let session_id = check_str(session_id, "session_id")?.to_str()?;
         self.inner
@@ -73,6 +75,7 @@ impl PySessionLimiter {
             .map_err(|e| session_error(&e))
     }
 
+    #[doc = docstring!(SessionLimiter.acquire_run)]
     fn acquire_run(&self, session_id: &Bound<'_, PyAny>, run_id: &Bound<'_, PyAny>) -> PyResult<()> {
         let session_id = check_str(session_id, "session_id")?.to_str()?;
         let run_id = check_str(run_id, "run_id")?.to_str()?;
@@ -82,17 +85,20 @@ impl PySessionLimiter {
             .map_err(|e| session_error(&e))
     }
 
+    #[doc = docstring!(SessionLimiter.release_run)]
     fn release_run(&self, run_id: &Bound<'_, PyAny>) -> PyResult<()> {
         self.inner.release_run(check_str(run_id, "run_id")?.to_str()?);
         Ok(())
     }
 
+    #[doc = docstring!(SessionLimiter.release_session)]
     fn release_session(&self, session_id: &Bound<'_, PyAny>) -> PyResult<()> {
         self.inner
             .release_session(check_str(session_id, "session_id")?.to_str()?);
         Ok(())
     }
 
+    #[doc = docstring!(SessionLimiter.limits)]
     fn limits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let SessionLimits {
             max_parallel_sessions,
@@ -104,6 +110,7 @@ impl PySessionLimiter {
         Ok(limits)
     }
 
+    #[doc = docstring!(SessionLimiter.status)]
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let status = self.inner.status();
         let dict = PyDict::new(py);

@@ -3,6 +3,7 @@
 
 use crate::ConcurrencyLimiter;
 use crate::acquisition::{Acquisition, Stage};
+use crate::python::docstrings::docstring;
 use crate::python::errors::timeout_message;
 use crate::python::handle::Handle;
 use crate::python::span::span_fields;
@@ -22,18 +23,19 @@ struct WaitState {
     arrived: Instant,
 }
 
-/// A caller on the slow path, level by level: at each level it queues itself with a waker for
-/// its loop (`enqueue`), `finish()`es once woken, and `climb()`s to the parent. It `cancel()`s on
-/// any exception, which also gives back the slots it holds below its current level. Dropping an
-/// unfinished waiter cancels it (its acquisition does), so a slot can never be stranded.
-///
-/// Once it holds every level or is cancelled, it lets go of its state, the limiter's handle
-/// included: a finished waiter kept alive by a traceback or an event loop's bookkeeping keeps
-/// no keyed limiter's key in use.
-///
-/// Nothing that can wake another waiter (and so run Python code) runs under the state's lock:
-/// `enqueue` and `cancel` take the acquisition out of it first.
+// A caller on the slow path, level by level: at each level it queues itself with a waker for
+// its loop (`enqueue`), `finish()`es once woken, and `climb()`s to the parent. It `cancel()`s on
+// any exception, which also gives back the slots it holds below its current level. Dropping an
+// unfinished waiter cancels it (its acquisition does), so a slot can never be stranded.
+//
+// Once it holds every level or is cancelled, it lets go of its state, the limiter's handle
+// included: a finished waiter kept alive by a traceback or an event loop's bookkeeping keeps
+// no keyed limiter's key in use.
+//
+// Nothing that can wake another waiter (and so run Python code) runs under the state's lock:
+// `enqueue` and `cancel` take the acquisition out of it first.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_Waiter")]
+#[doc = docstring!(_Waiter)]
 pub(crate) struct PyWaiter {
     source: String,
     /// `None` once finished.
@@ -114,22 +116,25 @@ fn misuse(what: &str) -> PyErr {
 
 #[pymethods]
 impl PyWaiter {
-    /// Queues the caller at its current level, to be woken by `callback(arg)` on this thread or
-    /// `schedule(callback, arg)` from another. Returns `False` if a slot was free after all (the
-    /// caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full (the waiter
-    /// is then cancelled).
+    // Queues the caller at its current level, to be woken by `callback(arg)` on this thread or
+    // `schedule(callback, arg)` from another. Returns `False` if a slot was free after all (the
+    // caller holds it), and raises `ConcurrencyLimitExceeded` if the queue is full (the waiter
+    // is then cancelled).
+    #[doc = docstring!(_Waiter.enqueue)]
     fn enqueue(&self, py: Python<'_>, callback: Py<PyAny>, arg: Py<PyAny>, schedule: Py<PyAny>) -> PyResult<bool> {
         self.enqueue_wake(py, LoopWake::new(callback, arg, schedule))
     }
 
-    /// The tracer the current level's wait span goes to, `None` when the span would certainly
-    /// be dropped (no tracer given, no global tracer provider set).
+    // The tracer the current level's wait span goes to, `None` when the span would certainly
+    // be dropped (no tracer given, no global tracer provider set).
+    #[doc = docstring!(_Waiter.tracer)]
     pub(crate) fn tracer<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (base, depth, _) = self.level()?;
         base.at(depth).recording_tracer(py)
     }
 
-    /// The current level's wait span's name and attributes.
+    // The current level's wait span's name and attributes.
+    #[doc = docstring!(_Waiter.span)]
     pub(crate) fn span<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDict>)> {
         let (base, depth, stage) = self.level()?;
         let waiting = match stage {
@@ -139,15 +144,17 @@ impl PyWaiter {
         span_fields(py, base.at(depth).core.wait_span_fields(&self.source, waiting))
     }
 
-    /// The `TimeoutError` message for this waiter at its current level.
+    // The `TimeoutError` message for this waiter at its current level.
+    #[doc = docstring!(_Waiter.timeout_message)]
     pub(crate) fn timeout_message(&self) -> PyResult<String> {
         let (base, depth, _) = self.level()?;
         Ok(timeout_message(base.at(depth).core.name(), &self.source))
     }
 
-    /// Takes the slots a release handed over; only called once the waiter's future resolved.
-    /// Raises the refusal if the waiter was refused instead (the limiter was closed, or shrunk
-    /// below its weight); the waiter is then cancelled.
+    // Takes the slots a release handed over; only called once the waiter's future resolved.
+    // Raises the refusal if the waiter was refused instead (the limiter was closed, or shrunk
+    // below its weight); the waiter is then cancelled.
+    #[doc = docstring!(_Waiter.finish)]
     pub(crate) fn finish(&self, py: Python<'_>) -> PyResult<()> {
         let (mut acquisition, base, arrived) = self.take(|_| true, "")?;
         // Not under the lock: a refusal gives back the slots below, which wakes their waiters.
@@ -165,10 +172,11 @@ impl PyWaiter {
         }
     }
 
-    /// Goes on from holding the current level's slot: takes the free slots of the ancestors in
-    /// turn. `True` when the caller holds every level (the waiter is finished and lets go of
-    /// its state); `False` when it must wait at the next ancestor, which is now its current
-    /// level.
+    // Goes on from holding the current level's slot: takes the free slots of the ancestors in
+    // turn. `True` when the caller holds every level (the waiter is finished and lets go of
+    // its state); `False` when it must wait at the next ancestor, which is now its current
+    // level.
+    #[doc = docstring!(_Waiter.climb)]
     pub(crate) fn climb(&self) -> PyResult<bool> {
         let mut guard = self.state.lock();
         let Some(state) = guard.as_mut() else {
@@ -188,14 +196,16 @@ impl PyWaiter {
         Ok(false)
     }
 
-    /// Leaves the queue if still queued (`True`); `False` if a slot was already handed over (or
-    /// the waiter refused), which the caller must then take with `finish()`.
+    // Leaves the queue if still queued (`True`); `False` if a slot was already handed over (or
+    // the waiter refused), which the caller must then take with `finish()`.
+    #[doc = docstring!(_Waiter.withdraw)]
     fn withdraw(&self) -> PyResult<bool> {
         self.with_state(|state| Ok(state.acquisition.withdraw()))
     }
 
-    /// Gives up: leaves the queue (a slot handed over at the same instant passes to the next
-    /// waiter) and gives back every slot held. Does nothing once finished.
+    // Gives up: leaves the queue (a slot handed over at the same instant passes to the next
+    // waiter) and gives back every slot held. Does nothing once finished.
+    #[doc = docstring!(_Waiter.cancel)]
     pub(crate) fn cancel(&self) {
         let state = self.state.lock().take();
         // Not under the lock: passing a slot on wakes another waiter, which runs Python code.

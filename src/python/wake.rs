@@ -3,6 +3,7 @@
 //! slots were handed over; and the interpreter-exit and fork hooks that keep wake-ups from other
 //! threads out of a finalizing interpreter.
 
+use crate::python::docstrings::docstring;
 use crate::python::raw;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -13,9 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Wake;
 use std::thread::ThreadId;
 
-/// Sets an asyncio waiter's future's result unless it was cancelled meanwhile.
+// Sets an asyncio waiter's future's result unless it was cancelled meanwhile.
 #[pyfunction]
 #[pyo3(name = "_resolve_future")]
+#[doc = docstring!(_resolve_future)]
 pub(crate) fn resolve_future(future: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = future.py();
     if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -127,8 +129,9 @@ fn resolve_function(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
         .bind(py))
 }
 
-/// A wake-up scheduled on a loop: runs the callback, then counts itself done.
+// A wake-up scheduled on a loop: runs the callback, then counts itself done.
 #[pyclass(frozen, module = "ferrolimit._ferrolimit", name = "_ScheduledWake")]
+#[doc = docstring!(_ScheduledWake)]
 pub(crate) struct PyScheduledWake {
     callback: Py<PyAny>,
     pending: Arc<AtomicUsize>,
@@ -170,10 +173,11 @@ impl Wake for LoopWake {
 static EXITING: AtomicBool = AtomicBool::new(false);
 static WAKES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Registered with `atexit` by `ferrolimit._redis`: stops wake-ups from other threads, and waits
-/// (without the GIL) for those already under way.
+// Registered with `atexit` by `ferrolimit._redis`: stops wake-ups from other threads, and waits
+// (without the GIL) for those already under way.
 #[pyfunction]
 #[pyo3(name = "_before_exit")]
+#[doc = docstring!(_before_exit)]
 pub(crate) fn before_exit(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     py.detach(|| {
@@ -183,10 +187,11 @@ pub(crate) fn before_exit(py: Python<'_>) {
     });
 }
 
-/// Registered with `os.register_at_fork` by `ferrolimit._redis`: a forked child starts with no
-/// wake-up in flight (the threads that had one are the parent's) and is not exiting.
+// Registered with `os.register_at_fork` by `ferrolimit._redis`: a forked child starts with no
+// wake-up in flight (the threads that had one are the parent's) and is not exiting.
 #[pyfunction]
 #[pyo3(name = "_after_fork_in_child")]
+#[doc = docstring!(_after_fork_in_child)]
 pub(crate) fn after_fork_in_child() {
     WAKES_IN_FLIGHT.store(0, Ordering::SeqCst);
     EXITING.store(false, Ordering::SeqCst);

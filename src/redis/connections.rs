@@ -60,6 +60,8 @@ pub struct RedisConnections {
 
 struct Shared {
     url: String,
+    /// `host:port/db` (or the socket's path and db), without credentials.
+    server: String,
     conn: ConnectionManager,
     runtime: Handle,
     hub: Mutex<Hub>,
@@ -158,8 +160,11 @@ impl RedisConnections {
             client.get_connection_manager_lazy(config).map_err(invalid)?
         };
         let (shutdown, shutdown_rx) = watch::channel(());
+        let info = client.get_connection_info();
+        let server = format!("{}/{}", info.addr(), info.redis_settings().db());
         let shared = Arc::new(Shared {
             url: url.to_owned(),
+            server,
             conn,
             runtime,
             hub: Mutex::new(Hub::default()),
@@ -175,6 +180,13 @@ impl RedisConnections {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.shared.url
+    }
+
+    /// The server, as errors name it: `host:port/db` (or the socket's path and db), without
+    /// the credentials the URL may hold.
+    #[must_use]
+    pub fn server(&self) -> &str {
+        &self.shared.server
     }
 
     /// The command connection (a cheap handle).

@@ -13,7 +13,8 @@ pub enum RedisLimiterError {
         /// The limiter's `max_queued`.
         max_queued: usize,
     },
-    /// Redis could not be reached or did not answer in time, or the connection broke.
+    /// Redis could not be reached or did not answer in time, or the connection broke: what
+    /// went wrong, after the server (`host:port/db`, never the password) where it is known.
     Unavailable(String),
     /// A key the limiter uses already holds a value of another type.
     WrongType(String),
@@ -57,6 +58,15 @@ impl RedisLimiterError {
     #[must_use]
     pub const fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// The error with the server it came from (`host:port/db`) in an unavailability's detail.
+    #[must_use]
+    pub(crate) fn at_server(self, server: &str) -> Self {
+        match self {
+            Self::Unavailable(detail) => Self::Unavailable(format!("{server}: {detail}")),
+            other => other,
+        }
     }
 
     /// The local limiter's error of the same meaning, if there is one.

@@ -115,6 +115,8 @@ const KEY_SUFFIXES: [&str; 10] = [
 
 pub(crate) struct Inner {
     pub(super) conn: ConnectionManager,
+    /// The server, as errors name it (`RedisConnections::server`).
+    server: String,
     key: String,
     keys: Vec<String>,
     channel: String,
@@ -227,6 +229,7 @@ impl Inner {
         let key = settings.key;
         Arc::new(Self {
             conn: settings.connections.conn(),
+            server: settings.connections.server().to_owned(),
             keys: KEY_SUFFIXES
                 .iter()
                 .map(|suffix| format!("{{{key}}}:{suffix}"))
@@ -312,7 +315,10 @@ impl Inner {
             invocation.arg(arg);
         }
         let sent = Instant::now();
-        let mut reply: Vec<Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let mut reply: Vec<Value> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| RedisLimiterError::from(err).at_server(&self.server))?;
         if reply.len() < 4 {
             return Err(unexpected(format!("{reply:?}")));
         }
