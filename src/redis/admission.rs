@@ -4,6 +4,7 @@
 use super::error::RedisLimiterError;
 use super::inner::{Inner, WaiterSlot};
 use super::scripts::{ACQUIRE, POLL};
+use super::slot::Slot;
 use crate::waiters::Request;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,13 +12,6 @@ use std::time::Duration;
 
 /// How often a waiter polls while the wake-up channel is down (a fallback only).
 const FALLBACK_POLL: Duration = Duration::from_millis(100);
-
-/// One slot held by this process: a lease on the server, or, failing open, no slot at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Slot {
-    Leased(String),
-    Unlimited,
-}
 
 /// The result of an acquire: the slot, its weight, and the error that made it fail open, if it
 /// did.

@@ -154,7 +154,7 @@ pub(crate) struct Inner {
     warned_max_running: AtomicU64,
     /// Slots held without a permit (the Python API's `acquire`/`release`).
     #[cfg(feature = "python")]
-    pub(super) pool: Mutex<Vec<super::pool::Pooled>>,
+    pub(super) pool: super::pool::Pool,
     /// Queued tokens of this process, by token.
     pub(super) waiters: Mutex<HashMap<String, Arc<WaiterSlot>>>,
     /// Whether this object listens on its wake-up channel (from its first wait on), and whether
@@ -255,7 +255,7 @@ impl Inner {
             #[cfg(feature = "python")]
             warned_max_running: AtomicU64::new(0),
             #[cfg(feature = "python")]
-            pool: Mutex::new(Vec::new()),
+            pool: super::pool::Pool::default(),
             waiters: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),

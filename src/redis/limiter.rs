@@ -1,10 +1,11 @@
 //! [`RedisConcurrencyLimiter`], its builder and its RAII [`RedisPermit`].
 
-use super::admission::{Admission, Slot, Wait};
+use super::admission::{Admission, Wait};
 use super::connections::RedisConnections;
 use super::error::RedisLimiterError;
 use super::inner::{Inner, RedisCounts, Settings};
 use super::release::renewer;
+use super::slot::Slot;
 use crate::error::check_max_running;
 use crate::telemetry::WaitSpan;
 use crate::waiters::Request;

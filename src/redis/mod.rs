@@ -75,9 +75,10 @@ mod limiter;
 mod pool;
 mod release;
 mod scripts;
+mod slot;
 
 #[cfg(feature = "python")]
-pub(crate) use admission::{Slot, Wait};
+pub(crate) use admission::Wait;
 pub use connections::RedisConnections;
 pub use error::RedisLimiterError;
 pub use inner::RedisCounts;
@@ -85,3 +86,5 @@ pub use inner::RedisCounts;
 pub(crate) use inner::{Inner, Totals};
 pub use keyed::RedisKeyedConcurrencyLimiter;
 pub use limiter::{RedisBuilder, RedisConcurrencyLimiter, RedisPermit};
+#[cfg(feature = "python")]
+pub(crate) use slot::Slot;

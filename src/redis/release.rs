@@ -1,10 +1,12 @@
 //! Giving slots back and keeping them: releases (in the background or awaited, whole or in
 //! part), the retry of releases that failed while Redis was away, and the renewal of leases.
 
-use super::admission::Slot;
 use super::error::RedisLimiterError;
 use super::inner::Inner;
+#[cfg(feature = "python")]
+use super::pool::Take;
 use super::scripts::{LEAVE, RENEW};
+use super::slot::Slot;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::watch;
@@ -149,5 +151,57 @@ pub(super) async fn renewer(inner: Weak<Inner>, mut shutdown: watch::Receiver<()
         // A failure (Redis away) is retried at the next beat; a lease that runs out meanwhile is
         // reported lost by the first renewal that gets through.
         drop(live.renew().await);
+    }
+}
+
+/// The pool of the Python API (`pool.rs`): its slots go back to Redis as the others do.
+#[cfg(feature = "python")]
+impl Inner {
+    pub(crate) fn push_pooled(&self, slot: Slot, weight: u32) {
+        self.pool.push(slot, weight);
+    }
+
+    /// Gives back `weight` pooled slots (`Pool::take` says which); `false` (and nothing
+    /// changed) if fewer are held.
+    pub(crate) fn release_pooled(self: &Arc<Self>, weight: u32) -> bool {
+        let Some(takes) = self.pool.take(weight, &self.lost) else {
+            return false;
+        };
+        for take in takes {
+            match take {
+                Take::Whole(slot) => self.release_slot(slot),
+                Take::Part(token, amount) => self.release_part(&token, amount),
+            }
+        }
+        true
+    }
+
+    /// Releases `slot` (of `weight`) from the pool, or, if another release took it already,
+    /// as many pooled slots.
+    pub(crate) fn release_pooled_slot(self: &Arc<Self>, slot: &Slot, weight: u32) {
+        match self.pool.remove(slot, weight) {
+            Some(slot) => self.release_slot(slot),
+            None => drop(self.release_pooled(weight)),
+        }
+    }
+
+    /// Takes `slot` (of `weight`) out of the pool without releasing it: its token was already
+    /// given up on the server (a cancellation raced with its admission). If another release
+    /// took it already, as many pooled slots are released instead (that release freed nothing).
+    pub(crate) fn discard_pooled_slot(self: &Arc<Self>, slot: &Slot, weight: u32) {
+        if self.pool.remove(slot, weight).is_none() {
+            self.release_pooled(weight);
+            return;
+        }
+        self.unhold_one();
+        if let Slot::Leased(token) = slot {
+            self.held.lock().remove(token);
+            self.lost.lock().remove(token);
+        }
+    }
+
+    /// Slots held in the pool (a slot of weight `w` counts `w`).
+    pub(crate) fn pooled_count(&self) -> u64 {
+        self.pool.count()
     }
 }
