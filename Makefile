@@ -50,8 +50,12 @@ lint-python: build-dev
 	$(VENV)/bin/basedpyright
 	$(PY) -m mypy.stubtest ferrolimit._ferrolimit --allowlist tests/stubtest_allowlist.txt
 
+.PHONY: lint-typing  ## pyright and mypy (strict) on tests/typing's user apps, with and without pydantic-ai
+lint-typing: build-dev
+	tests/typing/check.sh $(VENV)
+
 .PHONY: lint  ## All linters
-lint: lint-rust lint-python
+lint: lint-rust lint-python lint-typing
 
 # The Redis server the tests use: private to this checkout, on a loopback port, no persistence.
 REDIS_PORT ?= 6390
@@ -172,6 +176,17 @@ demo: build-prod
 .PHONY: demo-fleet  ## Worker processes sharing one limit through Redis (starts a throwaway server)
 demo-fleet: build-prod
 	@$(call with_redis,$(PY) examples/redis_fleet.py --redis-url $(REDIS_URL))
+
+# The documentation site: mkdocs-material, the API pages from the stubs (mkdocstrings); every
+# Python block of docs/ and the README also runs in the tests (tests/test_docs_examples.py).
+DOCS_VENV := target/docs-venv
+DOCS_DEPS := 'mkdocs>=1.6.1,<2' 'mkdocs-material>=9.8.2,<10' 'mkdocstrings>=1.0.8,<2' \
+	'mkdocstrings-python>=2.0.11,<3' 'ruff>=0.6'
+
+.PHONY: docs  ## Build the documentation site (mkdocs --strict) into target/site
+docs:
+	@test -x $(DOCS_VENV)/bin/mkdocs || { python3 -m venv $(DOCS_VENV) && $(DOCS_VENV)/bin/pip install -q $(DOCS_DEPS); }
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict -d target/site
 
 .PHONY: clean  ## Remove build products and the virtualenv
 clean:

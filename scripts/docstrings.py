@@ -108,7 +108,15 @@ def render(docs: dict[str, str]) -> str:
         arms.append(f'    ({key}) => {{\n{_literal(doc)}\n    }};\n')
     body = ''.join(arms)
     text = f'{HEADER}macro_rules! docstring {{\n{body}}}\n\n{C_DOCSTRING}'
-    rustfmt = [shutil.which('rustfmt') or 'rustfmt', '--edition', EDITION, '--config-path', str(ROOT), '--emit', 'stdout']
+    rustfmt = [
+        shutil.which('rustfmt') or 'rustfmt',
+        '--edition',
+        EDITION,
+        '--config-path',
+        str(ROOT),
+        '--emit',
+        'stdout',
+    ]
     return subprocess.run(rustfmt, input=text, capture_output=True, text=True, check=True).stdout
 
 

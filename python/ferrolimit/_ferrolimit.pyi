@@ -606,8 +606,8 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
         """Create the limiter; it connects on first use.
 
         Args:
-            redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or `rediss://`,
-                `unix://`).
+            redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or
+                `unix:///path/to/socket`; TLS, `rediss://`, is not supported yet).
             key: The name the fleet shares. The limiter uses Redis keys named `{key}:...`
                 (`holders`, `queue`, `waiters`, `seq`, `epoch`, `recovering`, `limit`, `weights`,
                 `places`, `used`), which expire once idle, and the channel `{key}:wake`.
@@ -753,12 +753,12 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
         The same queue and arguments as `acquire`; the GIL is released while waiting, and Ctrl-C
         (`KeyboardInterrupt`) interrupts the wait without losing anything. On a thread that runs
         an event loop it takes a free slot but refuses to wait (the wait would freeze the loop):
-        there, use `await acquire()`. Pair it with one `release(weight=weight)`.
+        there, use `await acquire()`. Pair it with one `release(weight=weight)`. It raises the
+        errors of `acquire`, and one more:
 
         Raises:
             RuntimeError: If it would have to wait on a thread that runs an event loop (asyncio,
                 uvloop or trio); nothing is taken.
-            The errors of `acquire`.
         """
 
     def blocking(
@@ -978,10 +978,10 @@ class RedisKeyedConcurrencyLimiter:
     async def acquire(
         self, key: str, source: str = 'unnamed', *, timeout: float | None = None, weight: int = 1, priority: int = 0
     ) -> None:
-        """Acquire slots of `key`, as `RedisConcurrencyLimiter.acquire`.
+        """Acquire slots of `key`, as `RedisConcurrencyLimiter.acquire` (with its errors).
 
         Raises:
-            The errors of `RedisConcurrencyLimiter.acquire`, and TypeError if `key` is not a str.
+            TypeError: If `key` is not a str.
         """
 
     def acquire_blocking(
@@ -1045,8 +1045,7 @@ class _RedisOp:
     def take(self) -> bool:
         """Take the next event: `True` once admitted (or idle), `False` when queued (or not idle in time).
 
-        Raises:
-            The errors of `RedisConcurrencyLimiter.acquire`.
+        A failure raises the error `RedisConcurrencyLimiter.acquire` would.
         """
 
     def withdraw(self) -> bool:

@@ -612,8 +612,8 @@ async def call_model() -> None:
 Create the limiter; it connects on first use.
 
 Args:
-    redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or `rediss://`,
-        `unix://`).
+    redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or
+        `unix:///path/to/socket`; TLS, `rediss://`, is not supported yet).
     key: The name the fleet shares. The limiter uses Redis keys named `{key}:...`
         (`holders`, `queue`, `waiters`, `seq`, `epoch`, `recovering`, `limit`, `weights`,
         `places`, `used`), which expire once idle, and the channel `{key}:wake`.
@@ -672,12 +672,12 @@ Raises:
 The same queue and arguments as `acquire`; the GIL is released while waiting, and Ctrl-C
 (`KeyboardInterrupt`) interrupts the wait without losing anything. On a thread that runs
 an event loop it takes a free slot but refuses to wait (the wait would freeze the loop):
-there, use `await acquire()`. Pair it with one `release(weight=weight)`.
+there, use `await acquire()`. Pair it with one `release(weight=weight)`. It raises the
+errors of `acquire`, and one more:
 
 Raises:
     RuntimeError: If it would have to wait on a thread that runs an event loop (asyncio,
-        uvloop or trio); nothing is taken.
-    The errors of `acquire`."
+        uvloop or trio); nothing is taken."
     };
     (RedisConcurrencyLimiter . available_count) => {
         "Free slots across the fleet, read from Redis.
@@ -858,10 +858,10 @@ Raises:
         "The tracer the wait span goes to."
     };
     (RedisKeyedConcurrencyLimiter . acquire) => {
-        "Acquire slots of `key`, as `RedisConcurrencyLimiter.acquire`.
+        "Acquire slots of `key`, as `RedisConcurrencyLimiter.acquire` (with its errors).
 
 Raises:
-    The errors of `RedisConcurrencyLimiter.acquire`, and TypeError if `key` is not a str."
+    TypeError: If `key` is not a str."
     };
     (RedisKeyedConcurrencyLimiter . acquire_blocking) => {
         "Acquire slots of `key` from a plain thread, as `RedisConcurrencyLimiter.acquire_blocking`."
@@ -1101,8 +1101,7 @@ The fast path returns one shared instance; `get_concurrency_context(None)` retur
     (_RedisOp . take) => {
         "Take the next event: `True` once admitted (or idle), `False` when queued (or not idle in time).
 
-Raises:
-    The errors of `RedisConcurrencyLimiter.acquire`."
+A failure raises the error `RedisConcurrencyLimiter.acquire` would."
     };
     (_RedisOp . tracer) => {
         "The tracer the wait span goes to; `None` when the span would certainly be dropped."
