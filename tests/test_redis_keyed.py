@@ -127,6 +127,40 @@ async def test_a_resize_reaches_idle_keys_whose_limit_was_built_elsewhere(redis_
     keyed.release('carol', weight=3)
 
 
+async def test_a_later_resize_reaches_idle_keys_an_earlier_resize_set(redis_url: str, redis_key: str) -> None:
+    """The last resize wins on an idle key, whichever process made the earlier one (found by
+    tests/fuzz_redis_keyed.py: the later one was ignored for as long as the key stayed alive)."""
+    keyed = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 2)
+    other_process = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 2)
+    await keyed.acquire('alice')
+    await other_process.acquire('bob')
+    keyed.max_running = 3  # alice is in use here: stored fleet-wide as a resize
+    other_process.max_running = 4  # bob is in use there: the same
+    keyed.release('alice')
+    other_process.release('bob')
+    await until(lambda: len(keyed) == 0 and len(other_process) == 0, 'the keys to be unused here')
+    keyed.max_running = 5  # later than both: every key this object uses from now on
+    for key in ['alice', 'bob']:
+        assert keyed.try_acquire(key, weight=5), key
+        assert (keyed.stats(key).max_running, other_process.stats(key).max_running) == (5, 5)
+        keyed.release(key, weight=5)
+    # ... and an earlier resize does not undo a later one: the other process's 4 came before 5.
+    await until(lambda: len(keyed) == 0, 'the keys to be unused here')
+    assert other_process.try_acquire('alice')
+    assert other_process.stats('alice').max_running == 5
+    other_process.release('alice')
+
+
+async def test_the_counts_of_a_key_nobody_uses_after_a_resize(redis_url: str, redis_key: str) -> None:
+    """Zeros and this object's limit, not an 'unexpected reply' (found by the keyed fuzzer)."""
+    keyed = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 2)
+    keyed.max_running = 3
+    stats = keyed.stats('never-used')
+    assert (stats.running, stats.waiting, stats.available, stats.max_running) == (0, 0, 3, 3)
+    assert (keyed.running_count('never-used'), keyed.available_count('never-used')) == (0, 3)
+    assert command(redis_url, 'KEYS', f'{redis_key}:*') == [], 'reading the counts creates nothing'
+
+
 def test_the_blocking_forms_from_threads(redis_url: str, redis_key: str) -> None:
     keyed = RedisKeyedConcurrencyLimiter(redis_url, redis_key, 1)
     keyed.acquire_blocking('k', 'main')

@@ -540,8 +540,10 @@ class RedisConcurrencyLimiter(AbstractConcurrencyLimiter):
       caller of weight `w` holds `w`); the limit lives in Redis: the first limiter to use the key
       stores its `max_running`, `limiter.max_running = n` changes it for everyone, and a limiter
       built with another value follows the stored one (and warns once, see `other_max_running`);
-      a limiter that set or saw a resize stores the resized value, also over a built value it
-      finds stored while nobody holds or awaits the key (a resize is never undone so);
+      a limiter that set or saw a resize stores the resized value, also over a built value or an
+      earlier resize it finds stored while nobody holds or awaits the key (the later of two
+      resizes is never undone so; resizes are ordered by the clocks of the processes that made
+      them);
     - waiters are admitted by priority, then in arrival order across processes (FIFO, no
       barging, head-of-line blocking for weights), exactly as in `ConcurrencyLimiter`;
     - `max_queued` bounds the fleet-wide queue atomically (one server-side script decides);
@@ -878,9 +880,9 @@ class RedisKeyedConcurrencyLimiter:
     `close()` and `wait_idle()` concern every key of this limiter object, in this process.
     Setting `max_running` resizes every key this object uses now (fleet-wide), and is the limit
     this object stores for the keys it uses later: for a key it is the first to use, and for one
-    it finds idle with the built value of another process (a key another process resized keeps
-    that resize). A key that other processes keep busy, and this object does not use, keeps its
-    limit: give every process the same value.
+    it finds idle with the built value of another process or an earlier resize (a key another
+    process resized after this object's resize keeps that resize). A key that other processes
+    keep busy, and this object does not use, keeps its limit: give every process the same value.
 
     Example:
     ```python

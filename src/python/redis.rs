@@ -340,8 +340,8 @@ impl PyRedisConcurrencyLimiter {
     #[setter]
     fn set_max_running(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = max_running_arg(value)?;
-        let inner = self.inner()?;
-        self.settings.block_on(py, inner.resize(value))
+        let limiter = self.limiter()?;
+        self.settings.block_on(py, limiter.set_max_running(value))
     }
 
     #[getter]

@@ -45,8 +45,9 @@ pub(crate) struct Totals {
 pub(super) struct Settings {
     pub(super) key: String,
     pub(super) max_running: usize,
-    /// Whether `max_running` comes from a resize (a keyed limiter's, for a key made after it).
-    pub(super) resized: bool,
+    /// When the resize that `max_running` comes from was made (a keyed limiter's, for a key
+    /// made after it; see [`resize_stamp`]), 0 if it is the built value.
+    pub(super) resized_at: u64,
     pub(super) max_queued: Option<usize>,
     pub(super) lease: Duration,
     pub(super) name: Option<String>,
@@ -124,10 +125,11 @@ pub(crate) struct Inner {
     /// The limit this object stores when it creates the state: the one it was built with, or
     /// the last one it saw a resize set.
     own_max_running: AtomicU64,
-    /// Whether `own_max_running` came from a resize (this object's, or one it saw): it is then
-    /// sent as a resize's value, which takes over from a built value stored by another process
-    /// while the state is idle (see `claim()` in `lua/prelude.lua`).
-    own_from_resize: AtomicBool,
+    /// When the resize `own_max_running` came from (this object's, or one it saw) was made, 0
+    /// for a built value: it is then sent as that resize's value, which takes over from a built
+    /// value or an earlier resize stored by another process while the state is idle (see
+    /// `claim()` in `lua/prelude.lua`).
+    own_resized_at: AtomicU64,
     /// The fleet's limit as last seen.
     max_running: AtomicU64,
     /// The epoch and resize number of the limit last noted: a reply with an older resize of
@@ -220,6 +222,23 @@ fn instance_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// The time of a resize made now, in milliseconds since the Unix epoch: what orders two resizes
+/// of a key (the later wins, see `claim()` in `lua/prelude.lua`). Within this process each is
+/// later than the one before, whatever the clock does.
+pub(super) fn resize_stamp() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let previous = LAST.fetch_max(now, Ordering::Relaxed);
+    if previous < now {
+        now
+    } else {
+        // The clock went back, or two resizes in one millisecond: one after the last.
+        LAST.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
 fn unexpected(err: impl std::fmt::Display) -> RedisLimiterError {
     RedisLimiterError::Server(format!("unexpected reply from Redis: {err}"))
 }
@@ -238,7 +257,7 @@ impl Inner {
             key,
             seen: Mutex::new(Seen::default()),
             own_max_running: AtomicU64::new(settings.max_running as u64),
-            own_from_resize: AtomicBool::new(settings.resized),
+            own_resized_at: AtomicU64::new(settings.resized_at),
             max_running: AtomicU64::new(settings.max_running as u64),
             limit_seen: Mutex::new((String::new(), 0)),
             max_queued: settings.max_queued,
@@ -319,14 +338,14 @@ impl Inner {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| RedisLimiterError::from(err).at_server(&self.server))?;
-        if reply.len() < 4 {
+        if reply.len() < 5 {
             return Err(unexpected(format!("{reply:?}")));
         }
-        let rest = reply.split_off(4);
-        let (epoch, limit, resize, ttl): (String, u64, u64, u64) =
+        let rest = reply.split_off(5);
+        let (epoch, limit, resize, resized_at, ttl): (String, u64, u64, u64, u64) =
             redis::from_redis_value(Value::Array(reply)).map_err(unexpected)?;
         if !epoch.is_empty() {
-            self.saw_limit(&epoch, limit, resize);
+            self.saw_limit(&epoch, limit, resize, resized_at);
             self.saw_state(epoch, !known.is_empty(), sent + Duration::from_millis(ttl));
         }
         redis::from_redis_value(Value::Array(rest)).map_err(unexpected)
@@ -335,10 +354,9 @@ impl Inner {
     /// This object's own limit as the scripts take it (see `lua/prelude.lua`).
     fn own_limit_arg(&self) -> String {
         let own = self.own_max_running.load(Ordering::Relaxed);
-        if self.own_from_resize.load(Ordering::Relaxed) {
-            format!("{own}!")
-        } else {
-            own.to_string()
+        match self.own_resized_at.load(Ordering::Relaxed) {
+            0 => own.to_string(),
+            at => format!("{own}!{at}"),
         }
     }
 
@@ -369,7 +387,7 @@ impl Inner {
     /// resize set it, else remembered (for `other_max_running`) when it differs from it. Replies
     /// are processed by several tasks, so one from before a resize may come after it: a resize
     /// older than the one noted for the same state is ignored.
-    fn saw_limit(&self, epoch: &str, limit: u64, resize: u64) {
+    fn saw_limit(&self, epoch: &str, limit: u64, resize: u64, resized_at: u64) {
         let mut seen = self.limit_seen.lock();
         if seen.0 == epoch && resize < seen.1 {
             return;
@@ -381,7 +399,8 @@ impl Inner {
         self.max_running.store(limit, Ordering::Relaxed);
         if resize > 0 {
             self.own_max_running.store(limit, Ordering::Relaxed);
-            self.own_from_resize.store(true, Ordering::Relaxed);
+            // A state stored by a version that did not time resizes: after any resize.
+            self.own_resized_at.store(resized_at.max(1), Ordering::Relaxed);
         }
         let own = self.own_max_running.load(Ordering::Relaxed);
         self.other_max_running
@@ -465,9 +484,10 @@ impl Inner {
         })
     }
 
-    /// Sets the fleet's limit (checked by the caller).
-    pub(crate) async fn resize(&self, max_running: usize) -> Result<(), RedisLimiterError> {
-        let () = self.call(&RESIZE, &[max_running.to_string()]).await?;
+    /// Sets the fleet's limit (checked by the caller), as the resize made at `at` (see
+    /// [`resize_stamp`]).
+    pub(crate) async fn resize(&self, max_running: usize, at: u64) -> Result<(), RedisLimiterError> {
+        let () = self.call(&RESIZE, &[max_running.to_string(), at.to_string()]).await?;
         Ok(())
     }
 

@@ -9,14 +9,14 @@
 //! there. A key's state subscribes to its wake-up channel only once a caller has to wait on it.
 
 use super::error::RedisLimiterError;
-use super::inner::{Inner, RedisCounts};
+use super::inner::{Inner, RedisCounts, resize_stamp};
 use super::limiter::{Ready, RedisBuilder, RedisPermit};
 use crate::keyed::{KeyState, KeyedMap};
 use crate::waiters::Request;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 impl KeyState for Inner {
     fn in_use(&self) -> bool {
@@ -50,9 +50,10 @@ struct Shared {
     ready: Ready,
     /// The limit given to keys made from now on: the built one, or the last resize.
     max_running: AtomicUsize,
-    /// Whether `max_running` comes from a resize: keys made from now on then store it over a
-    /// built value another process stored, while they are idle (see `Inner`'s `own_from_resize`).
-    resized: AtomicBool,
+    /// When the resize `max_running` comes from was made (0: the built value): keys made from
+    /// now on then store it over a built value or an earlier resize stored by another process,
+    /// while they are idle (see `Inner`'s `own_resized_at`).
+    resized_at: AtomicU64,
     closed: AtomicBool,
     states: KeyedMap<String, Inner>,
     hasher: RandomState,
@@ -71,7 +72,7 @@ impl RedisBuilder {
             shared: Arc::new(Shared {
                 max_running: AtomicUsize::new(ready.builder.max_running),
                 ready,
-                resized: AtomicBool::new(false),
+                resized_at: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 states: KeyedMap::new(),
                 hasher: RandomState::new(),
@@ -99,7 +100,7 @@ impl RedisKeyedConcurrencyLimiter {
         let inner = shared.ready.make(
             format!("{}:{key}", shared.ready.builder.key),
             shared.max_running.load(Ordering::Acquire),
-            shared.resized.load(Ordering::Acquire),
+            shared.resized_at.load(Ordering::Acquire),
         );
         if shared.closed.load(Ordering::Acquire) {
             inner.close();
@@ -225,8 +226,8 @@ impl RedisKeyedConcurrencyLimiter {
     /// Sets `max_running` for every key: fleet-wide for the keys in use here at once (as
     /// [`RedisConcurrencyLimiter::set_max_running`](super::RedisConcurrencyLimiter::set_max_running)),
     /// and for the keys this limiter uses from now on: stored when it is the first to use one,
-    /// or when it finds one idle with the built value of another process (a resize made
-    /// elsewhere is followed instead). A key that other processes keep busy, and this one does
+    /// or when it finds one idle with the built value of another process or an earlier resize
+    /// (a later resize made elsewhere is followed instead). A key that other processes keep busy, and this one does
     /// not use, keeps its limit: give every process the same value.
     ///
     /// # Errors
@@ -235,10 +236,11 @@ impl RedisKeyedConcurrencyLimiter {
     /// [`RedisLimiterError::Unavailable`] if Redis cannot be reached.
     pub async fn set_max_running(&self, max_running: usize) -> Result<(), RedisLimiterError> {
         let max_running = super::limiter::checked_max_running(max_running)?;
+        let at = resize_stamp();
         self.shared.max_running.store(max_running, Ordering::Release);
-        self.shared.resized.store(true, Ordering::Release);
+        self.shared.resized_at.store(at, Ordering::Release);
         for state in self.shared.states.states() {
-            state.resize(max_running).await?;
+            state.resize(max_running, at).await?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use super::admission::{Admission, Wait};
 use super::connections::RedisConnections;
 use super::error::RedisLimiterError;
-use super::inner::{Inner, RedisCounts, Settings};
+use super::inner::{Inner, RedisCounts, Settings, resize_stamp};
 use super::release::renewer;
 use super::slot::Slot;
 use crate::error::check_max_running;
@@ -131,7 +131,7 @@ impl RedisBuilder {
     /// another URL.
     pub fn build(self) -> Result<RedisConcurrencyLimiter, RedisLimiterError> {
         let ready = self.ready("key")?;
-        let inner = ready.make(ready.builder.key.clone(), ready.builder.max_running, false);
+        let inner = ready.make(ready.builder.key.clone(), ready.builder.max_running, 0);
         Ok(RedisConcurrencyLimiter { inner })
     }
 
@@ -194,13 +194,13 @@ pub(super) struct Ready {
 
 impl Ready {
     /// The state of a limiter object on `key` with `max_running`, and its renewer.
-    pub(super) fn make(&self, key: String, max_running: usize, resized: bool) -> Arc<Inner> {
+    pub(super) fn make(&self, key: String, max_running: usize, resized_at: u64) -> Arc<Inner> {
         let (shutdown, shutdown_rx) = watch::channel(());
         let settings = &self.builder;
         let inner = Inner::new(Settings {
             key,
             max_running,
-            resized,
+            resized_at,
             max_queued: settings.max_queued,
             lease: settings.lease,
             name: settings.name.clone(),
@@ -319,14 +319,17 @@ impl RedisConcurrencyLimiter {
     ///
     /// The limit lives in Redis with the rest of the state: once the state expires idle, the
     /// next user stores its own. A limiter that made or saw this resize stores the resized
-    /// value, and stores it also over a built value it finds while the state is idle.
+    /// value, and stores it also over a built value or an earlier resize it finds while the
+    /// state is idle (resizes are ordered by the clocks of the processes that made them).
     ///
     /// # Errors
     ///
     /// [`RedisLimiterError::Config`] for a limit out of range,
     /// [`RedisLimiterError::Unavailable`] if Redis cannot be reached.
     pub async fn set_max_running(&self, max_running: usize) -> Result<(), RedisLimiterError> {
-        self.inner.resize(checked_max_running(max_running)?).await
+        self.inner
+            .resize(checked_max_running(max_running)?, resize_stamp())
+            .await
     }
 
     /// Stops admitting through this limiter object (and its clones); other limiters on the key

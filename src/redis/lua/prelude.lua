@@ -6,16 +6,19 @@
 -- KEYS[4] seq      STRING counter for arrival sequences
 -- KEYS[5] epoch    STRING identity of the state: a new one means the state was created or lost
 -- KEYS[6] recovering  STRING with a TTL of one lease after a loss: nobody is admitted meanwhile
--- KEYS[7] limit    STRING the fleet's max_running, then ' resized {n}' if the n-th resize set it
+-- KEYS[7] limit    STRING the fleet's max_running, then ' resized {n} at {ms}' if the n-th resize
+--                  set it, {ms} being the resize's time (see ARGV[2])
 -- KEYS[8] weights  HASH token -> weight, for the holders and waiters of a weight other than 1
 -- KEYS[9] places   HASH token -> place in the queue
 -- KEYS[10] used    STRING the slots held: the sum of the holders' weights
 -- ARGV[1] wake channel, ARGV[2] the caller's max_running (stored if the state has no limit yet;
--- followed by '!' if it comes from a resize, which makes it the value of a resize: see claim()),
+-- followed by '!' and the resize's time if it comes from a resize, which makes it the value of
+-- that resize: see claim(); the time is in ms since the Unix epoch, on the clock of the process
+-- that resized),
 -- ARGV[3] lease (ms), ARGV[4] the caller's known epoch ('' if none), ARGV[5] an epoch to use if
 -- there is none, ARGV[6] '1' if the caller held state from before the current epoch; the rest
--- per script. Every script's reply starts with the head {epoch, limit, resized, ttl}, ttl being
--- the milliseconds the state lives on without another script.
+-- per script. Every script's reply starts with the head {epoch, limit, resized, resized_at, ttl},
+-- ttl being the milliseconds the state lives on without another script.
 --
 -- Every key expires once the state is idle: the scripts keep their common TTL beyond every lease
 -- and heartbeat (see reply()).
@@ -23,8 +26,9 @@ local HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, RECOVERING = KEYS[1], KEYS[2], KE
 local LIMIT_KEY, WEIGHTS, PLACES, USED = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local CHANNEL, LEASE = ARGV[1], tonumber(ARGV[3])
 local KNOWN_EPOCH, NEW_EPOCH = ARGV[4], ARGV[5]
-local OWN_LIMIT, OWN_FROM_RESIZE = string.match(ARGV[2], '^(%d+)(!?)$')
-OWN_FROM_RESIZE = OWN_FROM_RESIZE == '!'
+local OWN_LIMIT, OWN_AT = string.match(ARGV[2], '^(%d+)!?(%d*)$')
+OWN_AT = tonumber(OWN_AT) or 0
+local OWN_FROM_RESIZE = OWN_AT > 0
 local STATE_KEYS = {HOLDERS, QUEUE, WAITERS, SEQ, EPOCH_KEY, LIMIT_KEY, WEIGHTS, PLACES, USED}
 local SEQ_DIGITS = 20
 
@@ -35,8 +39,14 @@ local function wrote(key)
 end
 
 -- Set by open(): the state's epoch, whether the caller's slots and places may predate a loss of
--- the state, the fleet's limit and the number of the resize that set it (0: none).
-local EPOCH, FROM_BEFORE_LOSS, LIMIT, RESIZED
+-- the state, the fleet's limit, and the number and time of the resize that set it (0: none).
+local EPOCH, FROM_BEFORE_LOSS, LIMIT, RESIZED, RESIZED_AT
+
+-- Stores LIMIT as the value of resize number RESIZED, made at RESIZED_AT.
+local function store_resized()
+  redis.call('SET', LIMIT_KEY, LIMIT .. ' resized ' .. RESIZED .. ' at ' .. RESIZED_AT)
+  wrote(LIMIT_KEY)
+end
 
 -- A missing epoch means the state is new, expired idle, or was lost (a restart without
 -- persistence, a flush). If the caller knew an older epoch (it sends one only while the state
@@ -55,12 +65,13 @@ local function open()
   FROM_BEFORE_LOSS = (KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= EPOCH) or ARGV[6] == '1'
   local limit = redis.call('GET', LIMIT_KEY)
   if not limit then
-    limit = OWN_FROM_RESIZE and (OWN_LIMIT .. ' resized 1') or OWN_LIMIT
+    limit = OWN_FROM_RESIZE and (OWN_LIMIT .. ' resized 1 at ' .. OWN_AT) or OWN_LIMIT
     redis.call('SET', LIMIT_KEY, limit)
     wrote(LIMIT_KEY)
   end
   LIMIT = tonumber(string.match(limit, '^%d+'))
-  RESIZED = tonumber(string.match(limit, ' resized (%d+)$')) or 0
+  RESIZED = tonumber(string.match(limit, ' resized (%d+)')) or 0
+  RESIZED_AT = tonumber(string.match(limit, ' at (%d+)$')) or 0
 end
 
 local function recovering()
@@ -98,15 +109,16 @@ local function used()
   return tonumber(redis.call('GET', USED)) or 0
 end
 
--- A limit no resize set (a first user's built value) gives way, while the state is idle (no slot
--- held, nobody queued: nobody to admit or refuse), to a caller's own limit that came from a resize:
--- stored as a resize, which every process follows. So a resize reaches the keys its process uses
--- after it even where another process had stored its built value; a resize is never undone so.
+-- A stored limit gives way, while the state is idle (no slot held, nobody queued: nobody to admit
+-- or refuse), to a caller's own limit from a later resize (a built value, to any resize): stored
+-- as a resize, which every process follows. So a resize reaches the keys its process uses after
+-- it, even where another process had stored its built value or an earlier resize had set them;
+-- the later of two resizes is never undone so. (Resizes by two processes within their clocks'
+-- difference may be taken in either order.)
 local function claim(running, waiting)
-  if OWN_FROM_RESIZE and RESIZED == 0 and running == 0 and waiting == 0 and tonumber(OWN_LIMIT) ~= LIMIT then
-    LIMIT, RESIZED = tonumber(OWN_LIMIT), 1
-    redis.call('SET', LIMIT_KEY, LIMIT .. ' resized 1')
-    wrote(LIMIT_KEY)
+  if OWN_AT > RESIZED_AT and running == 0 and waiting == 0 and tonumber(OWN_LIMIT) ~= LIMIT then
+    LIMIT, RESIZED, RESIZED_AT = tonumber(OWN_LIMIT), RESIZED + 1, OWN_AT
+    store_resized()
   end
 end
 
@@ -254,7 +266,7 @@ local function reply(now, rest)
       end
     end
   end
-  local out = {EPOCH, LIMIT, RESIZED, ttl}
+  local out = {EPOCH, LIMIT, RESIZED, RESIZED_AT, ttl}
   for _, value in ipairs(rest) do
     out[#out + 1] = value
   end
