@@ -55,7 +55,7 @@ lint-typing: build-dev
 	tests/typing/check.sh $(VENV)
 
 .PHONY: lint  ## All linters
-lint: lint-rust lint-python lint-typing
+lint: lint-rust lint-python lint-typing lint-workflows
 
 # The Redis server the tests use: private to this checkout, on a loopback port, no persistence.
 REDIS_PORT ?= 6390
@@ -169,13 +169,38 @@ bench: build-prod
 	$(PY) benches/bench_threads.py
 	@$(call with_redis,$(PY) benches/bench_redis.py)
 
-.PHONY: demo  ## Many pydantic-ai agent runs sharing one ferrolimit limiter, vs pydantic-ai's own
-demo: build-prod
+# `make demo` installs only what the demo needs (examples/demo_requirements.txt: maturin,
+# pydantic-ai-slim) into $(VENV); the targets that need the other tools install them later.
+DEMO_STAMP := $(VENV)/.demo-installed-stamp
+
+$(DEMO_STAMP): Makefile examples/demo_requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -r examples/demo_requirements.txt
+	@touch $(DEMO_STAMP)
+
+.PHONY: demo  ## ferrolimit vs pydantic-ai's limiter: max_queued, per-call overhead, cancellation at handoff
+demo: $(DEMO_STAMP)
+	@echo 'building the release extension (fat LTO: a minute or two the first time, seconds after)...'
+	$(VENV)/bin/maturin develop --release
 	$(PY) examples/demo.py
 
 .PHONY: demo-fleet  ## Worker processes sharing one limit through Redis (starts a throwaway server)
 demo-fleet: build-prod
 	@$(call with_redis,$(PY) examples/redis_fleet.py --redis-url $(REDIS_URL))
+
+# Packaging (scripts/dist.sh says what each step checks): the tools in target/dist-venvs/tools,
+# Cargo in target/dist, a virtualenv per CPython 3.10-3.13 found (PATH, pyenv) under target/dist-venvs.
+.PHONY: dist  ## sdist + manylinux2014 abi3 wheel into dist/: twine, auditwheel, smoke test per CPython
+dist:
+	scripts/dist.sh dist
+
+.PHONY: test-pythons  ## pytest on each CPython 3.10-3.13 with dist/'s wheel (starts the test Redis server)
+test-pythons:
+	@$(call with_redis,TEST_DEPS="$(TEST_DEPS)" scripts/dist.sh test-pythons)
+
+.PHONY: lint-workflows  ## Check .github/workflows (workflow JSON schema; actionlint where installable)
+lint-workflows:
+	scripts/dist.sh lint-workflows
 
 # The documentation site: mkdocs-material, the API pages from the stubs (mkdocstrings); every
 # Python block of docs/ and the README also runs in the tests (tests/test_docs_examples.py).

@@ -1,31 +1,18 @@
-"""Many pydantic-ai agent runs sharing one ferrolimit limiter, next to the same workload on pydantic-ai's own limiter.
+"""ferrolimit next to pydantic-ai's own concurrency limiter, in the three places where they differ, or might.
 
-What it shows:
+1. Agent runs sharing one limiter. Bursts of pydantic-ai agent runs (a `FunctionModel` that sleeps for a
+   simulated latency) share one limiter with `max_running` and `max_queued`: a `ferrolimit.ConcurrencyLimiter`,
+   then `pydantic_ai.concurrency.ConcurrencyLimiter`. The model counts the calls in flight, and a thin wrapper
+   (`Observed`) counts from outside the limiter how many callers are waiting for a slot at once.
+   pydantic-ai's limiter checks `max_queued` under an `anyio.Lock`: the callers queued for that lock are not in
+   its `waiting_count` and are checked one per event-loop turn, so a burst parks far more than `max_queued`
+   callers, and those beyond the bound wait before they are rejected.
+2. The cost of one uncontended `async with`, for ferrolimit, pydantic-ai's limiter and `asyncio.Semaphore`.
+3. A waiter cancelled at the instant a slot is handed to it: the slot must go on to the next waiter.
 
-- Four agents share ONE limiter (`max_running` slots, at most `max_queued` callers waiting): two through
-  `Agent(max_concurrency=limiter)` (a slot for the whole run), two through
-  `ConcurrencyLimitedModel(model, limiter=limiter)` (a slot for each model request).
-- The models are pydantic-ai's `TestModel` behind a wrapper that sleeps for a simulated latency (jittered,
-  with the same seeded sequence for both limiters) and counts the model calls in flight, so the peak
-  concurrency is measured independently of the limiter's own counters.
-- The runs arrive in bursts faster than the slots drain them, so the queue fills up and some runs are
-  rejected with `ConcurrencyLimitExceeded`; they are caught with pydantic-ai's own exception class, which
-  catches ferrolimit's too (it is a subclass).
-- A progress bar with the live running/waiting/rejected counts (plain status lines when stdout is not a
-  terminal, nothing with `--quiet`), then a table comparing wall time, completed and rejected runs, the peak
-  concurrency and the peak number of callers waiting for ferrolimit and for
-  `pydantic_ai.concurrency.ConcurrencyLimiter`, and checks that the peak never exceeded `max_running`, that
-  ferrolimit never had more than `max_queued` callers waiting, and that its `stats()` agree with what the runs saw.
-- pydantic-ai's limiter checks `max_queued` under an internal lock, and the callers queued for that lock are
-  neither counted nor bounded: under a burst more than `max_queued` callers wait at once, and those queued for
-  the lock are only checked (and maybe rejected) once they get it. The table shows both its own
-  `waiting_count` and every caller actually waiting.
-- The drop-in path: after `ferrolimit.install()`, a plain `Agent(model, max_concurrency=ConcurrencyLimit(...))`
-  gets a ferrolimit limiter; after `ferrolimit.uninstall()`, pydantic-ai's own again.
-
-Be aware when reading the numbers: each agent run costs pydantic-ai roughly 3-4 ms of CPU on top of the
-simulated latency, so most of the wall time is pydantic-ai and the latency, not the limiter. How many runs
-are rejected depends on timing, so it varies a little from one run of the demo to the next.
+Every check prints a verdict computed from what was measured: PASS, the guarantee held; FLAG, pydantic-ai's
+limiter (or a slow ferrolimit build) fell short, worth knowing but not an error; FAIL, ferrolimit broke one of
+its guarantees, and the exit status is 1.
 
 Run it with `make demo` (builds the release extension first) or `python examples/demo.py --help`.
 """
@@ -34,456 +21,426 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import platform
 import random
+import statistics
 import sys
+import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import pydantic_ai
+import pydantic_ai.concurrency as pai
 from pydantic_ai import Agent
-from pydantic_ai.concurrency import ConcurrencyLimit
-from pydantic_ai.concurrency import ConcurrencyLimiter as PydanticAIConcurrencyLimiter
 from pydantic_ai.exceptions import ConcurrencyLimitExceeded
-from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import ModelRequestParameters
-from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
-from pydantic_ai.models.test import TestModel
-from pydantic_ai.models.wrapper import WrapperModel
-from pydantic_ai.settings import ModelSettings
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 import ferrolimit
 
-try:
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - tqdm is optional
-    tqdm = None
+say = partial(print, flush=True)
+FERROLIMIT, PYDANTIC_AI = 'ferrolimit', 'pydantic-ai'
+Limiter = pai.ConcurrencyLimiter | ferrolimit.ConcurrencyLimiter
 
 
-class Limiter(Protocol):
-    """What the demo reads from a limiter: both ferrolimit's and pydantic-ai's have these."""
-
-    @property
-    def running_count(self) -> int: ...
-
-    @property
-    def waiting_count(self) -> int: ...
+# --- verdicts ------------------------------------------------------------------------------------------------
 
 
-def callers_waiting(limiter: Limiter) -> int:
-    """Every caller parked in `acquire()`, whether or not the limiter counts it in `waiting_count`.
+@dataclass
+class Verdict:
+    status: str  # PASS, FLAG or FAIL
+    subject: str
+    text: str
 
-    pydantic-ai's limiter checks `max_queued` under an internal `anyio.Lock`; callers still queued for that
-    lock are in neither `waiting_count` nor the check, so a burst can park far more than `max_queued` callers.
-    Its lock is private: it is read here only to measure that.
+
+@dataclass
+class Report:
+    """Prints the sections and verdicts, and remembers the verdicts for the summary."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def section(self, title: str, *lines: str) -> None:
+        say(f'\n== {title} ==')
+        for line in lines:
+            say(f'  {line}')
+
+    def check(self, subject: str, ok: bool, text: str, *, guarantee: bool = True, why: str = '') -> None:
+        """PASS if `ok`; otherwise FAIL for a broken ferrolimit guarantee, FLAG for anything else."""
+        status = 'PASS' if ok else 'FAIL' if guarantee and subject == FERROLIMIT else 'FLAG'
+        self.verdicts.append(Verdict(status, subject, f'{subject}: {text}'))
+        say(f'  {status} {subject}: {text}')
+        if why and not ok:
+            say(textwrap.fill(why, 118, initial_indent='       why: ', subsequent_indent=' ' * 12))
+
+    def summary(self, seconds: float) -> int:
+        """Print the summary and return the exit status: 1 if ferrolimit failed a check."""
+        self.section(f'Summary ({seconds:.1f} s)')
+        for subject in (FERROLIMIT, PYDANTIC_AI):
+            statuses = [v.status for v in self.verdicts if v.subject == subject]
+            counts = ', '.join(f'{statuses.count(s)} {s}' for s in ('PASS', 'FLAG', 'FAIL') if s in statuses)
+            say(f'  {subject:<12} {counts}')
+        for v in self.verdicts:
+            if v.status != 'PASS':
+                say(f'  {v.status} {v.text}')
+        return 1 if any(v.status == 'FAIL' for v in self.verdicts) else 0
+
+
+# --- 1. agent runs sharing one limiter -----------------------------------------------------------------------
+
+
+class Observed(pai.AbstractConcurrencyLimiter):
+    """Passes `acquire`/`release` through to a limiter and counts, from outside, the callers waiting in it.
+
+    A caller inside `acquire()` waits unless it was just handed a slot and has not resumed yet: such a slot is in
+    the limiter's `running_count` but not yet in `holding`. So `inside - (running_count - holding)` callers wait,
+    whatever the limiter's own `waiting_count` says. The count is taken whenever a caller arrives or releases,
+    when every other task is suspended.
     """
-    lock = getattr(limiter, '_queue_lock', None)
-    return limiter.waiting_count + (lock.statistics().tasks_waiting if lock is not None else 0)
 
+    def __init__(self, limiter: Limiter):
+        self.limiter = limiter
+        self.inside = 0  # callers in acquire()
+        self.holding = 0  # callers that got a slot and have not released it
+        self.peak_waiting = 0
+        self.peak_waiting_count = 0  # the limiter's own count
+        self.waiting_count_off = 0  # the largest difference between the two
+        self.longest_rejection = 0.0  # seconds from calling acquire() to ConcurrencyLimitExceeded
 
-# --- the simulated model ---------------------------------------------------------------------------------
+    def sample(self) -> None:
+        waiting = self.inside - (self.limiter.running_count - self.holding)
+        own = self.limiter.waiting_count
+        self.peak_waiting = max(self.peak_waiting, waiting)
+        self.peak_waiting_count = max(self.peak_waiting_count, own)
+        self.waiting_count_off = max(self.waiting_count_off, abs(waiting - own))
 
-
-@dataclass
-class Gauge:
-    """Counts the model calls in flight and remembers the most there ever were at once."""
-
-    current: int = 0
-    peak: int = 0
-
-    @contextmanager
-    def measure(self) -> Iterator[None]:
-        self.current += 1
-        self.peak = max(self.peak, self.current)
-        try:
-            yield
-        finally:
-            self.current -= 1
-
-
-class SimulatedLatency(WrapperModel):
-    """Wraps a model: every request sleeps for a jittered latency first, and is counted by the gauge."""
-
-    def __init__(self, wrapped: TestModel, latency: float, gauge: Gauge, rng: random.Random):
-        super().__init__(wrapped)
-        self.latency = latency
-        self.gauge = gauge
-        self.rng = rng
-
-    async def request(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        with self.gauge.measure():
-            await asyncio.sleep(self.latency * self.rng.uniform(0.5, 1.5))
-            return await super().request(messages, model_settings, model_request_parameters)
-
-
-def build_agents(limiter: Any, latency: float, gauge: Gauge, rng: random.Random) -> list[Agent[None, str]]:
-    """Four agents sharing one limiter: two limit whole runs, two limit model requests."""
-
-    def model(name: str) -> SimulatedLatency:
-        return SimulatedLatency(TestModel(model_name=name, custom_output_text=f'{name}: done'), latency, gauge, rng)
-
-    return [
-        Agent(model('support'), name='support', max_concurrency=limiter),
-        Agent(model('billing'), name='billing', max_concurrency=limiter),
-        Agent(ConcurrencyLimitedModel(model('search'), limiter=limiter), name='search'),
-        Agent(ConcurrencyLimitedModel(model('summarize'), limiter=limiter), name='summarize'),
-    ]
-
-
-# --- progress display ------------------------------------------------------------------------------------
-
-
-class Progress:
-    """Shows nothing (`--quiet`); the base of the two displays below."""
-
-    def start(self, label: str, total: int) -> None:
-        pass
-
-    def advance(self) -> None:
-        pass
-
-    def status(self, done: int, running: int, waiting: int, rejected: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class BarProgress(Progress):
-    """A tqdm bar, with the live counts as its postfix (when stdout is a terminal)."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def start(self, label: str, total: int) -> None:
-        assert tqdm is not None
-        self.bar = tqdm(total=total, desc=f'{label:>12}', unit='run', file=sys.stdout, dynamic_ncols=True, leave=True)
-
-    def advance(self) -> None:
-        self.bar.update()
-
-    def status(self, done: int, running: int, waiting: int, rejected: int) -> None:
-        self.bar.set_postfix_str(f'running {running:3d}, waiting {waiting:4d}, rejected {rejected:4d}', refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class LineProgress(Progress):
-    """A plain status line every couple of seconds (when stdout is not a terminal, or without tqdm)."""
-
-    def __init__(self, every: float = 2.0) -> None:
-        self.every = every
-        self.label = ''
-        self.total = 0
-        self.done = 0
-        self.started = self.last = 0.0
-
-    def start(self, label: str, total: int) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.started = self.last = time.perf_counter()
-        print(f'  {label}: {total} runs...', flush=True)
-
-    def advance(self) -> None:
-        self.done += 1
-
-    def status(self, done: int, running: int, waiting: int, rejected: int) -> None:
-        now = time.perf_counter()
-        if now - self.last >= self.every:
-            self.last = now
-            print(
-                f'  {self.label}: {done}/{self.total} runs done, running {running}, waiting {waiting}, '
-                f'rejected {rejected}',
-                flush=True,
-            )
-
-    def close(self) -> None:
-        print(
-            f'  {self.label}: {self.done}/{self.total} runs done in {time.perf_counter() - self.started:.1f} s',
-            flush=True,
-        )
-
-
-def make_progress(quiet: bool) -> Progress:
-    if quiet:
-        return Progress()
-    if tqdm is not None and sys.stdout.isatty():
-        return BarProgress()
-    return LineProgress()
-
-
-# --- the workload ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Config:
-    runs: int
-    max_running: int
-    max_queued: int
-    latency: float
-    bursts: int
-    seed: int
-
-    @property
-    def burst_size(self) -> int:
-        return -(-self.runs // self.bursts)
-
-    @property
-    def burst_interval(self) -> float:
-        """Half the time the slots need to drain one burst: the backlog grows until the queue overflows."""
-        return 0.5 * self.burst_size / self.max_running * self.latency
-
-
-@dataclass
-class Result:
-    label: str
-    runs: int = 0
-    completed: int = 0
-    rejected: int = 0
-    peak: int = 0
-    peak_waiting: int = 0
-    peak_callers_waiting: int = 0
-    wall: float = 0.0
-
-
-async def run_workload(label: str, limiter: Limiter, config: Config, progress: Progress) -> Result:
-    """Launch `config.runs` agent runs in bursts, all sharing `limiter`, and wait for every one to finish."""
-    gauge = Gauge()
-    agents = build_agents(limiter, config.latency, gauge, random.Random(config.seed))
-    result = Result(label, runs=config.runs)
-
-    async def one_run(i: int) -> None:
-        agent = agents[i % len(agents)]
-        try:
-            await agent.run(f'request #{i}')
-        except ConcurrencyLimitExceeded:  # pydantic-ai's class: catches ferrolimit's subclass too
-            result.rejected += 1
-        else:
-            result.completed += 1
-        progress.advance()
-
-    async def monitor() -> None:
-        while True:
-            waiting = limiter.waiting_count
-            result.peak_waiting = max(result.peak_waiting, waiting)
-            result.peak_callers_waiting = max(result.peak_callers_waiting, callers_waiting(limiter))
-            done = result.completed + result.rejected
-            progress.status(done, limiter.running_count, waiting, result.rejected)
-            await asyncio.sleep(0.02)
-
-    progress.start(label, config.runs)
-    monitor_task = asyncio.create_task(monitor())
-    start = time.perf_counter()
-    tasks: list[asyncio.Task[None]] = []
-    for burst in range(config.bursts):
-        await asyncio.sleep(max(0.0, start + burst * config.burst_interval - time.perf_counter()))
-        first = burst * config.burst_size
-        tasks += [asyncio.create_task(one_run(i)) for i in range(first, min(first + config.burst_size, config.runs))]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        result.wall = time.perf_counter() - start
-        monitor_task.cancel()
-        progress.status(
-            result.completed + result.rejected, limiter.running_count, limiter.waiting_count, result.rejected
-        )
-        progress.close()
-    result.peak = gauge.peak
-    return result
-
-
-async def warm_up() -> None:
-    """One run of each kind of agent on each limiter, so that neither measured workload pays for first calls."""
-    for limiter in (ferrolimit.ConcurrencyLimiter(1), PydanticAIConcurrencyLimiter(1)):
-        for agent in build_agents(limiter, 0.0, Gauge(), random.Random(0)):
-            await agent.run('warm-up')
-
-
-# --- the drop-in path ------------------------------------------------------------------------------------
-
-
-async def drop_in(config: Config, progress: Progress) -> tuple[list[str], bool]:
-    """`install()`, an agent built the plain pydantic-ai way, `uninstall()`.
-
-    Returns the lines to print, and whether the agent got ferrolimit's limiter, then pydantic-ai's again.
-    """
-    limit = ConcurrencyLimit(max_running=config.max_running, max_queued=config.max_queued)
-    gauge = Gauge()
-
-    def agent() -> Agent[None, str]:
-        model = SimulatedLatency(TestModel(), config.latency, gauge, random.Random(config.seed))
-        return Agent(model, name='drop-in', max_concurrency=limit)
-
-    def limiter_of(agent: Agent[None, str]) -> Any:
-        # A private attribute, read only to show which limiter pydantic-ai created.
-        return agent._concurrency_limiter  # pyright: ignore[reportPrivateUsage]
-
-    rejected = 0
-
-    async def one_run(agent: Agent[None, str], i: int) -> None:
-        nonlocal rejected
-        try:
-            await agent.run(f'request #{i}')
-        except ConcurrencyLimitExceeded:
-            rejected += 1
-        progress.advance()
-
-    runs = min(config.runs, 4 * config.max_running)
-    ferrolimit.install()
-    try:
-        installed_agent = agent()
-        limiter = limiter_of(installed_agent)
-        progress.start('install()', runs)
+    async def acquire(self, source: str) -> None:
+        self.sample()
+        self.inside += 1
         start = time.perf_counter()
         try:
-            await asyncio.gather(*(one_run(installed_agent, i) for i in range(runs)))
+            await self.limiter.acquire(source)
+        except ConcurrencyLimitExceeded:
+            self.longest_rejection = max(self.longest_rejection, time.perf_counter() - start)
+            raise
         finally:
-            wall = time.perf_counter() - start
-            progress.close()
-    finally:
-        ferrolimit.uninstall()
-    after = limiter_of(agent())
-    stats = limiter.stats() if isinstance(limiter, ferrolimit.ConcurrencyLimiter) else None
-    return [
-        (
-            'ferrolimit.install(), then Agent(model, max_concurrency=ConcurrencyLimit('
-            f'{config.max_running}, max_queued={config.max_queued})):'
+            self.inside -= 1
+        self.holding += 1
+
+    def release(self) -> None:
+        self.sample()
+        self.holding -= 1
+        self.limiter.release()
+
+
+@dataclass
+class Workload:
+    max_running: int
+    max_queued: int
+    bursts: int
+    burst: int
+    interval: float
+    latency: float
+
+
+@dataclass
+class Outcome:
+    completed: int = 0
+    rejected: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    seconds: float = 0.0
+
+
+async def agent_runs(limiter: Observed, work: Workload) -> Outcome:
+    """`work.bursts` bursts of agent runs on two agents sharing `limiter`; returns once every run is over."""
+    outcome = Outcome()
+    rng = random.Random(0)  # the same latencies for both limiters
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        outcome.in_flight += 1
+        outcome.peak_in_flight = max(outcome.peak_in_flight, outcome.in_flight)
+        try:
+            await asyncio.sleep(work.latency * rng.uniform(0.5, 1.5))
+        finally:
+            outcome.in_flight -= 1
+        return ModelResponse(parts=[TextPart('done')])
+
+    agents = [Agent(FunctionModel(respond), name=name, max_concurrency=limiter) for name in ('support', 'billing')]
+
+    async def run(i: int) -> None:
+        try:
+            await agents[i % len(agents)].run(f'request #{i}')
+        except ConcurrencyLimitExceeded:  # pydantic-ai's class: ferrolimit's is a subclass
+            outcome.rejected += 1
+        else:
+            outcome.completed += 1
+
+    start = time.perf_counter()
+    runs: list[asyncio.Task[None]] = []
+    for burst in range(work.bursts):
+        await asyncio.sleep(max(0.0, start + burst * work.interval - time.perf_counter()))
+        runs += [asyncio.create_task(run(burst * work.burst + i)) for i in range(work.burst)]
+    await asyncio.gather(*runs)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+@dataclass
+class Measured:
+    limiter: Limiter
+    observed: Observed
+    outcome: Outcome
+
+
+async def section_agent_runs(report: Report, work: Workload) -> None:
+    report.section(
+        '1. Agent runs sharing one limiter',
+        f'two agents share one limiter with max_running={work.max_running}, max_queued={work.max_queued}; '
+        f'{work.bursts} bursts of {work.burst} runs arrive',
+        f'{work.interval} s apart, and each run makes one model call of ~{work.latency * 1000:.0f} ms',
+    )
+    # The first agent run of a process pays for pydantic-ai's lazy set-up: not in the measurements.
+    await agent_runs(
+        Observed(pai.ConcurrencyLimiter(1)),
+        Workload(max_running=1, max_queued=0, bursts=1, burst=1, interval=0, latency=0),
+    )
+    measured: dict[str, Measured] = {}
+    for subject, limiter in (
+        (FERROLIMIT, ferrolimit.ConcurrencyLimiter(work.max_running, max_queued=work.max_queued)),
+        (PYDANTIC_AI, pai.ConcurrencyLimiter(work.max_running, max_queued=work.max_queued)),
+    ):
+        say(f'  {subject}: {work.bursts * work.burst} agent runs...', end=' ')
+        observed = Observed(limiter)
+        measured[subject] = Measured(limiter, observed, await agent_runs(observed, work))
+        say(f'done in {measured[subject].outcome.seconds:.1f} s')
+
+    print_table(
+        list(measured),
+        {
+            'completed / rejected': [f'{m.outcome.completed} / {m.outcome.rejected}' for m in measured.values()],
+            f'completed runs per second (the slots allow {work.max_running / work.latency:.0f})': [
+                f'{m.outcome.completed / m.outcome.seconds:.0f}' for m in measured.values()
+            ],
+            f'most model calls in flight (max_running {work.max_running})': [
+                f'{m.outcome.peak_in_flight}' for m in measured.values()
+            ],
+            f'most callers waiting at once (max_queued {work.max_queued})': [
+                f'{m.observed.peak_waiting}' for m in measured.values()
+            ],
+            "  what the limiter's waiting_count showed, at most": [
+                f'{m.observed.peak_waiting_count}' for m in measured.values()
+            ],
+            'longest wait before a ConcurrencyLimitExceeded': [
+                f'{m.observed.longest_rejection * 1000:.1f} ms' for m in measured.values()
+            ],
+        },
+    )
+    for subject, m in measured.items():
+        peak = m.outcome.peak_in_flight
+        report.check(
+            subject, peak <= work.max_running, f'{peak} model calls in flight at most, max_running={work.max_running}'
+        )
+    for subject, m in measured.items():
+        check_waiting(report, subject, m.observed, work.max_queued)
+    for subject, m in measured.items():
+        check_slots_returned(report, subject, m.limiter, m.outcome)
+
+
+def check_waiting(report: Report, subject: str, observed: Observed, max_queued: int) -> None:
+    peak = observed.peak_waiting
+    if peak > max_queued:
+        report.check(
+            subject,
+            False,
+            f'{peak} callers waited at once, {peak - max_queued} more than max_queued={max_queued} '
+            f'(its waiting_count showed {observed.peak_waiting_count} at most)',
+            why='it checks max_queued under an anyio.Lock, and the callers queued for that lock are neither in '
+            'waiting_count nor checked until they get it, one per event-loop turn. Those beyond the bound wait (up '
+            f'to {observed.longest_rejection * 1000:.0f} ms here) for a place or a ConcurrencyLimitExceeded: it acts as '
+            'a longer queue than max_queued, so more callers wait and more of them may end up running',
+        )
+        return
+    reached = 'the bound reached' if peak == max_queued else 'not reached: make the bursts larger'
+    exact = observed.waiting_count_off == 0
+    report.check(
+        subject,
+        exact,
+        f'{peak} callers waited at once at most, max_queued={max_queued} ({reached}); '
+        + (
+            'waiting_count counted each of them'
+            if exact
+            else f'waiting_count was off by up to {observed.waiting_count_off}'
         ),
-        f'  the agent got a {qualname(limiter)}',
-        (
-            f'  {runs} runs at once: {runs - rejected} completed, {rejected} rejected, in {wall:.2f} s, '
-            f'peak {gauge.peak} concurrent model calls'
-        ),
-        f'  limiter.stats(): {stats}',
-        f'ferrolimit.uninstall(): the same Agent(...) gets a {qualname(after)} again',
-    ], (
-        isinstance(limiter, ferrolimit.ConcurrencyLimiter)
-        and isinstance(after, PydanticAIConcurrencyLimiter)
-        and gauge.peak <= config.max_running
     )
 
 
-def qualname(obj: object) -> str:
-    cls = type(obj)
-    return f'{cls.__module__}.{cls.__qualname__}'.replace('ferrolimit._ferrolimit.', 'ferrolimit.')
+def check_slots_returned(report: Report, subject: str, limiter: Limiter, outcome: Outcome) -> None:
+    counts = (limiter.running_count, limiter.waiting_count, limiter.available_count)
+    ok = counts == (0, 0, limiter.max_running)
+    text = f'every slot came back, {counts[0]} running, {counts[1]} waiting, {counts[2]} available at the end'
+    if isinstance(limiter, ferrolimit.ConcurrencyLimiter):
+        stats = limiter.stats()
+        totals = (stats.acquired_total, stats.rejected_total, stats.cancelled_total)
+        ok = ok and totals == (outcome.completed, outcome.rejected, 0)
+        text += f'; stats() agree: {totals[0]} acquired, {totals[1]} rejected, {totals[2]} cancelled'
+    report.check(subject, ok, text)
 
 
-# --- report ----------------------------------------------------------------------------------------------
+def print_table(columns: list[str], rows: dict[str, list[str]]) -> None:
+    width = max(map(len, rows))
+    widths = [max(len(c), *(len(values[i]) for values in rows.values())) for i, c in enumerate(columns)]
+    say()
+    say('  ' + ' ' * width + ''.join(f'   {c:>{w}}' for c, w in zip(columns, widths, strict=True)))
+    for name, values in rows.items():
+        say(f'  {name:<{width}}' + ''.join(f'   {v:>{w}}' for v, w in zip(values, widths, strict=True)))
+    say()
 
 
-def table(config: Config, results: list[Result]) -> list[str]:
-    rows: list[tuple[str, list[str]]] = [
-        ('agent runs launched', [f'{r.runs}' for r in results]),
-        ('completed', [f'{r.completed}' for r in results]),
-        ('rejected (ConcurrencyLimitExceeded)', [f'{r.rejected}' for r in results]),
-        (f'peak concurrent model calls (max_running {config.max_running})', [f'{r.peak}' for r in results]),
-        (f'peak waiting_count, sampled (max_queued {config.max_queued})', [f'{r.peak_waiting}' for r in results]),
-        ('peak callers waiting for a slot, sampled (*)', [f'{r.peak_callers_waiting}' for r in results]),
-        ('wall time', [f'{r.wall:.2f} s' for r in results]),
-        ('completed runs per second', [f'{r.completed / r.wall:.0f}' for r in results]),
-    ]
-    width = max(len(name) for name, _ in rows)
-    columns = [max(len(r.label), *(len(values[i]) for _, values in rows)) for i, r in enumerate(results)]
-    header = ' ' * width + ''.join(f'   {r.label:>{w}}' for r, w in zip(results, columns, strict=True))
-    lines = [header, '-' * len(header)]
-    lines += [
-        f'{name:<{width}}' + ''.join(f'   {v:>{w}}' for v, w in zip(values, columns, strict=True))
-        for name, values in rows
-    ]
-    return lines
+# --- 2. the cost of one async with ---------------------------------------------------------------------------
+
+
+async def seconds_per_async_with(context: Callable[[], AbstractAsyncContextManager[Any]], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        async with context():
+            pass
+    return (time.perf_counter() - start) / n
+
+
+async def section_overhead(report: Report, rounds: int, n: int = 20_000) -> None:
+    report.section(
+        '2. The cost of one uncontended `async with`',
+        '`async with get_concurrency_context(limiter, source)`, as pydantic-ai enters a limiter (`async with semaphore`',
+        f'for asyncio.Semaphore), one task and a free slot every time: the median of {rounds} rounds of {n} blocks',
+    )
+    ours, theirs, semaphore = ferrolimit.ConcurrencyLimiter(10), pai.ConcurrencyLimiter(10), asyncio.Semaphore(10)
+    contexts: dict[str, Callable[[], AbstractAsyncContextManager[Any]]] = {
+        FERROLIMIT: lambda: ferrolimit.get_concurrency_context(ours, 'demo'),
+        PYDANTIC_AI: lambda: pai.get_concurrency_context(theirs, 'demo'),
+        'asyncio.Semaphore': lambda: semaphore,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contexts}
+    for _ in range(rounds):  # interleaved, so that a slow moment of the machine hits all of them
+        for name, context in contexts.items():
+            samples[name].append(await seconds_per_async_with(context, n))
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    say()
+    for name, median in medians.items():
+        say(f'  {name:<18} {median * 1e9:6.0f} ns   {median / medians[FERROLIMIT]:5.1f}x ferrolimit')
+    say()
+    speedup = medians[PYDANTIC_AI] / medians[FERROLIMIT]
+    report.check(
+        FERROLIMIT,
+        speedup > 1,
+        f"{speedup:.1f}x cheaper than pydantic-ai's limiter per `async with`"
+        if speedup > 1
+        else f"not cheaper than pydantic-ai's limiter per `async with` ({speedup:.2f}x)",
+        guarantee=False,
+        why='a debug build of ferrolimit? `make demo` builds a release one',
+    )
+
+
+# --- 3. cancellation at the instant of handoff ---------------------------------------------------------------
+
+
+async def cancel_at_handoff(limiter: Limiter, release_first: bool) -> tuple[int, list[str]]:
+    """A holder and two waiters, `a` and `b`, on a one-slot limiter; in one step, with no task running in between,
+    the holder releases and `a` is cancelled. Returns how many waited before that step, and who got the slot."""
+    entered: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await limiter.acquire(name)
+        entered.append(name)
+
+    await limiter.acquire('holder')
+    a = asyncio.create_task(waiter('a'))
+    await settle()
+    b = asyncio.create_task(waiter('b'))
+    await settle()
+    waiting = limiter.waiting_count
+    if release_first:
+        limiter.release()
+        a.cancel()
+    else:
+        a.cancel()
+        limiter.release()
+    await asyncio.wait({a, b}, timeout=1.0)
+    b.cancel()  # if the slot was lost, `b` is still waiting
+    for _ in entered:
+        limiter.release()
+    await asyncio.gather(a, b, return_exceptions=True)
+    return waiting, entered
+
+
+async def settle() -> None:
+    """Let the tasks just started run until they wait (pydantic-ai's limiter takes a few event-loop turns)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def section_cancellation(report: Report) -> None:
+    report.section(
+        '3. A waiter cancelled at the instant the slot is handed to it',
+        'one slot, a holder and two waiters, a then b; in one step (no task runs in between) the holder releases',
+        'and a is cancelled: b must get the slot, and nothing may be left held or waiting',
+    )
+    for release_first in (True, False):
+        for subject, limiter in (
+            (FERROLIMIT, ferrolimit.ConcurrencyLimiter(1)),
+            (PYDANTIC_AI, pai.ConcurrencyLimiter(1)),
+        ):
+            waiting, entered = await cancel_at_handoff(limiter, release_first)
+            counts = (limiter.running_count, limiter.waiting_count, limiter.available_count)
+            report.check(
+                subject,
+                waiting == 2 and entered == ['b'] and counts == (0, 0, 1),
+                f'{"release, then cancel" if release_first else "cancel, then release"}: {waiting} waiting before, '
+                f'the slot went to {" and ".join(entered) or "nobody"}, then {counts[0]} running, {counts[1]} waiting, '
+                f'{counts[2]} available',
+            )
+
+
+# --- main ----------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Many pydantic-ai agent runs sharing one ferrolimit limiter, vs the same on pydantic-ai's own.",
+        description="ferrolimit next to pydantic-ai's own concurrency limiter.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument('--runs', type=int, default=1000, help='agent runs per limiter')
-    parser.add_argument('--max-running', type=int, default=50, help='slots of the shared limiter')
-    parser.add_argument('--max-queued', type=int, default=500, help='queue bound of the shared limiter')
-    parser.add_argument('--latency', type=float, default=0.3, help='mean simulated model latency, seconds')
-    parser.add_argument('--bursts', type=int, default=3, help='the runs arrive in this many bursts')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the latency jitter')
-    parser.add_argument('--quiet', action='store_true', help='no progress display, only the results')
+    parser.add_argument('--max-running', type=int, default=10, help='slots of the shared limiter')
+    parser.add_argument('--max-queued', type=int, default=50, help='queue bound of the shared limiter')
+    parser.add_argument('--bursts', type=int, default=3, help='bursts of agent runs')
+    parser.add_argument('--burst', type=int, default=150, help='agent runs per burst')
+    parser.add_argument('--interval', type=float, default=0.6, help='seconds between bursts')
+    parser.add_argument('--latency', type=float, default=0.2, help='mean simulated model latency, seconds')
+    parser.add_argument('--rounds', type=int, default=7, help='rounds of the `async with` timing')
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.max_running < 1 or args.max_queued < 0 or args.latency < 0 or args.bursts < 1:
-        parser.error('need --runs >= 1, --max-running >= 1, --max-queued >= 0, --latency >= 0, --bursts >= 1')
+    if min(args.max_running, args.bursts, args.burst, args.rounds) < 1 or args.max_queued < 0 or args.interval < 0:
+        parser.error('need --max-running, --bursts, --burst, --rounds >= 1 and --max-queued, --interval >= 0')
+    if args.latency <= 0:
+        parser.error('need --latency > 0')
     return args
 
 
 async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = Config(args.runs, args.max_running, args.max_queued, args.latency, args.bursts, args.seed)
-    progress = make_progress(args.quiet)
-    # pydantic-ai shows a banner on the first agent run in a terminal; this program owns its output.
-    pydantic_ai.BANNER_ENABLED = False
-    print(
-        f'{config.runs} agent runs per limiter, over 4 agents sharing it: max_running={config.max_running}, '
-        f'max_queued={config.max_queued},\nmodel latency ~{config.latency * 1000:.0f} ms, arriving in '
-        f'{config.bursts} bursts of {config.burst_size}, one every {config.burst_interval:.2f} s',
-        flush=True,
+    pydantic_ai.BANNER_ENABLED = False  # this program owns its output
+    start = time.perf_counter()
+    say(
+        f'ferrolimit {ferrolimit.__version__} vs pydantic-ai {pydantic_ai.__version__}, '
+        f'Python {platform.python_version()}'
     )
-
-    await warm_up()
-    shared = ferrolimit.ConcurrencyLimiter(config.max_running, max_queued=config.max_queued, name='shared')
-    ours = await run_workload('ferrolimit', shared, config, progress)
-    stats = shared.stats()
-    theirs_limiter = PydanticAIConcurrencyLimiter(config.max_running, max_queued=config.max_queued, name='shared')
-    theirs = await run_workload('pydantic-ai', theirs_limiter, config, progress)
-    drop_in_lines, drop_in_ok = await drop_in(config, progress)
-
-    print()
-    for line in table(config, [ours, theirs]):
-        print(line)
-    print(
-        '(*) ferrolimit: its waiting_count, which counts every parked caller. pydantic-ai: its waiting_count plus the\n'
-        '    callers still queued for the internal lock its max_queued check runs under, which that check never sees.'
-    )
-    print()
-    for line in drop_in_lines:
-        print(line)
-    print()
-
-    checks = [
-        (
-            f'{r.label}: peak {r.peak} concurrent model calls <= max_running {config.max_running}',
-            r.peak <= config.max_running,
-        )
-        for r in (ours, theirs)
-    ]
-    checks += [
-        (
-            f'ferrolimit: peak {ours.peak_callers_waiting} callers waiting <= max_queued {config.max_queued}',
-            ours.peak_callers_waiting <= config.max_queued,
-        ),
-        (
-            (
-                f'ferrolimit stats(): acquired_total {stats.acquired_total} == completed {ours.completed}, '
-                f'rejected_total {stats.rejected_total} == rejected {ours.rejected}, '
-                f'cancelled_total {stats.cancelled_total} == 0, nothing held or queued at the end'
-            ),
-            stats.acquired_total == ours.completed
-            and stats.rejected_total == ours.rejected
-            and stats.cancelled_total == 0
-            and stats.running == stats.waiting == 0,
-        ),
-    ]
-    checks.append(("install() gave the agent a ferrolimit limiter, uninstall() pydantic-ai's again", drop_in_ok))
-    for text, ok in checks:
-        print(f'{"ok  " if ok else "FAIL"} {text}')
-    print()
-    print(
-        'Each agent run costs pydantic-ai ~3-4 ms of CPU besides the simulated latency, so the wall times are mostly\n'
-        'pydantic-ai and the latency, not the limiters. Rejection counts depend on timing and vary between runs.'
-    )
-    return 0 if all(ok for _, ok in checks) else 1
+    report = Report()
+    work = Workload(args.max_running, args.max_queued, args.bursts, args.burst, args.interval, args.latency)
+    await section_agent_runs(report, work)
+    await section_overhead(report, args.rounds)
+    await section_cancellation(report)
+    return report.summary(time.perf_counter() - start)
 
 
 if __name__ == '__main__':
