@@ -164,6 +164,8 @@ loom:
 bench: build-prod
 	cargo bench --no-default-features --bench limiter
 	$(PY) benches/bench_python.py
+	$(PIP) install -q 'matplotlib>=3.8'
+	$(PY) benches/plot.py
 	$(PY) benches/bench_api.py
 	$(PY) benches/bench_trio.py
 	$(PY) benches/bench_threads.py
