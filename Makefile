@@ -57,14 +57,22 @@ lint-typing: build-dev
 .PHONY: lint  ## All linters
 lint: lint-rust lint-python lint-typing lint-workflows
 
-# The Redis server the tests use: private to this checkout, on a loopback port, no persistence.
+# The Redis servers the tests use: private to this checkout, on loopback ports, no persistence.
+# One plain; one TLS-only with ACL users (the default user off, `app` with password `s3cret`),
+# its certificates made here by openssl: a CA, the server's (for 127.0.0.1 and localhost) and a
+# client's.
 REDIS_PORT ?= 6390
+REDIS_TLS_PORT ?= 6391
 REDIS_DIR := $(CURDIR)/target/redis
+REDIS_TLS_DIR := $(REDIS_DIR)/tls
 REDIS_URL := redis://127.0.0.1:$(REDIS_PORT)/0
-# Runs the command $(1) with that server up (FERROLIMIT_REDIS_URL points at it), and stops the
-# server afterwards whether the command failed or not.
+REDIS_TLS_URL := rediss://app:s3cret@127.0.0.1:$(REDIS_TLS_PORT)/0?ssl_ca_certs=$(REDIS_TLS_DIR)/ca.crt
+# Runs the command $(1) with those servers up (FERROLIMIT_REDIS_URL and FERROLIMIT_REDIS_TLS_URL
+# point at them, FERROLIMIT_REDIS_TLS_DIR holds the certificates), and stops them afterwards
+# whether the command failed or not.
 with_redis = $(MAKE) --no-print-directory redis-start && \
-	{ FERROLIMIT_REDIS_URL=$(REDIS_URL) $(1); status=$$?; $(MAKE) --no-print-directory redis-stop; exit $$status; }
+	{ FERROLIMIT_REDIS_URL=$(REDIS_URL) FERROLIMIT_REDIS_TLS_URL='$(REDIS_TLS_URL)' \
+	FERROLIMIT_REDIS_TLS_DIR=$(REDIS_TLS_DIR) $(1); status=$$?; $(MAKE) --no-print-directory redis-stop; exit $$status; }
 
 .PHONY: redis-install  ## Install redis-server from Debian's packages if it is missing
 redis-install:
@@ -72,20 +80,44 @@ redis-install:
 		echo 'installing redis-server (apt-get)'; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-.PHONY: redis-start  ## Start the test Redis server on 127.0.0.1:$(REDIS_PORT) (replacing ours if running)
-redis-start: redis-install redis-stop
+$(REDIS_TLS_DIR)/client.crt:
+	@command -v openssl >/dev/null || { echo 'installing openssl (apt-get)'; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+	@mkdir -p $(REDIS_TLS_DIR)
+	@cd $(REDIS_TLS_DIR) && \
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj '/CN=ferrolimit test CA' 2>/dev/null && \
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext && \
+		printf 'extendedKeyUsage=clientAuth\n' > client.ext && \
+		for who in server client; do \
+			openssl req -newkey rsa:2048 -nodes -keyout $$who.key -out $$who.csr -subj "/CN=$$who" 2>/dev/null && \
+			openssl x509 -req -in $$who.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $$who.crt -days 3650 \
+				-extfile $$who.ext 2>/dev/null || exit 1; \
+		done && \
+		printf 'user default off\nuser app on >s3cret ~* &* +@all\n' > users.acl
+
+.PHONY: redis-start  ## Start the test Redis servers on 127.0.0.1:$(REDIS_PORT), and TLS on $(REDIS_TLS_PORT)
+redis-start: redis-install redis-stop $(REDIS_TLS_DIR)/client.crt
 	@mkdir -p $(REDIS_DIR)
 	@redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --daemonize yes --pidfile $(REDIS_DIR)/redis.pid \
 		--dir $(REDIS_DIR) --logfile $(REDIS_DIR)/redis.log --save '' --appendonly no
-	@for i in $$(seq 100); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && exit 0; sleep 0.1; done; \
-		echo "redis-server did not start on port $(REDIS_PORT); see $(REDIS_DIR)/redis.log"; exit 1
+	@redis-server --bind 127.0.0.1 --port 0 --tls-port $(REDIS_TLS_PORT) --daemonize yes \
+		--pidfile $(REDIS_DIR)/redis-tls.pid --dir $(REDIS_DIR) --logfile $(REDIS_DIR)/redis-tls.log \
+		--save '' --appendonly no --aclfile $(REDIS_TLS_DIR)/users.acl --tls-auth-clients optional \
+		--tls-cert-file $(REDIS_TLS_DIR)/server.crt --tls-key-file $(REDIS_TLS_DIR)/server.key \
+		--tls-ca-cert-file $(REDIS_TLS_DIR)/ca.crt
+	@for i in $$(seq 100); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; \
+		[ $$i = 100 ] && { echo "redis-server did not start on port $(REDIS_PORT); see $(REDIS_DIR)/redis.log"; exit 1; }; done; \
+	for i in $$(seq 100); do \
+		redis-cli -p $(REDIS_TLS_PORT) --tls --cacert $(REDIS_TLS_DIR)/ca.crt --user app --pass s3cret --no-auth-warning \
+			ping 2>/dev/null | grep -q PONG && exit 0; sleep 0.1; done; \
+		echo "the TLS redis-server did not start on port $(REDIS_TLS_PORT); see $(REDIS_DIR)/redis-tls.log"; exit 1
 
-.PHONY: redis-stop  ## Stop the test Redis server started by redis-start
+.PHONY: redis-stop  ## Stop the test Redis servers started by redis-start
 redis-stop:
-	@if [ -f $(REDIS_DIR)/redis.pid ]; then \
-		pid=$$(cat $(REDIS_DIR)/redis.pid); kill $$pid 2>/dev/null; \
+	@for file in $(REDIS_DIR)/redis.pid $(REDIS_DIR)/redis-tls.pid; do \
+		[ -f $$file ] || continue; pid=$$(cat $$file); kill $$pid 2>/dev/null; \
 		for i in $$(seq 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
-		rm -f $(REDIS_DIR)/redis.pid; fi
+		rm -f $$file; done
 
 .PHONY: test-rust  ## Rust tests: the core without Python, then with the python and redis features
 test-rust:

@@ -9,7 +9,8 @@ release build (`make build-prod`). Reference points, measured in the same rounds
   driven from Python.
 
 1. **Round trip**: one task, `await acquire()` + `release()` back to back on a free slot (also
-   with `weight=3, priority=1`).
+   with `weight=3, priority=1`, and over TLS with an ACL user when `FERROLIMIT_REDIS_TLS_URL` is
+   set, as `make bench` does: target at most 1.3x the plain round trip).
 2. **Sync round trip**, for sync workers: `try_acquire()` + `release()`, `acquire_blocking()` +
    `release()`, `with blocking():` and a keyed limiter's `try_acquire(key)` on a fresh key each
    time, against `INCR` then `DECR` over a blocking socket (`incr/decr`).
@@ -250,7 +251,8 @@ def main() -> None:
         sys.exit('FERROLIMIT_REDIS_URL is not set (make bench starts a Redis server)')
     print(f'ferrolimit {ferrolimit.__version__} from {ferrolimit.__file__}; Redis at {url}')
     variants = ['local', 'incr/decr', 'redis limiter']
-    trip_variants = [*variants, 'redis limiter weight=3 priority=1']
+    tls_url = os.environ.get('FERROLIMIT_REDIS_TLS_URL')
+    trip_variants = [*variants, 'redis limiter weight=3 priority=1', *(['redis limiter over TLS'] if tls_url else [])]
     sync_variants = ['incr/decr', 'try_acquire', 'acquire_blocking', 'with blocking()', 'keyed try_acquire, fresh key']
     trip: dict[str, list[float]] = {v: [] for v in trip_variants}
     sync: dict[str, list[float]] = {v: [] for v in sync_variants}
@@ -258,7 +260,8 @@ def main() -> None:
     stamp = time.time_ns()
     for r in range(args.rounds):
         for v in trip_variants:
-            trip[v].append(asyncio.run(round_trip(v, url, f'ferrolimit-bench:{stamp}:{r}:{v}', args.n)))
+            server = tls_url if v.endswith('over TLS') and tls_url else url
+            trip[v].append(asyncio.run(round_trip(v, server, f'ferrolimit-bench:{stamp}:{r}:{v}', args.n)))
         for v in sync_variants:
             sync[v].append(sync_round_trip(v, url, f'ferrolimit-bench:{stamp}:{r}:sync:{v}', args.n))
         for v in variants:
@@ -266,6 +269,9 @@ def main() -> None:
         print(f'round {r + 1}/{args.rounds} done', file=sys.stderr)
     print()
     print('\n'.join(summarize('1. Acquire/release round trip, one task, loopback', trip)))
+    if tls_url:
+        ratios = [tls / plain for tls, plain in zip(trip['redis limiter over TLS'], trip['redis limiter'], strict=True)]
+        print(f'  TLS / plain round trip: {statistics.median(ratios):.2f}x (median of rounds; target <= 1.3x)')
     print()
     print('\n'.join(summarize('2. Sync round trip from a plain thread, loopback', sync)))
     print()

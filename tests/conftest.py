@@ -7,6 +7,7 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -44,6 +45,22 @@ def redis_url() -> str:
     except OSError as e:  # pragma: no cover - only when the server is missing
         pytest.fail(f'FERROLIMIT_REDIS_URL={url} is not reachable: {e}')
     return url
+
+
+@pytest.fixture
+def redis_tls_url() -> str:
+    """The TLS Redis server `make test` starts (`FERROLIMIT_REDIS_TLS_URL`: the ACL user `app`,
+    the test CA as `ssl_ca_certs`); skipped without the variable."""
+    url = os.environ.get('FERROLIMIT_REDIS_TLS_URL')
+    if not url:
+        pytest.skip('FERROLIMIT_REDIS_TLS_URL is not set (make test starts a TLS Redis server)')
+    return url
+
+
+@pytest.fixture
+def redis_tls_dir(redis_tls_url: str) -> Path:
+    """The certificates of that server: `ca.crt`, `client.crt` and `client.key`."""
+    return Path(os.environ['FERROLIMIT_REDIS_TLS_DIR'])
 
 
 def _host_port(url: str) -> tuple[str, int]:

@@ -627,3 +627,33 @@ async fn a_keyed_limiter_limits_each_key_and_keeps_no_state_for_unused_keys() {
     );
     keyed.wait_idle().await;
 }
+
+#[tokio::test]
+async fn tls_with_an_acl_user_and_the_errors_of_bad_credentials() {
+    // The TLS server of `make test`: `rediss://app:s3cret@127.0.0.1:6391/0?ssl_ca_certs=...`.
+    let Some(url) = std::env::var("FERROLIMIT_REDIS_TLS_URL").ok().filter(|u| !u.is_empty()) else {
+        return;
+    };
+    let limiter = RedisConcurrencyLimiter::builder(&url, fresh_key("tls"), 1)
+        .build()
+        .expect("limiter");
+    let held = limiter.acquire("a").await.expect("free slot");
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire("b").await.expect("slot").release().await })
+    };
+    until_queued(&limiter, 1).await;
+    assert!(held.release().await.expect("release"));
+    assert!(waiter.await.expect("task").expect("release"), "woken over TLS");
+
+    let wrong = url.replacen("s3cret", "wrong", 1);
+    let limiter = RedisConcurrencyLimiter::builder(&wrong, fresh_key("tls"), 1)
+        .build()
+        .expect("limiter");
+    let err = limiter.acquire("a").await.expect_err("wrong password");
+    assert!(!err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string().contains("(auth)") && !err.to_string().contains("wrong"),
+        "{err}"
+    );
+}

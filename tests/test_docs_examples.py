@@ -16,6 +16,8 @@ accept and still highlight as Python (pydantic's docs use the same form):
   `REDIS_URL` environment variable (`os.environ.get('REDIS_URL', 'redis://127.0.0.1:6379/0')`),
   which this test sets to `FERROLIMIT_REDIS_URL`. A block without a `test` setting that mentions
   `REDIS_URL` needs Redis too, so the README's Redis blocks need no marker.
+- ```` ```python {test="redis-tls"} ````: the same with the TLS server (`FERROLIMIT_REDIS_TLS_URL`,
+  as `REDIS_TLS_URL`); a block that mentions `REDIS_TLS_URL` is one.
 - ```` ```python {test="skip"} ````: never runs. Only for what cannot run on its own (a fragment of a
   larger program); keep it rare.
 
@@ -43,7 +45,9 @@ SOURCES = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('**/*.md'))]
 
 FENCE = re.compile(r'^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$')
 SETTING = re.compile(r'(?P<name>[\w-]+)\s*=\s*"(?P<value>[^"]*)"')
-TEST_VALUES = {'run', 'redis', 'skip'}
+TEST_VALUES = {'run', 'redis', 'redis-tls', 'skip'}
+SERVERS = {'redis': ('FERROLIMIT_REDIS_URL', 'REDIS_URL'), 'redis-tls': ('FERROLIMIT_REDIS_TLS_URL', 'REDIS_TLS_URL')}
+"""The variable `make test` sets for each kind of block, and the one the block reads."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Block:
     """The line of the opening fence, counted from 1."""
     code: str
     test: str
-    """`run`, `redis` or `skip` (or an unknown value, which fails the test)."""
+    """`run`, `redis`, `redis-tls` or `skip` (or an unknown value, which fails the test)."""
 
     @property
     def id(self) -> str:
@@ -92,7 +96,8 @@ def blocks_of(path: Path) -> list[Block]:
             continue
         settings = {m['name']: m['value'] for m in SETTING.finditer(info.partition('{')[2])}
         code = '\n'.join(body) + '\n'
-        test = settings.get('test', 'redis' if 'REDIS_URL' in code else 'run')
+        implied = 'redis-tls' if 'REDIS_TLS_URL' in code else 'redis' if 'REDIS_URL' in code else 'run'
+        test = settings.get('test', implied)
         start = i - len(body) - 1  # the opening fence, counted from 1
         found.append(Block(path, start, code, test))
     return found
@@ -113,11 +118,12 @@ def test_docs_example_runs(block: Block, tmp_path: Path) -> None:
     if block.test == 'skip':
         pytest.skip('marked test="skip"')
     env = dict(os.environ)
-    if block.test == 'redis':
-        url = os.environ.get('FERROLIMIT_REDIS_URL')
+    if block.test in SERVERS:
+        given, read = SERVERS[block.test]
+        url = os.environ.get(given)
         if not url:
-            pytest.skip('FERROLIMIT_REDIS_URL is not set (make test starts a Redis server)')
-        env['REDIS_URL'] = url
+            pytest.skip(f'{given} is not set (make test starts the Redis servers)')
+        env[read] = url
     script = tmp_path / 'example.py'
     script.write_text(block.code, encoding='utf-8')
     result = subprocess.run(

@@ -614,8 +614,15 @@ async def call_model() -> None:
 Create the limiter; it connects on first use.
 
 Args:
-    redis_url: The server, as `redis://[user:password@]host[:port][/db]` (or
-        `unix:///path/to/socket`; TLS, `rediss://`, is not supported yet).
+    redis_url: The server, as `redis://[user:password@]host[:port][/db]` (`user` an
+        ACL user; `unix:///path/to/socket` for a local socket), or `rediss://...` for
+        TLS, which trusts the system's roots (or the bundle `SSL_CERT_FILE` names) unless
+        the URL's query says otherwise, with redis-py's parameters: `ssl_ca_certs=<path>`
+        (a CA bundle, PEM), `ssl_certfile=<path>` and `ssl_keyfile=<path>` (a client
+        certificate and its key), `ssl_cert_reqs=none` (no verification of the
+        server's certificate: for tests only). A wrong password, missing credentials or
+        an untrusted certificate raise `ConcurrencyBackendError` at the first use, naming
+        the cause (`(auth)`, `certificate`); the password is never in a message.
     key: The name the fleet shares. The limiter uses Redis keys named `{key}:...`
         (`holders`, `queue`, `waiters`, `seq`, `epoch`, `recovering`, `limit`, `weights`,
         `places`, `used`), which expire once idle, and the channel `{key}:wake`.

@@ -148,7 +148,7 @@ impl RedisConnections {
     /// [`RedisLimiterError::Config`] for an invalid URL.
     pub fn with_runtime(url: &str, runtime: Handle) -> Result<Self, RedisLimiterError> {
         let invalid = |e: redis::RedisError| RedisLimiterError::Config(format!("invalid Redis URL {url:?}: {e}"));
-        let client = Client::open(url).map_err(invalid)?;
+        let client = super::tls::client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

@@ -120,6 +120,16 @@ impl From<redis::RedisError> for RedisLimiterError {
         if err.code() == Some("WRONGTYPE") {
             return Self::WrongType(format!("a key of the limiter holds the wrong type: {err}"));
         }
+        // A wrong password, or none where the server wants one (commands sent before any AUTH
+        // are refused as NOAUTH, or, for a long one, as an 'unauthenticated' protocol error).
+        if err.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
+            || text.contains("unauthenticated")
+        {
+            return Self::Server(format!(
+                "Redis refused the credentials (auth): check the user and password of the URL ({err})"
+            ));
+        }
         if err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()

@@ -334,10 +334,10 @@ impl Inner {
             invocation.arg(arg);
         }
         let sent = Instant::now();
-        let mut reply: Vec<Value> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|err| RedisLimiterError::from(err).at_server(&self.server))?;
+        let mut reply: Vec<Value> = match invocation.invoke_async(&mut self.conn.clone()).await {
+            Ok(reply) => reply,
+            Err(err) => return Err(self.failure(err).await),
+        };
         if reply.len() < 5 {
             return Err(unexpected(format!("{reply:?}")));
         }
@@ -349,6 +349,24 @@ impl Inner {
             self.saw_state(epoch, !known.is_empty(), sent + Duration::from_millis(ttl));
         }
         redis::from_redis_value(Value::Array(rest)).map_err(unexpected)
+    }
+
+    /// The error of a failed script call. A server that wants credentials the URL does not give
+    /// drops the connection on a script's first, long command (too many arguments before AUTH),
+    /// which reads as a broken connection: a `PING` then tells whether it was that (NOAUTH).
+    async fn failure(&self, err: redis::RedisError) -> RedisLimiterError {
+        let dropped = err.is_connection_dropped();
+        let err = RedisLimiterError::from(err);
+        if dropped {
+            let ping: Result<String, _> = redis::cmd("PING").query_async(&mut self.conn.clone()).await;
+            if let Err(ping) = ping {
+                let ping = RedisLimiterError::from(ping);
+                if !ping.is_unavailable() {
+                    return ping;
+                }
+            }
+        }
+        err.at_server(&self.server)
     }
 
     /// This object's own limit as the scripts take it (see `lua/prelude.lua`).

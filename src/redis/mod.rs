@@ -1,6 +1,10 @@
 //! [`RedisConcurrencyLimiter`]: one limit shared by every process that uses the same Redis key
 //! (feature `redis`).
 //!
+//! The server's URL is `redis://[user:password@]host[:port][/db]` (an ACL user), `unix://` for
+//! a socket, or `rediss://` for TLS: rustls with the ring provider, so no system OpenSSL; the
+//! system's roots unless the URL's query names a CA bundle or a client certificate (`tls.rs`).
+//!
 //! # Implementation details
 //!
 //! The state lives in Redis keys with the hash tag `{key}`, so they share a cluster slot (the
@@ -76,6 +80,7 @@ mod pool;
 mod release;
 mod scripts;
 mod slot;
+mod tls;
 
 #[cfg(feature = "python")]
 pub(crate) use admission::Wait;
