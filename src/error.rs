@@ -40,6 +40,9 @@ pub enum LimitError {
     MaxGlobalTooSmall(i128),
     /// A governor's `max_global` above [`MAX_RUNNING_LIMIT`].
     MaxGlobalTooLarge(i128),
+    /// An [`AdaptiveLimit`](crate::AdaptiveLimit) whose settings do not fit together: what is
+    /// wrong.
+    Adaptive(String),
 }
 
 impl LimitError {
@@ -91,6 +94,7 @@ impl fmt::Display for LimitError {
             Self::MaxToolsTooLarge(n) => write!(f, "max_tools must be <= {MAX_RUNNING_LIMIT}, got {n}"),
             Self::MaxGlobalTooSmall(n) => write!(f, "max_global must be >= 1, got {n}"),
             Self::MaxGlobalTooLarge(n) => write!(f, "max_global must be <= {MAX_RUNNING_LIMIT}, got {n}"),
+            Self::Adaptive(what) => f.write_str(what),
         }
     }
 }

@@ -28,6 +28,9 @@
 //!
 //! [`SessionLimiter`] gives idempotent, never-waiting slots to sessions and their runs.
 //!
+//! [`AdaptiveController`] is the controller of an adaptive limit ([`AdaptiveLimit`]): it finds a
+//! provider's capacity from overloads, `Retry-After` and latency (the limiters do not use it yet).
+//!
 //! # Features
 //!
 //! * `python` (default): the pyo3 extension module of the Python package; turns on `redis`.
@@ -37,6 +40,7 @@
 
 mod acquire;
 mod acquisition;
+mod adaptive;
 mod close;
 mod error;
 mod governor;
@@ -65,6 +69,7 @@ mod tests;
 pub struct ReadmeDoctests;
 
 pub use acquire::Acquire;
+pub use adaptive::{AdaptiveController, AdaptiveLimit, Admission, Outcome};
 pub use close::WaitIdle;
 pub use error::{
     AcquireError, ConcurrencyError, LimitError, MAX_RUNNING_LIMIT, MAX_SESSION_LIMIT, ReleaseError, SessionError,
