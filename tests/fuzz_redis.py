@@ -74,7 +74,7 @@ import time
 import traceback
 import urllib.parse
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -1913,8 +1913,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def campaign_parser(doc: str, checks: Collection[str]) -> argparse.ArgumentParser:
+    """The command line of a campaign (this fuzzer's, and the keyed one's)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--url', default=os.environ.get('FERROLIMIT_REDIS_URL', 'redis://127.0.0.1:6379/0'))
     parser.add_argument('--seeds', default='0..9', help='seeds: A..B (inclusive), or a comma-separated list')
     parser.add_argument('--ops', type=int, default=300, help='driver operations per run')
@@ -1922,7 +1923,39 @@ def main() -> int:
     parser.add_argument('--no-order-phase', action='store_true', help='skip the exact order phase')
     parser.add_argument('--no-threads', action='store_true', help='no acquire_blocking threads')
     parser.add_argument('--trace', action='store_true', help='print every event')
-    parser.add_argument('--skip', default='', help=f'checks to leave out, comma-separated: {", ".join(CHECKS)}')
+    parser.add_argument('--skip', default='', help=f'checks to leave out, comma-separated: {", ".join(checks)}')
+    return parser
+
+
+def run_from_args(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    checks: Collection[str],
+    campaign: Callable[[list[int], Options], list[tuple[int, list[str]]]],
+) -> int:
+    """Run the campaign the command line asks for; the exit status."""
+    opts = Options(
+        url=args.url,
+        ops=args.ops,
+        run_timeout=args.run_timeout,
+        order_phase=not args.no_order_phase,
+        trace=args.trace,
+        threads=not args.no_threads,
+        skip=frozenset(filter(None, args.skip.split(','))),
+    )
+    unknown = opts.skip - set(checks)
+    if unknown:
+        parser.error(f'unknown checks {sorted(unknown)}: choose among {", ".join(checks)}')
+    seeds = parse_seeds(args.seeds)
+    start = time.monotonic()
+    failed = campaign(seeds, opts)
+    print(f'{len(seeds) - len(failed)} of {len(seeds)} runs passed in {time.monotonic() - start:.1f}s')
+    return 1 if failed else 0
+
+
+def main() -> int:
+    """The command line (see the module docstring)."""
+    parser = campaign_parser(__doc__ or '', CHECKS)
     parser.add_argument(
         '--probes', metavar='NAMES', help=f'run direct probes instead: all, or some of {", ".join(PROBES)}'
     )
@@ -1935,23 +1968,7 @@ def main() -> int:
         findings = run_probes(args.url, names)
         print(f'{len(findings)} probe(s) failed')
         return 1 if findings else 0
-    opts = Options(
-        url=args.url,
-        ops=args.ops,
-        run_timeout=args.run_timeout,
-        order_phase=not args.no_order_phase,
-        trace=args.trace,
-        threads=not args.no_threads,
-        skip=frozenset(filter(None, args.skip.split(','))),
-    )
-    unknown = opts.skip - set(CHECKS)
-    if unknown:
-        parser.error(f'unknown checks {sorted(unknown)}: choose among {", ".join(CHECKS)}')
-    seeds = parse_seeds(args.seeds)
-    start = time.monotonic()
-    failed = run_campaign(seeds, opts)
-    print(f'{len(seeds) - len(failed)} of {len(seeds)} runs passed in {time.monotonic() - start:.1f}s')
-    return 1 if failed else 0
+    return run_from_args(parser, args, CHECKS, run_campaign)
 
 
 if __name__ == '__main__':

@@ -69,7 +69,6 @@ Every failing run prints the line that replays it (the same driver choices; timi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import faulthandler
 import gc
@@ -94,7 +93,8 @@ from fuzz_redis import (
     Resp,
     RespError,
     Run,
-    parse_seeds,
+    campaign_parser,
+    run_from_args,
     state_dump,
     url_variant,
     wait_task,
@@ -989,33 +989,8 @@ def run_campaign(seeds: list[int], opts: Options, out: Callable[[str], None] = p
 
 def main() -> int:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--url', default=os.environ.get('FERROLIMIT_REDIS_URL', 'redis://127.0.0.1:6379/0'))
-    parser.add_argument('--seeds', default='0..9', help='seeds: A..B (inclusive), or a comma-separated list')
-    parser.add_argument('--ops', type=int, default=300, help='driver operations per run')
-    parser.add_argument('--run-timeout', type=float, default=30.0, help='watchdog per run, in seconds')
-    parser.add_argument('--no-order-phase', action='store_true', help='skip the exact order phase')
-    parser.add_argument('--no-threads', action='store_true', help='no acquire_blocking threads')
-    parser.add_argument('--trace', action='store_true', help='print every event')
-    parser.add_argument('--skip', default='', help=f'checks to leave out, comma-separated: {", ".join(CHECKS)}')
-    args = parser.parse_args()
-    opts = Options(
-        url=args.url,
-        ops=args.ops,
-        run_timeout=args.run_timeout,
-        order_phase=not args.no_order_phase,
-        trace=args.trace,
-        threads=not args.no_threads,
-        skip=frozenset(filter(None, args.skip.split(','))),
-    )
-    unknown = opts.skip - set(CHECKS)
-    if unknown:
-        parser.error(f'unknown checks {sorted(unknown)}: choose among {", ".join(CHECKS)}')
-    seeds = parse_seeds(args.seeds)
-    start = time.monotonic()
-    failed = run_campaign(seeds, opts)
-    print(f'{len(seeds) - len(failed)} of {len(seeds)} runs passed in {time.monotonic() - start:.1f}s')
-    return 1 if failed else 0
+    parser = campaign_parser(__doc__ or '', CHECKS)
+    return run_from_args(parser, parser.parse_args(), CHECKS, run_campaign)
 
 
 if __name__ == '__main__':
