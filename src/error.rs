@@ -43,6 +43,8 @@ pub enum LimitError {
     /// An [`AdaptiveLimit`](crate::AdaptiveLimit) whose settings do not fit together: what is
     /// wrong.
     Adaptive(String),
+    /// A [`Rate`](crate::Rate) that limits nothing or nothing ever fits: what is wrong.
+    Rate(String),
 }
 
 impl LimitError {
@@ -94,7 +96,7 @@ impl fmt::Display for LimitError {
             Self::MaxToolsTooLarge(n) => write!(f, "max_tools must be <= {MAX_RUNNING_LIMIT}, got {n}"),
             Self::MaxGlobalTooSmall(n) => write!(f, "max_global must be >= 1, got {n}"),
             Self::MaxGlobalTooLarge(n) => write!(f, "max_global must be <= {MAX_RUNNING_LIMIT}, got {n}"),
-            Self::Adaptive(what) => f.write_str(what),
+            Self::Adaptive(what) | Self::Rate(what) => f.write_str(what),
         }
     }
 }

@@ -29,7 +29,8 @@
 //! [`SessionLimiter`] gives idempotent, never-waiting slots to sessions and their runs.
 //!
 //! [`AdaptiveController`] is the controller of an adaptive limit ([`AdaptiveLimit`]): it finds a
-//! provider's capacity from overloads, `Retry-After` and latency (the limiters do not use it yet).
+//! provider's capacity from overloads, `Retry-After` and latency; [`Budget`] spends the
+//! requests and tokens per period of [`Rate`]s (the limiters use neither yet).
 //!
 //! # Features
 //!
@@ -48,6 +49,7 @@ mod keyed;
 mod limiter;
 mod permit;
 mod queue;
+mod rate;
 mod session;
 mod stats;
 mod sync;
@@ -79,6 +81,7 @@ pub use governor::{ConcurrencyGovernor, ConcurrencyPermit};
 pub use keyed::{KeyedBuilder, KeyedConcurrencyLimiter};
 pub use limiter::{Builder, ConcurrencyLimiter};
 pub use permit::Permit;
+pub use rate::{Budget, Counted, Rate, Remaining};
 pub use session::{SessionLimiter, SessionLimits, SessionStatus};
 pub use stats::{GovernorStats, LimiterStats};
 
