@@ -24,9 +24,10 @@
 //!   a resize ([`RedisConcurrencyLimiter::set_max_running`]), followed by every limiter; a limiter
 //!   built with another value reports the stored one
 //!   ([`RedisConcurrencyLimiter::other_max_running`]). A limiter whose limit came from a resize
-//!   (its own or one it saw) stores it as a resize, also over a built value it finds while the
-//!   state is idle (`claim()` in `lua/prelude.lua`): a keyed limiter's resize so reaches the
-//!   keys it uses later.
+//!   (its own or one it saw) stores it as a resize, also over a built value or an earlier resize
+//!   it finds while the state is idle (`claim()` in `lua/prelude.lua`; resizes are timed in
+//!   milliseconds since the Unix epoch on the clock of the process that made them, and the later
+//!   wins): a keyed limiter's resize so reaches the keys it uses later.
 //!
 //! Every key expires once the limit is idle: the scripts keep one TTL for all of them beyond
 //! every lease and heartbeat, so a key nobody uses any more (a user of a
@@ -68,6 +69,20 @@
 //! no window opens, and holders from before the loss may be over-admitted until they release.
 //! With persistence (RDB or AOF; a graceful restart of the default Debian configuration saves
 //! an RDB snapshot) nothing is lost and none of this applies.
+//!
+//! A failover is a loss of the newest writes: Redis replicates asynchronously, so a promoted
+//! replica (a managed service's failover behind the same endpoint, the only kind this client
+//! follows today: Sentinel and Cluster are not supported yet) may miss the last admissions,
+//! releases and queue entries before it. What it can cost, and what bounds it: a missed release
+//! (a slot given back just before) is a slot held by nobody, freed when its lease runs out, at
+//! most one lease later; a missed admission is a holder the new primary does not know: its next
+//! renewal finds the lease gone and counts it lost (releasing it frees nothing), and until that
+//! holder's call ends, the slot it still uses may be given to another caller, one slot beyond
+//! the limit per missed admission; a missed queue entry is put back by the waiter's next
+//! heartbeat. If the replica missed the whole state (it never had the key), the new epoch opens
+//! the recovery window above: nobody is admitted for a lease while the holders re-register.
+//! Remedies: keep the calls a slot guards short; `WAIT 1 <ms>` after each admission (not done:
+//! a replica round trip on every acquire) would close the window.
 
 mod admission;
 mod connections;
