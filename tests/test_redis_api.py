@@ -1177,3 +1177,27 @@ async def test_a_nested_agent_run_on_a_held_redis_limiter_raises(redis_url: str,
             with pytest.raises(RuntimeError, match='already holds a slot for this agent concurrency limiter'):
                 await agent.run('inner')
     assert limiter.held_count == 0
+
+
+def test_after_an_idle_expiry_the_later_resize_comes_back(redis_url: str, redis_key: str) -> None:
+    """The first user of an expired key stores its own (older) resize; the object with the later
+    one does not adopt it, and restores its own on its next use (found by a helper: the fleet
+    settled on the earlier value for good)."""
+    first = RedisConcurrencyLimiter(redis_url, redis_key, 2, lease_seconds=0.05)
+    last = RedisConcurrencyLimiter(redis_url, redis_key, 2, lease_seconds=0.05)
+    first.max_running = 5
+    last.max_running = 7
+    deadline = time.monotonic() + 10
+    while command(redis_url, 'EXISTS', f'{{{redis_key}}}:limit') != b'0' and time.monotonic() < deadline:
+        time.sleep(0.05)  # the state expires idle (about three leases)
+    assert time.monotonic() < deadline, 'the state did not expire'
+    assert first.try_acquire()
+    assert last.stats().max_running == 5, 'the state holds what its first user stored'
+    first.release()
+
+    deadline = time.monotonic() + 10
+    while last.stats().running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert last.try_acquire(weight=7), 'the later resize is stored again'
+    last.release(weight=7)
+    assert (last.stats().max_running, first.stats().max_running) == (7, 7)

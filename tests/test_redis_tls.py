@@ -127,3 +127,60 @@ def test_a_tls_parameter_needs_rediss_and_readable_files(redis_tls_url: str) -> 
         RedisConcurrencyLimiter(with_query(redis_tls_url, ssl_ca_certs='/nonexistent/ca.pem'), 'k', 1)
     with pytest.raises(ValueError, match='ssl_certfile and ssl_keyfile go together'):
         RedisConcurrencyLimiter(with_query(redis_tls_url, ssl_certfile='/c.pem'), 'k', 1)
+
+
+async def test_concurrent_first_uses_without_credentials_all_see_the_auth_error(
+    redis_tls_url: str, redis_key: str
+) -> None:
+    """The server drops the connection under every caller's script; each is told why, and none
+    fails open (found by a helper: some saw 'broken pipe', and with fail_open proceeded)."""
+    url = credentials(redis_tls_url, None, None)
+    for fail_open in (False, True):
+        limiter = RedisConcurrencyLimiter(url, redis_key, 1, fail_open=fail_open)
+        outcomes: list[str] = []
+
+        async def first_use(lim: RedisConcurrencyLimiter = limiter, outcomes: list[str] = outcomes) -> None:
+            try:
+                await lim.acquire('a')
+                outcomes.append('admitted')
+                lim.release()
+            except ConcurrencyBackendError as e:
+                outcomes.append('(auth)' if '(auth)' in str(e) else str(e))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(first_use)
+        assert outcomes == ['(auth)'] * 20, (fail_open, outcomes)
+
+
+async def test_missing_credentials_on_another_database_are_an_auth_error(redis_tls_url: str, redis_key: str) -> None:
+    url = credentials(redis_tls_url, None, None)
+    parts = urllib.parse.urlsplit(url)
+    await refused(urllib.parse.urlunsplit(parts._replace(path='/3')), redis_key, r'\(auth\)')
+
+
+async def test_a_certificate_problem_does_not_fail_open(redis_tls_url: str, redis_key: str) -> None:
+    """An untrusted server certificate is a setting to fix, not an outage."""
+    limiter = RedisConcurrencyLimiter(with_query(redis_tls_url), redis_key, 1, fail_open=True)
+    with pytest.raises(ConcurrencyBackendError, match='the TLS handshake with Redis failed'):
+        await limiter.acquire('a')
+    assert limiter.held_count == 0
+
+
+async def test_no_verification_still_sends_the_client_certificate(
+    redis_tls_url: str, redis_tls_dir: Path, redis_key: str
+) -> None:
+    url = with_query(
+        redis_tls_url,
+        ssl_cert_reqs='none',
+        ssl_certfile=str(redis_tls_dir / 'client.crt'),
+        ssl_keyfile=str(redis_tls_dir / 'client.key'),
+    )
+    async with RedisConcurrencyLimiter(url, redis_key, 1)('a'):
+        pass
+    with pytest.raises(ValueError, match='^cannot read ssl_certfile "/nonexistent"'):
+        RedisConcurrencyLimiter(
+            with_query(redis_tls_url, ssl_cert_reqs='none', ssl_certfile='/nonexistent', ssl_keyfile='/nonexistent'),
+            'k',
+            1,
+        )

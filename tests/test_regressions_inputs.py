@@ -451,3 +451,33 @@ def test_a_release_of_a_key_never_taken_names_the_keyed_limiter() -> None:
         KeyedConcurrencyLimiter(2, name='users').release('k')
     with pytest.raises(ValueError, match=r"^key 'k' holds no slot of this keyed limiter$"):
         KeyedConcurrencyLimiter(2).release('k')
+
+
+@pytest.mark.parametrize(
+    'url',
+    [
+        'rediss://app:hunter2@127.0.0.1:1/0?ssl_cert_reqs=maybe',
+        'redis://app:hunter2@127.0.0.1:1/0?ssl_cert_reqs=none',
+        'rediss://app:hunter2@127.0.0.1:1/0?ssl_certfile=/tmp/x.pem',
+        'redis://app:hunter2@127.0.0.1:1/notadb',
+        'rediss://app:hunter2@127.0.0.1:1/0#fragment',
+        'rediss://app:hunter2@127.0.0.1:1/0?ssl_ca_certs=/etc/hostname',
+    ],
+)
+def test_a_bad_redis_url_is_refused_without_showing_its_password(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        RedisConcurrencyLimiter(url, 'k', 1)
+    assert 'hunter2' not in str(info.value)
+    assert 'app:***@' in str(info.value) or 'cannot read' in str(info.value)
+
+
+@pytest.mark.parametrize('path', ['/dev/zero', '/tmp', '/etc/hostname'])
+def test_a_certificate_file_must_be_a_small_regular_pem_file(path: str) -> None:
+    """A device or a FIFO would block (or fill memory) forever at construction."""
+    with pytest.raises(ValueError, match=f'^cannot read ssl_ca_certs "{path}": '):
+        RedisConcurrencyLimiter(f'rediss://h/0?ssl_ca_certs={path}', 'k', 1)
+
+
+def test_a_redis_url_with_a_lone_surrogate_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError, match=r'^redis_url must be encodable as UTF-8 \(it holds a lone surrogate\)$'):
+        RedisConcurrencyLimiter('redis://app:hunter2\udc00@h/0', 'k', 1)

@@ -127,6 +127,13 @@ pub(crate) fn text_arg<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<
     })
 }
 
+/// A Redis URL: [`text_arg`], without echoing the value (it may hold a password).
+pub(crate) fn url_arg<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+    check_str(value, "redis_url")?
+        .to_str()
+        .map_err(|_| PyValueError::new_err("redis_url must be encodable as UTF-8 (it holds a lone surrogate)"))
+}
+
 /// A limiter's `name=`: `None` or a `str` (UTF-8 text: it names spans and metrics).
 pub(crate) fn name_arg(name: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
     match name.filter(|name| !name.is_none()) {

@@ -16,7 +16,7 @@
 
 use crate::python::args::{
     Arg, check_timeout, extract_limit, lease_duration, limits, name_arg, request_arg, source_or_unnamed, text_arg,
-    tracer_arg, weight_arg,
+    tracer_arg, url_arg, weight_arg,
 };
 use crate::python::context::Context;
 use crate::python::docstrings::docstring;
@@ -72,7 +72,7 @@ impl Settings {
         tracer: Option<Py<PyAny>>,
         fail_open: bool,
     ) -> PyResult<Self> {
-        let redis_url = text_arg(redis_url, "redis_url")?.to_owned();
+        let redis_url = url_arg(redis_url)?.to_owned();
         let key = text_arg(key, what_key)?.to_owned();
         let (max_running, max_queued) = limits(max_running, max_queued)?;
         let name = name_arg(name)?;

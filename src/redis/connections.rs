@@ -63,6 +63,8 @@ struct Shared {
     /// `host:port/db` (or the socket's path and db), without credentials.
     server: String,
     conn: ConnectionManager,
+    /// For a connection of its own, to tell why the server drops the shared one.
+    client: Client,
     runtime: Handle,
     hub: Mutex<Hub>,
     /// Dropped with the last clone: the subscription task stops.
@@ -147,7 +149,9 @@ impl RedisConnections {
     ///
     /// [`RedisLimiterError::Config`] for an invalid URL.
     pub fn with_runtime(url: &str, runtime: Handle) -> Result<Self, RedisLimiterError> {
-        let invalid = |e: redis::RedisError| RedisLimiterError::Config(format!("invalid Redis URL {url:?}: {e}"));
+        let invalid = |e: redis::RedisError| {
+            RedisLimiterError::Config(format!("invalid Redis URL {}: {e}", super::tls::redacted(url)))
+        };
         let client = super::tls::client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -166,6 +170,7 @@ impl RedisConnections {
             url: url.to_owned(),
             server,
             conn,
+            client: client.clone(),
             runtime,
             hub: Mutex::new(Hub::default()),
             _shutdown: shutdown,
@@ -187,6 +192,20 @@ impl RedisConnections {
     #[must_use]
     pub fn server(&self) -> &str {
         &self.shared.server
+    }
+
+    /// Whether the server drops this client's connections because of its credentials (or its
+    /// TLS settings): the error of a `PING` on a fresh connection of its own (so no other
+    /// caller's command can break it first), `None` if it succeeds or Redis is just unreachable.
+    pub(super) async fn refusal(&self) -> Option<RedisLimiterError> {
+        let ping = async {
+            let mut conn = self.shared.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, ping).await {
+            Ok(Err(err)) => Some(RedisLimiterError::from(err)).filter(|err| !err.is_unavailable()),
+            Ok(Ok(_)) | Err(_) => None,
+        }
     }
 
     /// The command connection (a cheap handle).

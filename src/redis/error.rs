@@ -125,9 +125,22 @@ impl From<redis::RedisError> for RedisLimiterError {
         if err.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
             || text.contains("unauthenticated")
+            || text.contains("Authentication required")
         {
             return Self::Server(format!(
                 "Redis refused the credentials (auth): check the user and password of the URL ({err})"
+            ));
+        }
+        // A TLS handshake that fails on a certificate (the server's is not trusted, or the server
+        // wants the client's), or that meets a server without TLS, is a setting to fix, not an
+        // outage: `fail_open` does not cover it.
+        if err.is_io_error()
+            && ["certificate", "Certificate", "corrupt message", "InvalidContentType"]
+                .iter()
+                .any(|sign| text.contains(sign))
+        {
+            return Self::Server(format!(
+                "the TLS handshake with Redis failed (certificate or TLS settings of the URL): {err}"
             ));
         }
         if err.is_io_error()

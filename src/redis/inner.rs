@@ -353,18 +353,13 @@ impl Inner {
 
     /// The error of a failed script call. A server that wants credentials the URL does not give
     /// drops the connection on a script's first, long command (too many arguments before AUTH),
-    /// which reads as a broken connection: a `PING` then tells whether it was that (NOAUTH).
+    /// which reads as a broken connection (for every caller whose command was on it): a `PING` on
+    /// a connection of its own then tells whether it was that (NOAUTH).
     async fn failure(&self, err: redis::RedisError) -> RedisLimiterError {
         let dropped = err.is_connection_dropped();
         let err = RedisLimiterError::from(err);
-        if dropped {
-            let ping: Result<String, _> = redis::cmd("PING").query_async(&mut self.conn.clone()).await;
-            if let Err(ping) = ping {
-                let ping = RedisLimiterError::from(ping);
-                if !ping.is_unavailable() {
-                    return ping;
-                }
-            }
+        if dropped && let Some(refusal) = self.connections.refusal().await {
+            return refusal;
         }
         err.at_server(&self.server)
     }
@@ -415,10 +410,13 @@ impl Inner {
         }
         seen.1 = resize;
         self.max_running.store(limit, Ordering::Relaxed);
-        if resize > 0 {
+        // A stored resize becomes this object's own unless its own is later (then its next use
+        // of the idle state stores its own: see `claim()`). A resize stored by a version that did
+        // not time resizes counts as the earliest.
+        let resized_at = resized_at.max(1);
+        if resize > 0 && resized_at >= self.own_resized_at.load(Ordering::Relaxed) {
             self.own_max_running.store(limit, Ordering::Relaxed);
-            // A state stored by a version that did not time resizes: after any resize.
-            self.own_resized_at.store(resized_at.max(1), Ordering::Relaxed);
+            self.own_resized_at.store(resized_at, Ordering::Relaxed);
         }
         let own = self.own_max_running.load(Ordering::Relaxed);
         self.other_max_running

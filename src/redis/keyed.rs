@@ -13,10 +13,11 @@ use super::inner::{Inner, RedisCounts, resize_stamp};
 use super::limiter::{Ready, RedisBuilder, RedisPermit};
 use crate::keyed::{KeyState, KeyedMap};
 use crate::waiters::Request;
+use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 impl KeyState for Inner {
     fn in_use(&self) -> bool {
@@ -48,12 +49,11 @@ pub struct RedisKeyedConcurrencyLimiter {
 #[derive(Debug)]
 struct Shared {
     ready: Ready,
-    /// The limit given to keys made from now on: the built one, or the last resize.
-    max_running: AtomicUsize,
-    /// When the resize `max_running` comes from was made (0: the built value): keys made from
-    /// now on then store it over a built value or an earlier resize stored by another process,
-    /// while they are idle (see `Inner`'s `own_resized_at`).
-    resized_at: AtomicU64,
+    /// The limit given to keys made from now on (the built one, or the last resize), and when
+    /// that resize was made (0: the built value): keys made from now on then store it over a
+    /// built value or an earlier resize stored by another process, while they are idle (see
+    /// `Inner`'s `own_resized_at`). Read and written together.
+    limit: Mutex<(usize, u64)>,
     closed: AtomicBool,
     states: KeyedMap<String, Inner>,
     hasher: RandomState,
@@ -70,9 +70,8 @@ impl RedisBuilder {
         let ready = self.ready("key_prefix")?;
         Ok(RedisKeyedConcurrencyLimiter {
             shared: Arc::new(Shared {
-                max_running: AtomicUsize::new(ready.builder.max_running),
+                limit: Mutex::new((ready.builder.max_running, 0)),
                 ready,
-                resized_at: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 states: KeyedMap::new(),
                 hasher: RandomState::new(),
@@ -97,11 +96,10 @@ impl RedisKeyedConcurrencyLimiter {
     /// A limiter object for `key`, kept nowhere.
     fn make(&self, key: &str) -> Arc<Inner> {
         let shared = &self.shared;
-        let inner = shared.ready.make(
-            format!("{}:{key}", shared.ready.builder.key),
-            shared.max_running.load(Ordering::Acquire),
-            shared.resized_at.load(Ordering::Acquire),
-        );
+        let (max_running, resized_at) = *shared.limit.lock();
+        let inner = shared
+            .ready
+            .make(format!("{}:{key}", shared.ready.builder.key), max_running, resized_at);
         if shared.closed.load(Ordering::Acquire) {
             inner.close();
         }
@@ -208,7 +206,7 @@ impl RedisKeyedConcurrencyLimiter {
     /// The limit each key gets: the one built with, or the last resize.
     #[must_use]
     pub fn max_running(&self) -> usize {
-        self.shared.max_running.load(Ordering::Acquire)
+        self.shared.limit.lock().0
     }
 
     /// The per-key queue bound.
@@ -237,8 +235,7 @@ impl RedisKeyedConcurrencyLimiter {
     pub async fn set_max_running(&self, max_running: usize) -> Result<(), RedisLimiterError> {
         let max_running = super::limiter::checked_max_running(max_running)?;
         let at = resize_stamp();
-        self.shared.max_running.store(max_running, Ordering::Release);
-        self.shared.resized_at.store(at, Ordering::Release);
+        *self.shared.limit.lock() = (max_running, at);
         for state in self.shared.states.states() {
             state.resize(max_running, at).await?;
         }

@@ -6,14 +6,20 @@
 //! - `ssl_certfile=<path>` and `ssl_keyfile=<path>`: a client certificate and its key (PEM), for
 //!   servers that ask for one (`tls-auth-clients`); both or neither;
 //! - `ssl_cert_reqs=none`: no verification of the server's certificate at all (for tests only:
-//!   anyone between the client and the server can read and change the traffic).
+//!   anyone between the client and the server can read and change the traffic); `required` (the
+//!   default) and `optional` verify it (a server always shows one).
 //!
 //! They are taken out of the URL before the `redis` crate parses the rest; any other parameter
 //! (`protocol=resp3`, ...) is left to it. A parameter of these on a `redis://` URL is an error, as
-//! is a file that cannot be read.
+//! is a file that cannot be read (or is not a regular file of at most 1 MiB). Every message
+//! shows the URL with its password masked ([`redacted`]).
 
 use super::error::RedisLimiterError;
 use redis::{Client, ClientTlsConfig, TlsCertificates};
+use std::io::Read;
+
+/// The largest certificate or key file read: a PEM bundle of the system's roots is about 200 KiB.
+const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// What the query of a URL says about TLS.
 #[derive(Debug, Default)]
@@ -26,17 +32,24 @@ struct TlsQuery {
 
 /// The client for `url` (TLS settings from its query, see the module docs).
 pub(super) fn client(url: &str) -> Result<Client, RedisLimiterError> {
-    let invalid = |e: redis::RedisError| RedisLimiterError::Config(format!("invalid Redis URL {url:?}: {e}"));
-    let (rest, query) = split_query(url)?;
+    let invalid = |e: redis::RedisError| RedisLimiterError::Config(format!("invalid Redis URL {}: {e}", redacted(url)));
+    let (mut rest, query) = split_query(url)?;
     let tls = url.starts_with("rediss://");
     if !tls && (query.ca_certs.is_some() || query.certfile.is_some() || query.keyfile.is_some() || query.insecure) {
         return Err(RedisLimiterError::Config(format!(
-            "invalid Redis URL {url:?}: the ssl_* parameters need a rediss:// URL"
+            "invalid Redis URL {}: the ssl_* parameters need a rediss:// URL",
+            redacted(url)
         )));
     }
     if query.insecure {
         // The `redis` crate's own opt-out: a `#insecure` fragment.
-        return Client::open(format!("{rest}#insecure")).map_err(invalid);
+        if rest.contains('#') {
+            return Err(RedisLimiterError::Config(format!(
+                "invalid Redis URL {}: ssl_cert_reqs=none and a #fragment",
+                redacted(url)
+            )));
+        }
+        rest.push_str("#insecure");
     }
     let client_tls = match (&query.certfile, &query.keyfile) {
         (Some(certfile), Some(keyfile)) => Some(ClientTlsConfig {
@@ -46,15 +59,16 @@ pub(super) fn client(url: &str) -> Result<Client, RedisLimiterError> {
         (None, None) => None,
         _ => {
             return Err(RedisLimiterError::Config(format!(
-                "invalid Redis URL {url:?}: ssl_certfile and ssl_keyfile go together"
+                "invalid Redis URL {}: ssl_certfile and ssl_keyfile go together",
+                redacted(url)
             )));
         }
     };
-    let root_cert = query
-        .ca_certs
-        .as_deref()
-        .map(|path| read("ssl_ca_certs", path))
-        .transpose()?;
+    // Without verification there is nothing to verify against.
+    let root_cert = match &query.ca_certs {
+        Some(path) if !query.insecure => Some(read("ssl_ca_certs", path)?),
+        _ => None,
+    };
     if client_tls.is_none() && root_cert.is_none() {
         return Client::open(rest).map_err(invalid);
     }
@@ -78,7 +92,7 @@ fn split_query(url: &str) -> Result<(String, TlsQuery), RedisLimiterError> {
             "ssl_keyfile" => tls.keyfile = Some(value()?),
             "ssl_cert_reqs" => match value()?.as_str() {
                 "none" | "CERT_NONE" => tls.insecure = true,
-                "required" | "CERT_REQUIRED" => tls.insecure = false,
+                "required" | "CERT_REQUIRED" | "optional" | "CERT_OPTIONAL" => tls.insecure = false,
                 _ => return Err(bad_value(url, name)),
             },
             _ => kept.push(pair),
@@ -97,7 +111,28 @@ fn split_query(url: &str) -> Result<(String, TlsQuery), RedisLimiterError> {
 }
 
 fn bad_value(url: &str, name: &str) -> RedisLimiterError {
-    RedisLimiterError::Config(format!("invalid Redis URL {url:?}: a bad value for {name}"))
+    RedisLimiterError::Config(format!("invalid Redis URL {}: a bad value for {name}", redacted(url)))
+}
+
+/// `url`, quoted, with the password of its credentials (`user:password@`) masked as `***`: what
+/// a message may show.
+pub(super) fn redacted(url: &str) -> String {
+    let masked = url.split_once("://").map_or_else(
+        || url.to_owned(),
+        |(scheme, rest)| {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            match authority.rsplit_once('@') {
+                Some((credentials, host)) => {
+                    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+                    let password = if credentials.contains(':') { ":***" } else { "" };
+                    format!("{scheme}://{user}{password}@{host}{path}")
+                }
+                None => url.to_owned(),
+            }
+        },
+    );
+    format!("{masked:?}")
 }
 
 /// `text` with its `%XX` escapes (and `+` for a space) decoded; `None` if that is not UTF-8
@@ -120,8 +155,25 @@ fn percent_decoded(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The contents of the PEM file `path`. Only a regular file is read (a FIFO or a device could
+/// block or never end), at most [`MAX_PEM_BYTES`], and it must hold a PEM block.
 fn read(what: &str, path: &str) -> Result<Vec<u8>, RedisLimiterError> {
-    std::fs::read(path).map_err(|e| RedisLimiterError::Config(format!("cannot read {what} {path:?}: {e}")))
+    let refuse = |why: String| RedisLimiterError::Config(format!("cannot read {what} {path:?}: {why}"));
+    let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".to_owned()));
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(refuse(format!("larger than {MAX_PEM_BYTES} bytes")));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| refuse(e.to_string()))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(refuse("no PEM block in it (-----BEGIN ...)".to_owned()));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -139,6 +191,37 @@ mod tests {
         assert!(split_query("rediss://h?ssl_cert_reqs=maybe").is_err());
         assert!(split_query("rediss://h?ssl_ca_certs=%zz").is_err());
         assert_eq!(split_query("redis://h/0").expect("parsed").0, "redis://h/0");
+    }
+
+    #[test]
+    fn a_message_masks_the_password() {
+        assert_eq!(
+            redacted("rediss://app:s3cret@h:1/0?x=1"),
+            r#""rediss://app:***@h:1/0?x=1""#
+        );
+        assert_eq!(redacted("redis://:p@ss:w@h"), r#""redis://:***@h""#);
+        assert_eq!(redacted("redis://user@h/2"), r#""redis://user@h/2""#);
+        assert_eq!(redacted("redis://h:6379"), r#""redis://h:6379""#);
+        let err = client("redis://app:s3cret@h?ssl_cert_reqs=none").expect_err("not TLS");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = client("rediss://app:s3cret@h/notadb").expect_err("bad db");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn only_a_regular_file_is_read() {
+        let err = client("rediss://h?ssl_ca_certs=/dev/zero").expect_err("a device");
+        assert!(err.to_string().ends_with("not a regular file"), "{err}");
+        let err = client("rediss://h?ssl_ca_certs=/tmp").expect_err("a directory");
+        assert!(err.to_string().ends_with("not a regular file"), "{err}");
+        let err = client("rediss://h?ssl_ca_certs=/etc/hostname").expect_err("not PEM");
+        assert!(err.to_string().contains("no PEM block"), "{err}");
+        // Without verification the client certificate is still sent, and checked.
+        let err = client("rediss://h?ssl_cert_reqs=none&ssl_certfile=/c.pem").expect_err("no key");
+        assert!(
+            err.to_string().contains("ssl_certfile and ssl_keyfile go together"),
+            "{err}"
+        );
     }
 
     #[test]
