@@ -699,6 +699,10 @@ class Run:
         else:
             self.give_back(c, c.held)
 
+    def handoff_waiter(self, holder: Caller, waiting: list[Caller]) -> Caller:
+        """The waiter `op_handoff` cancels when `holder` releases."""
+        return self.rng.choice(waiting)
+
     async def op_handoff(self) -> None:
         """Release, then cancel a waiter at (or around) the instant the slot is handed over."""
         raws = self.raw_holders()
@@ -706,7 +710,7 @@ class Run:
         if not raws or not waiting:
             return
         c = self.rng.choice(raws)
-        w = self.rng.choice(waiting)
+        w = self.handoff_waiter(c, waiting)
         delay = self.rng.choice([None, 0.0, 0.0002, 0.0005, 0.001, 0.002, 0.004])
         self.give_back(c, c.held)
         if delay is not None:

@@ -410,19 +410,9 @@ class KeyedRun(Run):
 
     # -- driver operations --
 
-    async def op_handoff(self) -> None:
-        """Release, then cancel a waiter of the same key (if any) at (or around) the handoff instant."""
-        raws = self.raw_holders()
-        waiting = self.waiting_tasks()
-        if not raws or not waiting:
-            return
-        c = self.rng.choice(raws)
-        w = self.rng.choice([x for x in waiting if key_of(x) == key_of(c)] or waiting)
-        delay = self.rng.choice([None, 0.0, 0.0002, 0.0005, 0.001, 0.002, 0.004])
-        self.give_back(c, c.held)
-        if delay is not None:
-            await asyncio.sleep(delay)
-        self.cancel(w)
+    def handoff_waiter(self, holder: Caller, waiting: list[Caller]) -> Caller:
+        """A waiter of the holder's key if there is one: the slot is handed to it."""
+        return self.rng.choice([x for x in waiting if key_of(x) == key_of(holder)] or waiting)
 
     async def op_try_acquire(self) -> None:
         rng = self.rng

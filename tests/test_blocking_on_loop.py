@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from test_regressions_inputs import ALL_BACKENDS
 
 from ferrolimit import (
     ConcurrencyLimiter,
@@ -26,14 +27,8 @@ from ferrolimit import (
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [
-    pytest.param('asyncio', id='asyncio'),
-    pytest.param(('asyncio', {'use_uvloop': True}), id='uvloop'),
-    pytest.param('trio', id='trio'),
-]
 
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=ALL_BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
